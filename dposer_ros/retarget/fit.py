@@ -171,7 +171,8 @@ class SequenceFitter:
         """targets (B, T, M, 3) metres, valid (B, T) -> pose (B, T, J, 3), transl (B, T, 3), fitted targets (B, T, M, 3)."""
         s = self.settings
         batch, frames = valid.shape
-        targets, valid = targets.float(), valid.float()
+        targets = torch.where(valid[..., None, None], targets.float(), 0.0)  # invalid frames may hold anything
+        valid = valid.float()
         num = self.fk.skeleton.num_joints
         local = torch.eye(3).repeat(batch, num, 1, 1)
         local[:, 0], transl = self.initial_alignment(targets[:, 0])

@@ -71,9 +71,17 @@ def hand_skeleton(side: str) -> Skeleton:
 
 
 def hand_hinges(side: str) -> dict:
-    """Middle and distal finger joints flex about the rest frame's Z axis (towards the palm)."""
-    sign = -1.0 if side == "left" else 1.0
-    return {f"{side}_{f}{k}": ((0, 0, 1), sign) for f in FINGERS if f != "thumb" for k in (2, 3)}
+    """Middle and distal finger joints flex towards the palm (rest palm normal -Y), about bone x palm normal."""
+    skel = hand_skeleton(side)
+    hinges = {}
+    for f in FINGERS:
+        if f == "thumb":
+            continue
+        for k, child in ((2, f"{side}_{f}3"), (3, f"{side}_{f}_tip")):
+            joint = f"{side}_{f}{k}"
+            bone = skel.rest_joints[skel.index(child)] - skel.rest_joints[skel.index(joint)]
+            hinges[joint] = (np.cross(bone, (0.0, -1.0, 0.0)), 1.0)
+    return hinges
 
 
 def _prepare(spec: SourceSpec, take: Take, motion: Motion, side: str | None, fps: float) -> _Prepared:

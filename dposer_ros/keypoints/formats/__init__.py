@@ -1,0 +1,1 @@
+"""Keypoint format tables (one YAML file per format); a package so the tables ship as package data."""

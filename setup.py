@@ -1,0 +1,89 @@
+"""ament_python package definition for dposer_ros.
+
+Built two ways:
+  * ``pip install -e .`` (scripts/bootstrap.sh) -> ``dposer`` command in the venv;
+  * ``colcon build`` in ros_ws/ (src/dposer_ros is a symlink to this folder) ->
+    ``ros2 run dposer_ros refine_node`` and ``ros2 launch dposer_ros ...`` on a ROS 2 install.
+"""
+import os
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE_NAME = "dposer_ros"
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _files(pattern):
+    """Relative paths of the regular files matching ``pattern`` (sorted, repo-relative)."""
+    return sorted(
+        os.path.relpath(p, HERE)
+        for p in glob(os.path.join(HERE, pattern))
+        if os.path.isfile(p)
+    )
+
+
+def _tree(folder, suffixes):
+    """data_files entries for every file with one of ``suffixes`` under ``folder``,
+    keeping the sub-folder layout below share/<pkg>/<folder>/. The top folder's entry is
+    always present (possibly empty), even when the folder does not exist."""
+    entries = {os.path.join("share", PACKAGE_NAME, folder): []}
+    for dirpath, dirnames, filenames in os.walk(os.path.join(HERE, folder)):
+        dirnames.sort()
+        files = sorted(
+            os.path.relpath(os.path.join(dirpath, f), HERE)
+            for f in filenames
+            if f.endswith(suffixes)
+        )
+        if files:
+            entries[os.path.join("share", PACKAGE_NAME, os.path.relpath(dirpath, HERE))] = files
+    return list(entries.items())
+
+
+data_files = [
+    ("share/ament_index/resource_index/packages", ["resource/" + PACKAGE_NAME]),
+    ("share/" + PACKAGE_NAME, ["package.xml"]),
+    ("share/" + PACKAGE_NAME + "/launch", _files("launch/*.py")),
+    # models/*: plain files only; models/engines/ (TensorRT engines built per machine) is not shipped.
+    ("share/" + PACKAGE_NAME + "/models", _files("models/*")),
+] + _tree("config", (".yaml", ".yml"))
+
+setup(
+    name=PACKAGE_NAME,
+    version="0.1.0",
+    packages=find_packages(where=HERE, exclude=["tests", "tests.*"]),
+    package_data={"": ["*.json", "*.yaml", "*.yml"]},
+    include_package_data=False,
+    data_files=data_files,
+    python_requires=">=3.10",
+    # torch: scripts/bootstrap.sh installs the pinned CPU build (torch==2.13.0) before this
+    # package, so the bare name below is already satisfied and pulls nothing more.
+    install_requires=[
+        "numpy",
+        "scipy",
+        "torch",
+        "roma",
+        "smplx",
+        "pyyaml",
+        "tqdm",
+        "matplotlib",
+        "mannequin-x",
+        "bvhio",
+    ],
+    extras_require={
+        "onnx": ["onnx", "onnxruntime"],
+        "ros": ["rosbags", "mcap"],
+        "test": ["pytest", "pytest-timeout"],
+    },
+    zip_safe=False,
+    maintainer="dposer_ros maintainers",
+    maintainer_email="dposer@example.com",
+    description="Real-time whole-body SMPL-X pose refinement for ROS 2 with a learned diffusion pose prior.",
+    license="Apache-2.0",
+    entry_points={
+        "console_scripts": [
+            "dposer = dposer_ros.cli:main",
+            "refine_node = dposer_ros.ros.refine_node:main",
+        ],
+    },
+)

@@ -1,0 +1,140 @@
+"""Retargeting: the Gauss-Newton fitter, re-proportioning, scale, resampling, source tables and real takes."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dposer_ros.body import ForwardKinematics, smplx_neutral
+from dposer_ros.mocap import read_motion
+from dposer_ros.retarget.fit import FitSettings, SequenceFitter, sub_skeleton
+from dposer_ros.retarget.pipeline import BODY_FROZEN, BODY_HINGES, body_skeleton, hand_skeleton, retarget_source
+from dposer_ros.retarget.sources import find_takes, load_sources, metric_scale, reproportion, resample, target_points
+
+MOCAP = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mocap"
+needs_mocap = pytest.mark.skipif(not MOCAP.is_dir(), reason=f"{MOCAP} not present (CI keeps shared/ beside the repo)")
+
+
+def _natural_body_pose(batch: int, seed: int) -> torch.Tensor:
+    """Random poses that respect the fitter's hinge model: knees and elbows bend about their axes only."""
+    g = torch.Generator().manual_seed(seed)
+    skel = body_skeleton()
+    pose = torch.randn(batch, skel.num_joints, 3, generator=g) * 0.25
+    for name, (axis, sign) in BODY_HINGES.items():
+        j = skel.index(name)
+        pose[:, j] = torch.tensor(axis, dtype=torch.float32) * sign * torch.rand(batch, 1, generator=g) * 1.5
+    for name in BODY_FROZEN:
+        pose[:, skel.index(name)] = 0
+    pose[:, 0] = torch.randn(batch, 3, generator=g)
+    return pose
+
+
+def _body_fitter(settings=FitSettings()):
+    skel = body_skeleton()
+    names = skel.names
+    return SequenceFitter(skel, names, [1.0] * len(names), BODY_HINGES, settings, BODY_FROZEN), skel
+
+
+def test_fitter_recovers_known_poses_from_their_joints():
+    fitter, skel = _body_fitter(FitSettings(first_frame_iters=40, pose_weight=1e-3, smooth_weight=0.0))
+    pose = _natural_body_pose(16, seed=1)
+    transl = torch.randn(16, 3) * 0.5
+    joints = ForwardKinematics(skel)(pose, transl).joints
+    fitted, fitted_transl, fitted_joints = fitter.fit(joints[:, None], torch.ones(16, 1, dtype=torch.bool))
+    err = np.linalg.norm(fitted_joints[:, 0] - joints.numpy(), axis=-1)
+    assert err.mean() < 2e-3, err.mean()  # metres
+    assert np.abs(fitted_transl[:, 0] - transl.numpy()).max() < 0.01
+
+
+def test_warm_started_tracking_follows_a_moving_pose_with_three_steps_per_frame():
+    fitter, skel = _body_fitter()
+    start, end = _natural_body_pose(4, seed=2), _natural_body_pose(4, seed=3)
+    end[:, 0] = start[:, 0]
+    w = torch.linspace(0, 1, 30)[None, :, None, None]
+    seq = start[:, None] * (1 - w) + end[:, None] * w  # one second of motion at 30 Hz
+    joints = ForwardKinematics(skel)(seq).joints
+    _, _, fitted = fitter.fit(joints, torch.ones(4, 30, dtype=torch.bool))
+    err = np.linalg.norm(fitted - joints.numpy(), axis=-1)
+    assert err.mean() < 5e-3 and err.max() < 0.03, (err.mean(), err.max())
+
+
+def test_padding_frames_do_not_disturb_the_fit():
+    fitter, skel = _body_fitter()
+    joints = ForwardKinematics(skel)(_natural_body_pose(2, seed=4)).joints
+    targets = joints[:, None].repeat(1, 3, 1, 1)
+    targets[1, 1:] = float("nan")  # garbage where invalid
+    valid = torch.tensor([[True, True, True], [True, False, False]])
+    _, _, fitted = fitter.fit(targets, valid)
+    assert np.isfinite(fitted).all()
+    assert np.linalg.norm(fitted[1, 0] - joints[1].numpy(), axis=-1).mean() < 5e-3
+
+
+def test_sub_skeleton_keeps_rest_positions_and_adds_leaves():
+    full = smplx_neutral()
+    hand = hand_skeleton("left")
+    assert hand.names[0] == "left_wrist" and hand.parents[0] == -1
+    assert hand.num_joints == 21 and all(n.endswith("_tip") for n in hand.names[16:])
+    for n in hand.names[:16]:
+        np.testing.assert_allclose(hand.rest_joints[hand.index(n)], full.rest_joints[full.index(n)])
+    tip = hand.index("left_index_tip")
+    assert hand.names[hand.parents[tip]] == "left_index3"
+    with pytest.raises(ValueError, match="one root"):
+        sub_skeleton(full, ["left_knee", "right_knee"])
+
+
+def test_reproportion_keeps_directions_and_takes_skeleton_lengths():
+    skel = body_skeleton()
+    rng = np.random.default_rng(0)
+    # a differently proportioned source: rest joints stretched per axis, then posed by a random rotation
+    src = skel.rest_joints * np.array([1.3, 0.8, 1.1]) + rng.normal(0, 0.01, skel.rest_joints.shape)
+    points = {n: src[None, i] for i, n in enumerate(skel.names)}
+    out = reproportion(points, skel)
+    for j, n in enumerate(skel.names):
+        p = skel.parents[j]
+        if p < 0:
+            continue
+        got = out[n][0] - out[skel.names[p]][0]
+        np.testing.assert_allclose(np.linalg.norm(got), np.linalg.norm(skel.rest_joints[j] - skel.rest_joints[p]), rtol=1e-6)
+    lone = skel.index("left_elbow")  # a single child: direction kept exactly
+    a = src[lone] - src[skel.index("left_shoulder")]
+    b = out["left_elbow"][0] - out["left_shoulder"][0]
+    assert np.dot(a, b) / np.linalg.norm(a) / np.linalg.norm(b) > 1 - 1e-9
+
+
+def test_metric_scale_and_resampling():
+    skel = smplx_neutral()
+    rest = dict(zip(skel.names, skel.rest_joints))
+    points = {k: v[None] * 100.0 for k, v in rest.items()}  # centimetres
+    assert metric_scale(points, rest, [("left_hip", "left_knee"), ("left_elbow", "left_wrist")]) == pytest.approx(0.01)
+    x = np.arange(121, dtype=float)[:, None]
+    np.testing.assert_array_equal(resample(x, 120.0, 30.0)[:, 0], np.arange(0, 121, 4))
+    y = resample(x, 24.0, 30.0)[:, 0]
+    assert len(y) == 151 and y[-1] == pytest.approx(120.0) and np.allclose(np.diff(y), 0.8)
+
+
+@needs_mocap
+def test_every_mapped_joint_exists_in_its_rig():
+    for spec in load_sources().values():
+        takes = find_takes(spec, MOCAP)
+        for rig in spec.rigs:
+            take = next(t for t in takes if t.rig == rig)
+            motion = read_motion(take.files[0], with_rotations=True)
+            side = "left" if spec.part == "hands" else None
+            points = target_points(rig, motion, side)
+            assert len(points) == len(rig.targets)
+            assert all(np.isfinite(v).all() for v in points.values())
+
+
+@needs_mocap
+@pytest.mark.parametrize("source", ["bandai", "hdm05", "cmu", "manipnet_hands"])
+def test_real_takes_retarget_accurately(source):
+    spec = load_sources()[source]
+    take = find_takes(spec, MOCAP)[0]
+    [result] = retarget_source(spec, [take], FitSettings(), segment=60)
+    assert np.isfinite(result.pose).all()
+    assert result.fit_error.mean() < 0.01, result.fit_error.mean()  # metres
+    expected = {"body"} if spec.part == "body" else {"left_hand", "right_hand"}
+    assert set(result.parts) == expected
+    untouched = [22, 23, 24] + ([] if spec.part == "hands" else list(range(25, 55)))
+    assert np.all(result.pose[:, untouched] == 0)
