@@ -25,6 +25,21 @@ def _data_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from .prior.train import TrainConfig, train
+
+    cfg = TrainConfig.from_yaml(args.config)
+    if args.dataset:
+        cfg.dataset = str(args.dataset)
+    if args.out:
+        cfg.out = str(args.out)
+    if args.steps:
+        cfg.steps = args.steps
+    final = train(cfg, resume=not args.restart)
+    print(f"prior: {final}")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from .dataset.build import BuildConfig, build_dataset
     from .dataset.figure import retarget_figure
@@ -50,6 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--figure", type=Path, default=None, help="picture of retargeted frames (default: beside --out)")
     build.add_argument("--max-takes", type=int, default=None, help="at most this many takes per source (quick checks)")
     build.set_defaults(func=_data_build)
+
+    tr = commands.add_parser("train", help="train the diffusion prior (resumes an interrupted run)")
+    tr.add_argument("--config", type=Path, required=True, help="training settings, e.g. config/train/cpu.yaml")
+    tr.add_argument("--dataset", type=Path, default=None, help="dataset file (default: the one `data build` wrote)")
+    tr.add_argument("--out", type=Path, default=None, help="run folder (overrides the config's `out`)")
+    tr.add_argument("--steps", type=int, default=None, help="total steps (overrides the config)")
+    tr.add_argument("--restart", action="store_true", help="ignore a saved training state and start over")
+    tr.set_defaults(func=_train)
 
     demo = commands.add_parser("demo", help="the end-to-end demo: retarget held-out takes and draw them")
     demo.add_argument("--mocap-dir", type=Path, default=default_mocap_dir(), help="folder with the mocap sources")

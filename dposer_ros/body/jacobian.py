@@ -1,0 +1,56 @@
+"""Points attached to joints (joints themselves or landmarks at an offset) and their analytic Jacobian.
+
+With rotations updated as R_f <- R_f exp(delta_f) (local increments), a point p attached to joint j moves as
+dp / d delta_f = -[p - P_f]_x G_f for every joint f on the chain from the root to j (j included, which turns a
+landmark's offset), where P_f and G_f are f's world position and rotation; dp / d transl = I.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from .kinematics import ForwardKinematics, Posed
+
+
+def skew(v: torch.Tensor) -> torch.Tensor:
+    """(..., 3) -> (..., 3, 3) cross-product matrices."""
+    zero = torch.zeros_like(v[..., 0])
+    x, y, z = v.unbind(-1)
+    return torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], -1).reshape(*v.shape, 3)
+
+
+class AttachedPoints:
+    """K points, each attached to a joint of `fk`'s skeleton at an offset in that joint's frame."""
+
+    def __init__(self, fk: ForwardKinematics, joints: Sequence[int], offsets: np.ndarray, free: Sequence[int]) -> None:
+        self.fk = fk
+        self.joint = torch.tensor(np.asarray(joints), dtype=torch.long)
+        self.offset = torch.as_tensor(np.array(offsets, dtype=np.float32))
+        self.free = torch.tensor(np.asarray(free), dtype=torch.long)
+        parents = fk.skeleton.parents
+        chain = torch.zeros(len(self.joint), len(self.free))
+        free_list = self.free.tolist()
+        for k, j in enumerate(self.joint.tolist()):
+            on_chain = set()
+            while j >= 0:
+                on_chain.add(j)
+                j = parents[j]
+            chain[k] = torch.tensor([float(f in on_chain) for f in free_list])
+        self.chain = chain  # (K, F): rotating free joint f moves point k
+
+    def positions(self, posed: Posed) -> torch.Tensor:
+        """(B, K, 3) world positions of the points."""
+        rot = posed.rotations[:, self.joint]
+        return posed.joints[:, self.joint] + (rot @ self.offset.to(rot)[..., None]).squeeze(-1)
+
+    def jacobian(self, posed: Posed, points: torch.Tensor) -> torch.Tensor:
+        """(B, K*3, 3F + 3): derivatives of the points w.r.t. the free joints' local increments, then translation."""
+        batch, k = points.shape[:2]
+        lever = points[:, :, None] - posed.joints[:, None, self.free]  # (B, K, F, 3)
+        jac = -skew(lever) @ posed.rotations[:, None, self.free] * self.chain.to(points)[None, :, :, None, None]
+        jac = jac.permute(0, 1, 3, 2, 4).reshape(batch, k * 3, 3 * len(self.free))
+        eye = torch.eye(3, dtype=points.dtype).expand(batch, k, 3, 3).reshape(batch, k * 3, 3)
+        return torch.cat([jac, eye], dim=-1)

@@ -1,0 +1,144 @@
+"""Few-step truncated refinement for streams: a handful of prior evaluations per frame, warm-started.
+
+Each step s takes t_s from the truncated schedule, noises the current pose to x_t, asks the prior (no gradient,
+so any inference engine serves) for the denoised pose x0_hat, and takes a Gauss-Newton step on
+    sum_k c_k rho(||kp_k(theta) - y_k||)  +  w(t_s) ||(theta - theta0_hat) / sigma||^2  +  temporal pull,
+where kp_k are the format's keypoints through SMPL-X kinematics, c_k their confidences, rho a robust
+(Geman-McClure) loss, and sigma the prior's per-entry scale. The root rotation and translation are not
+pulled by the prior: a new track starts from a rigid alignment of the rest pose, later frames from the last.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import roma
+import torch
+
+from ..body.jacobian import AttachedPoints
+from ..body.kinematics import ForwardKinematics
+from ..body.skeleton import NUM_JOINTS, PART_JOINTS, smplx_neutral
+from ..prior.layout import PARTS, from_vector, to_vector
+from ..prior.schedule import TruncatedSchedule
+from ..retarget.fit import kabsch
+from .gauss_newton import Pull, gauss_newton_step
+from .types import BodyState, Observation, Refined
+
+FREE_JOINTS = (0, *PART_JOINTS["body"], *PART_JOINTS["left_hand"], *PART_JOINTS["right_hand"])
+# the prior is asked about body and hands separately: no capture here holds both at once (see README)
+PRIOR_GROUPS = ((1.0, 0.0, 0.0, 0.0), (0.0, 1.0, 1.0, 0.0))
+
+
+@dataclass(frozen=True)
+class RefineSettings:
+    """Settings of the few-step refiner (defaults: config/solvers/refine.yaml)."""
+
+    steps: int = 4  # prior evaluations per frame (at most 8)
+    t_max: float = 0.12
+    t_min: float = 0.02
+    prior_weight: float = 1.0
+    temporal_weight: float = 2.0  # pull towards the previous frame (per radian^2), 0 for none
+    rest_weight: float = 0.01  # weak pull towards the rest pose (keeps unobserved, un-priored joints still)
+    sigma_cm: float = 5.0  # robust scale of the keypoint residuals
+    damping: float = 1e-2
+    cold_start_iters: int = 6  # data-only Gauss-Newton steps for a new track, after the rigid alignment
+    min_part_points: int = 3  # keypoints with confidence > 0.1 needed to call a part observed
+    noise: bool = True  # noise x_t as in DPoser (False: deterministic x_t = mean(t) x)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.steps <= 8:
+            raise ValueError(f"steps must be between 1 and 8 network evaluations per frame, got {self.steps}")
+
+
+def prior_targets(prior, pose: torch.Tensor, t: float, generator: torch.Generator | None, noise: bool) -> torch.Tensor:
+    """Denoised pose (B, 55, 3): body and hands each through the prior once (one batched call)."""
+    batch = pose.shape[0]
+    x = (to_vector(pose) - prior.mean) / prior.std
+    masks = torch.tensor(PRIOR_GROUPS).repeat_interleave(batch, dim=0)
+    x = x.repeat(len(PRIOR_GROUPS), 1)
+    tt = torch.full((x.shape[0],), t)
+    mean, std = prior.sde.mean_std(tt)
+    z = torch.randn(x.shape, generator=generator) if noise else torch.zeros_like(x)
+    x_t = mean[:, None] * x + std[:, None] * z
+    eps = torch.as_tensor(prior.eps(x_t, tt, masks))
+    x0 = (x_t - std[:, None] * eps) / mean[:, None]
+    x0 = (x0 * torch.repeat_interleave(masks, torch.tensor([63, 45, 45, 103]), dim=1)).reshape(len(PRIOR_GROUPS), batch, -1).sum(0)
+    return from_vector(x0 * prior.std + prior.mean, pose)[0]
+
+
+class FewStepRefiner:
+    """Refines keypoints of one format into SMPL-X poses with the diffusion prior in a few steps."""
+
+    def __init__(self, prior, fmt, settings: RefineSettings = RefineSettings()) -> None:
+        self.prior, self.format, self.settings = prior, fmt, settings
+        self.fk = ForwardKinematics()
+        self.points = AttachedPoints(self.fk, fmt.joints, fmt.offsets, FREE_JOINTS)
+        self.schedule = TruncatedSchedule(settings.t_max, settings.t_min)
+        self.free = torch.tensor(FREE_JOINTS)
+        # per-entry prior scale of the free joints (1 / std of the prior's normalisation), root not pulled
+        std_pose = from_vector(prior.std.float(), torch.zeros(NUM_JOINTS, 3))[0].abs()
+        scale = torch.zeros(NUM_JOINTS, 3)
+        groups = [j for p in ("body", "left_hand", "right_hand") for j in PART_JOINTS[p]]
+        scale[groups] = 1.0 / std_pose[groups].clamp(min=1e-3)
+        self.prior_scale = scale[self.free]
+        rest = torch.full((NUM_JOINTS, 3), settings.rest_weight**0.5)
+        rest[0] = 0.0
+        self.rest_scale = rest[self.free]
+        part_of = {j: p for p, js in PART_JOINTS.items() for j in js}
+        parents = smplx_neutral().parents
+        kp_part = []
+        for j, off in zip(fmt.joints, fmt.offsets):
+            j = int(j) if (abs(off).sum() > 0 or parents[j] < 0) else parents[j]
+            name = part_of.get(j, "body")
+            kp_part.append(PARTS.index({"jaw": "face", "eyes": "face"}.get(name, name)))
+        self.kp_part = torch.nn.functional.one_hot(torch.tensor(kp_part), len(PARTS)).float()  # (K, 4)
+
+    def observed_parts(self, confidence: torch.Tensor) -> torch.Tensor:
+        """(B, K) confidences -> (B, 4) bool: parts with at least `min_part_points` confident keypoints."""
+        return ((confidence > 0.1).float() @ self.kp_part) >= self.settings.min_part_points
+
+    def _cold_start(self, obs: Observation) -> tuple[torch.Tensor, torch.Tensor]:
+        batch = obs.points.shape[0]
+        rest_pts = self.points.positions(self.fk(torch.zeros(1, NUM_JOINTS, 3))).expand(batch, -1, -1)
+        w = obs.confidence + 1e-6
+        rot = kabsch(rest_pts, obs.points, w)
+        root = self.fk.rest_joints[0].float()
+        wn = (w / w.sum(1, keepdim=True))[..., None]
+        transl = (wn * obs.points).sum(1) - ((rot @ ((wn * rest_pts).sum(1) - root)[..., None]).squeeze(-1) + root)
+        local = torch.eye(3).repeat(batch, NUM_JOINTS, 1, 1)
+        local[:, 0] = rot
+        zero = Pull(torch.zeros(batch, len(FREE_JOINTS), 3), self.rest_scale * 10.0)
+        for _ in range(self.settings.cold_start_iters):
+            local, transl = gauss_newton_step(self.fk, self.points, local, transl, obs.points, obs.confidence,
+                                              [zero], self.settings.damping, self.settings.sigma_cm * 4)
+        return local, transl
+
+    @torch.no_grad()
+    def __call__(self, obs: Observation, init: BodyState | None = None) -> Refined:
+        s = self.settings
+        batch = obs.points.shape[0]
+        gen = torch.Generator().manual_seed(s.seed)
+        if init is None:
+            local, transl = self._cold_start(obs)
+            previous = None
+        else:
+            local, transl = roma.rotvec_to_rotmat(init.pose.float()), init.transl.float().clone()
+            previous = init.pose.float()[:, self.free]
+        zero = torch.zeros(batch, len(FREE_JOINTS), 3)
+        for t in self.schedule.timesteps(s.steps).tolist():
+            pose = roma.rotmat_to_rotvec(local)
+            target = prior_targets(self.prior, pose, t, gen, s.noise)[:, self.free]
+            mean, std = self.prior.sde.mean_std(torch.tensor(t))
+            w_t = s.prior_weight * 0.5 * torch.sqrt(1.0 + mean / std)
+            pulls = [Pull(target, self.prior_scale * w_t.sqrt()), Pull(zero, self.rest_scale)]
+            if previous is not None and s.temporal_weight > 0:
+                pulls.append(Pull(previous, torch.full((1, 1, 1), s.temporal_weight**0.5)))
+            local, transl = gauss_newton_step(self.fk, self.points, local, transl, obs.points, obs.confidence,
+                                              pulls, s.damping, s.sigma_cm)
+        pose = roma.rotmat_to_rotvec(local)
+        observed = self.observed_parts(obs.confidence)
+        completed = ~observed
+        completed[:, PARTS.index("face")] = False  # no face prior: the face is neither observed nor completed
+        joints = self.fk.from_rotmat(local, transl).joints
+        return Refined(pose, transl, joints, observed, completed, network_evals=s.steps)
