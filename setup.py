@@ -69,6 +69,7 @@ setup(
         "matplotlib",
         "mannequin-x",
         "bvhio",
+        "scikit-learn",
     ],
     extras_require={
         "onnx": ["onnx", "onnxruntime"],

@@ -27,7 +27,7 @@ def test_split_is_by_take_deterministic_and_covers_every_source():
     # adding a source does not move the takes of the others
     more = split_takes(takes + ["d/0", "d/1", "d/2"], sources + ["d"] * 3, 0.1, 0.1, "salt")
     assert more[: len(takes)] == first
-    with pytest.raises(ValueError, match="at least 3 takes"):
+    with pytest.raises(ValueError, match="has 2 takes; at least 3"):
         split_takes(["x/0", "x/1"], ["x", "x"], 0.1, 0.1, "salt")
 
 
@@ -97,3 +97,24 @@ def test_cli_reports_bad_input_and_exits_non_zero(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["data", "frobnicate"])
     assert exit_info.value.code == 2
+
+
+@needs_mocap
+def test_training_runs_resumes_and_writes_a_loadable_prior(small_build, tmp_path):
+    from dposer_ros.prior.model import PosePrior
+    from dposer_ros.prior.train import TrainConfig, train
+
+    cfg = TrainConfig.from_yaml(Path(__file__).resolve().parents[1] / "config" / "train" / "tiny.yaml")
+    cfg.dataset, cfg.out, cfg.steps, cfg.checkpoint_every, cfg.val_every = str(small_build), str(tmp_path), 20, 10, 10
+    final = train(cfg, progress=False)
+    prior = PosePrior.load(final)
+    assert prior.meta["steps"] == 20 and (tmp_path / "loss.png").stat().st_size > 1000
+    assert set(prior.meta["dataset"]["licences"]) == {"bandai", "cmu", "manipnet_hands"}
+    cfg.steps = 30  # resuming continues from the saved state instead of starting over
+    train(cfg, progress=False)
+    state = __import__("torch").load(tmp_path / "train_state.pt", weights_only=False)
+    assert state["step"] == 30 and len(state["history"]["loss"]) == 30
+    with pytest.raises(ValueError, match="unknown training settings"):
+        bad = tmp_path / "bad.yaml"
+        bad.write_text("stpes: 3\n")
+        TrainConfig.from_yaml(bad)

@@ -70,3 +70,24 @@ def frame_axes(ax: Axes, points: np.ndarray, title: str = "", margin: float = 0.
     ax.set_yticks([])
     ax.set_zticks([])
     ax.set_title(title, fontsize=9)
+
+
+def pose_grid(poses: np.ndarray, path, titles: list[str] | None = None, columns: int = 4) -> None:
+    """A picture of (N, 55, 3) poses as mannequins (root orientation and translation dropped), saved to `path`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = -(-len(poses) // columns)
+    fig = plt.figure(figsize=(2.6 * columns, 3.2 * rows))
+    for i, pose in enumerate(np.asarray(poses)):
+        pose = pose.copy()
+        pose[0] = 0.0
+        ax = fig.add_subplot(rows, columns, i + 1, projection="3d")
+        draw_body(ax, pose)
+        verts, _ = body_mesh(pose)
+        frame_axes(ax, verts, titles[i] if titles else "", margin=0.05)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)

@@ -18,10 +18,15 @@ from ..body.kinematics import ForwardKinematics, Posed
 
 @dataclass
 class Pull:
-    """A quadratic pull of the free joints' axis-angle towards `target`: sum (scale * (theta - target))^2 per entry."""
+    """A quadratic pull of the free joints' axis-angle towards `target`.
+
+    Diagonal: sum (scale * (theta - target))^2 per entry. With `precision` (B, 3F, 3F) instead:
+    (theta - target)^T precision (theta - target), e.g. a Gaussian's inverse covariance.
+    """
 
     target: torch.Tensor  # (B, F, 3)
-    scale: torch.Tensor  # (B, F, 3) or broadcastable; zero entries are not pulled
+    scale: torch.Tensor | None = None  # (B, F, 3) or broadcastable; zero entries are not pulled
+    precision: torch.Tensor | None = None  # (B, 3F, 3F)
 
 
 def robust_weights(residual_cm: torch.Tensor, sigma_cm: float) -> torch.Tensor:
@@ -59,11 +64,16 @@ def gauss_newton_step(
     g = jt @ r[..., None]
     if pulls:
         theta = roma.rotmat_to_rotvec(local[:, points.free])
+        idx = torch.arange(3 * n_free)
         for pull in pulls:
-            s2 = pull.scale.expand_as(theta).square().reshape(batch, -1)
-            idx = torch.arange(3 * n_free)
-            h[:, idx, idx] += s2
-            g[:, : 3 * n_free, 0] += s2 * (theta - pull.target).reshape(batch, -1)
+            d = (theta - pull.target).reshape(batch, -1)
+            if pull.precision is not None:
+                h[:, : 3 * n_free, : 3 * n_free] += pull.precision
+                g[:, : 3 * n_free, 0] += (pull.precision @ d[..., None])[..., 0]
+            else:
+                s2 = pull.scale.expand_as(theta).square().reshape(batch, -1)
+                h[:, idx, idx] += s2
+                g[:, : 3 * n_free, 0] += s2 * d
     diag = h.diagonal(dim1=1, dim2=2)
     h = h + damping * torch.diag_embed(diag + 1.0)
     delta = -torch.linalg.solve(h, g)[..., 0]

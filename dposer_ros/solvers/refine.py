@@ -67,8 +67,31 @@ def prior_targets(prior, pose: torch.Tensor, t: float, generator: torch.Generato
     return from_vector(x0 * prior.std + prior.mean, pose)[0]
 
 
+def cold_start(fk, points: AttachedPoints, obs: Observation, rest_scale: torch.Tensor, s: RefineSettings):
+    """A new track: rigid (Kabsch) alignment of the rest pose to the keypoints, then data-only Gauss-Newton steps
+    with a firm pull towards the rest pose and a wide robust scale. Returns local rotations and translation."""
+    batch = obs.points.shape[0]
+    rest_pts = points.positions(fk(torch.zeros(1, NUM_JOINTS, 3))).expand(batch, -1, -1)
+    w = obs.confidence + 1e-6
+    rot = kabsch(rest_pts, obs.points, w)
+    root = fk.rest_joints[0].float()
+    wn = (w / w.sum(1, keepdim=True))[..., None]
+    transl = (wn * obs.points).sum(1) - ((rot @ ((wn * rest_pts).sum(1) - root)[..., None]).squeeze(-1) + root)
+    local = torch.eye(3).repeat(batch, NUM_JOINTS, 1, 1)
+    local[:, 0] = rot
+    zero = Pull(torch.zeros(batch, len(points.free), 3), rest_scale * 10.0)
+    for _ in range(s.cold_start_iters):
+        local, transl = gauss_newton_step(fk, points, local, transl, obs.points, obs.confidence, [zero], s.damping,
+                                          s.sigma_cm * 4)
+    return local, transl
+
+
 class FewStepRefiner:
-    """Refines keypoints of one format into SMPL-X poses with the diffusion prior in a few steps."""
+    """Refines keypoints of one format into SMPL-X poses with the diffusion prior in a few steps.
+
+    `prior` is a `PosePrior` or any inference engine with the same `eps`, `mean`, `std` and `sde`. Subclasses
+    swap the prior term (`prior_pulls`) and keep the rest: the baselines are compared under the same solver.
+    """
 
     def __init__(self, prior, fmt, settings: RefineSettings = RefineSettings()) -> None:
         self.prior, self.format, self.settings = prior, fmt, settings
@@ -98,40 +121,20 @@ class FewStepRefiner:
         """(B, K) confidences -> (B, 4) bool: parts with at least `min_part_points` confident keypoints."""
         return ((confidence > 0.1).float() @ self.kp_part) >= self.settings.min_part_points
 
-    def _cold_start(self, obs: Observation) -> tuple[torch.Tensor, torch.Tensor]:
-        batch = obs.points.shape[0]
-        rest_pts = self.points.positions(self.fk(torch.zeros(1, NUM_JOINTS, 3))).expand(batch, -1, -1)
-        w = obs.confidence + 1e-6
-        rot = kabsch(rest_pts, obs.points, w)
-        root = self.fk.rest_joints[0].float()
-        wn = (w / w.sum(1, keepdim=True))[..., None]
-        transl = (wn * obs.points).sum(1) - ((rot @ ((wn * rest_pts).sum(1) - root)[..., None]).squeeze(-1) + root)
-        local = torch.eye(3).repeat(batch, NUM_JOINTS, 1, 1)
-        local[:, 0] = rot
-        zero = Pull(torch.zeros(batch, len(FREE_JOINTS), 3), self.rest_scale * 10.0)
-        for _ in range(self.settings.cold_start_iters):
-            local, transl = gauss_newton_step(self.fk, self.points, local, transl, obs.points, obs.confidence,
-                                              [zero], self.settings.damping, self.settings.sigma_cm * 4)
-        return local, transl
-
     @torch.no_grad()
     def __call__(self, obs: Observation, init: BodyState | None = None) -> Refined:
         s = self.settings
         batch = obs.points.shape[0]
         gen = torch.Generator().manual_seed(s.seed)
         if init is None:
-            local, transl = self._cold_start(obs)
+            local, transl = cold_start(self.fk, self.points, obs, self.rest_scale, s)
             previous = None
         else:
             local, transl = roma.rotvec_to_rotmat(init.pose.float()), init.transl.float().clone()
             previous = init.pose.float()[:, self.free]
         zero = torch.zeros(batch, len(FREE_JOINTS), 3)
         for t in self.schedule.timesteps(s.steps).tolist():
-            pose = roma.rotmat_to_rotvec(local)
-            target = prior_targets(self.prior, pose, t, gen, s.noise)[:, self.free]
-            mean, std = self.prior.sde.mean_std(torch.tensor(t))
-            w_t = s.prior_weight * 0.5 * torch.sqrt(1.0 + mean / std)
-            pulls = [Pull(target, self.prior_scale * w_t.sqrt()), Pull(zero, self.rest_scale)]
+            pulls = [*self.prior_pulls(roma.rotmat_to_rotvec(local), t, gen), Pull(zero, self.rest_scale)]
             if previous is not None and s.temporal_weight > 0:
                 pulls.append(Pull(previous, torch.full((1, 1, 1), s.temporal_weight**0.5)))
             local, transl = gauss_newton_step(self.fk, self.points, local, transl, obs.points, obs.confidence,
@@ -141,4 +144,16 @@ class FewStepRefiner:
         completed = ~observed
         completed[:, PARTS.index("face")] = False  # no face prior: the face is neither observed nor completed
         joints = self.fk.from_rotmat(local, transl).joints
-        return Refined(pose, transl, joints, observed, completed, network_evals=s.steps)
+        return Refined(pose, transl, joints, observed, completed, network_evals=s.steps * self.evals_per_step)
+
+    evals_per_step = 1
+
+    def prior_pulls(self, pose: torch.Tensor, t: float, generator: torch.Generator) -> list[Pull]:
+        """The diffusion prior's term at step time t: a pull towards the denoised pose, weighted by w(t) / sigma^2."""
+        s = self.settings
+        if s.prior_weight == 0:
+            return []
+        target = prior_targets(self.prior, pose, t, generator, s.noise)[:, self.free]
+        mean, std = self.prior.sde.mean_std(torch.tensor(t))
+        w_t = s.prior_weight * 0.5 * torch.sqrt(1.0 + mean / std)
+        return [Pull(target, self.prior_scale * w_t.sqrt())]
