@@ -40,16 +40,137 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from .dataset.build import BuildConfig, build_dataset
-    from .dataset.figure import retarget_figure
+def _sample(args: argparse.Namespace) -> int:
+    import json
 
-    config = BuildConfig.from_yaml(config_path("data/build.yaml"))
+    import torch
+
+    from .body.render import pose_grid
+    from .dataset.poses import load_dataset
+    from .prior.model import PosePrior
+    from .solvers.generate import average_pairwise_distance, nearest_neighbour_mpjpe, sample
+
+    torch.set_num_threads(args.threads)
+    prior = PosePrior.load(args.prior)
+    gen = torch.Generator().manual_seed(args.seed)
+    poses = sample(prior, args.num, steps=args.steps, generator=gen)
     args.out.mkdir(parents=True, exist_ok=True)
-    reports, results = build_dataset(args.mocap_dir, config, args.out / "demo_dataset.npz", max_takes=3)
-    for r in reports:
-        print(f"{r.source:16s} {r.frames:6d} frames retargeted, fit error mean {r.fit_error_mm['mean']:.1f} mm")
-    print(f"picture: {retarget_figure(results, args.out / 'demo_retarget.png', config.fps)}")
+    pose_grid(poses[: args.show].numpy(), args.out / "samples.png")
+    data = load_dataset(args.dataset)
+    test = data.subset(data.split_mask("test") & data.part_mask[:, 0])
+    rng = torch.Generator().manual_seed(args.seed)
+    held_out = torch.from_numpy(test.pose)[torch.randperm(len(test), generator=rng)[: args.reference]]
+    real = torch.from_numpy(data.subset(data.split_mask("val") & data.part_mask[:, 0]).pose)
+    real = real[torch.randperm(len(real), generator=rng)[: args.num]]
+    stats = {
+        "samples": args.num,
+        "sampler_steps": args.steps,
+        "apd_m": average_pairwise_distance(poses),
+        "nn_mpjpe_mm": float(nearest_neighbour_mpjpe(poses, held_out).mean() * 1000),
+        "reference_apd_m_val_poses": average_pairwise_distance(real),
+        "reference_nn_mpjpe_mm_val_poses": float(nearest_neighbour_mpjpe(real, held_out).mean() * 1000),
+        "held_out_test_poses": len(held_out),
+    }
+    (args.out / "samples.json").write_text(json.dumps(stats, indent=2))
+    print(json.dumps(stats, indent=2))
+    print(f"picture: {args.out / 'samples.png'}")
+    return 0
+
+
+def _baselines(args: argparse.Namespace) -> int:
+    import torch
+
+    from .dataset.poses import load_dataset
+    from .prior.classical import GMMPrior, VAEPrior
+
+    torch.set_num_threads(args.threads)
+    data = load_dataset(args.dataset)
+    train_data = data.subset(data.split_mask("train"))
+    args.out.mkdir(parents=True, exist_ok=True)
+    GMMPrior.fit(train_data, components=args.components).save(args.out / "gmm.npz")
+    VAEPrior.fit(train_data, steps=args.vae_steps).save(args.out / "vae.pt")
+    print(f"baseline priors: {args.out / 'gmm.npz'}, {args.out / 'vae.pt'}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .ros.commands import run_demo
+
+    return run_demo(args)
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from .ros.commands import run_replay
+
+    return run_replay(args)
+
+
+def _record(args: argparse.Namespace) -> int:
+    from .ros.commands import run_record
+
+    return run_record(args)
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from .evaluation.command import run_eval
+
+    return run_eval(args)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .backends import BackendError, export_onnx
+
+    try:
+        result = export_onnx(args.prior, args.out, opset=args.opset, check=not args.no_check, tolerance=args.tolerance)
+    except BackendError as err:
+        print(f"dposer: error: {err}", file=sys.stderr)
+        return 1
+    if result.max_abs_diff is not None:
+        print(f"max |eps_torch - eps_onnxruntime| = {result.max_abs_diff:.3g} (batches 1, 7, 64; tolerance {args.tolerance:g})")
+    print(f"onnx: {result.path} (opset {result.opset}, sha256 {result.sha256[:16]}..., prior sha256 "
+          f"{result.meta.prior_sha256[:16]}...)")
+    if args.tensorrt:
+        from .backends import TensorRTEngine
+
+        try:
+            engine = TensorRTEngine(result.path, cache_dir=args.engine_dir, rebuild=args.rebuild)
+        except BackendError as err:
+            print(f"dposer: error: no TensorRT engine: {err}", file=sys.stderr)
+            return 1
+        print(f"tensorrt engine: {engine.path}")
+    return 0
+
+
+def _default_prior() -> Path | None:
+    root = Path(__file__).resolve().parents[1]
+    for candidate in (root / "models" / "dposer_cpu" / "prior.pt", root / "runs" / "prior_cpu" / "prior.pt"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from .backends import BackendError
+    from .backends.bench import BenchConfig, markdown, plot, run_bench, save
+
+    prior = args.prior or _default_prior()
+    if prior is None:
+        print("dposer: error: no prior found (models/dposer_cpu/prior.pt, runs/prior_cpu/prior.pt); pass --prior",
+              file=sys.stderr)
+        return 2
+    ints = lambda text: tuple(int(v) for v in text.split(","))  # noqa: E731
+    cfg = BenchConfig(prior=prior, onnx=args.onnx, backends=tuple(args.backends.split(",")), persons=ints(args.persons),
+                      steps=ints(args.steps), formats=tuple(args.formats.split(",")), budget_s=args.budget,
+                      threads=args.threads, full=not args.no_full)
+    try:
+        result = run_bench(cfg)
+    except BackendError as err:
+        print(f"dposer: error: {err}", file=sys.stderr)
+        return 1
+    result["command"] = "dposer " + " ".join(sys.argv[1:])
+    print(f"\nmachine: {result['machine']}\nload average (1/5/15 min) at start, at end: {result['load_average']}\n")
+    print(markdown(result))
+    print(f"\nresults: {save(result, args.json)}\nfigure: {plot(result, args.figure)}  ({result['seconds']:.0f} s)")
     return 0
 
 
@@ -74,10 +195,70 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--restart", action="store_true", help="ignore a saved training state and start over")
     tr.set_defaults(func=_train)
 
-    demo = commands.add_parser("demo", help="the end-to-end demo: retarget held-out takes and draw them")
-    demo.add_argument("--mocap-dir", type=Path, default=default_mocap_dir(), help="folder with the mocap sources")
-    demo.add_argument("--out", type=Path, default=Path("out"), help="folder for the demo's outputs")
+    from .ros.commands import add_demo_arguments, add_record_arguments, add_replay_arguments
+
+    smp = commands.add_parser("sample", help="generate poses with the prior; realism and diversity numbers, picture")
+    smp.add_argument("--prior", type=Path, default=Path("models/dposer_cpu/prior.pt"), help="prior checkpoint")
+    smp.add_argument("--dataset", type=Path, default=default_dataset_path(), help="dataset (held-out poses)")
+    smp.add_argument("--num", type=int, default=256, help="poses to sample")
+    smp.add_argument("--steps", type=int, default=1000, help="Euler-Maruyama steps (published: 1000)")
+    smp.add_argument("--reference", type=int, default=20000, help="held-out poses to compare with")
+    smp.add_argument("--show", type=int, default=12, help="poses in the picture")
+    smp.add_argument("--seed", type=int, default=0)
+    smp.add_argument("--threads", type=int, default=1)
+    smp.add_argument("--out", type=Path, default=Path("out/samples"), help="output folder")
+    smp.set_defaults(func=_sample)
+
+    base = commands.add_parser("baselines", help="fit the GMM (SMPLify) and VAE (VPoser) baseline priors")
+    base.add_argument("--dataset", type=Path, default=default_dataset_path(), help="dataset file")
+    base.add_argument("--out", type=Path, default=Path("models/dposer_cpu/baselines"), help="output folder")
+    base.add_argument("--components", type=int, default=8, help="GMM components per part group")
+    base.add_argument("--vae-steps", type=int, default=3000, help="VAE training steps per part group")
+    base.add_argument("--threads", type=int, default=1, help="torch threads")
+    base.set_defaults(func=_baselines)
+
+    demo = commands.add_parser("demo", help="the end-to-end demo: the refine node on a held-out take with occluded legs")
+    add_demo_arguments(demo)
     demo.set_defaults(func=_demo)
+
+    replay = commands.add_parser("replay", help="publish a held-out take through a sensor model (or a bag) to the node")
+    add_replay_arguments(replay)
+    replay.set_defaults(func=_replay)
+
+    rec = commands.add_parser("record", help="record the refine node's output topics to an MCAP bag")
+    add_record_arguments(rec)
+    rec.set_defaults(func=_record)
+
+    from .evaluation.command import add_arguments as eval_arguments
+
+    ev = commands.add_parser("eval", help="evaluate methods on corrupted test clips (accuracy, latency)")
+    eval_arguments(ev)
+    ev.set_defaults(func=_eval)
+
+    ex = commands.add_parser("export", help="export the prior's score network to ONNX and check it against torch")
+    ex.add_argument("--prior", type=Path, required=True, help="prior checkpoint (prior.pt)")
+    ex.add_argument("--out", type=Path, required=True, help="ONNX file to write")
+    ex.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17)")
+    ex.add_argument("--tolerance", type=float, default=1e-4, help="largest accepted |torch - onnxruntime| (default 1e-4)")
+    ex.add_argument("--no-check", action="store_true", help="skip the onnxruntime check")
+    ex.add_argument("--tensorrt", action="store_true", help="also build the TensorRT FP16 engine into the cache")
+    ex.add_argument("--engine-dir", type=Path, default=None, help="engine cache (default: models/engines)")
+    ex.add_argument("--rebuild", action="store_true", help="rebuild the TensorRT engine even if cached")
+    ex.set_defaults(func=_export)
+
+    be = commands.add_parser("bench", help="latency/throughput of the few-step refiner per inference backend")
+    be.add_argument("--prior", type=Path, default=None, help="prior checkpoint (default: models/dposer_cpu, runs/prior_cpu)")
+    be.add_argument("--onnx", type=Path, default=None, help="exported file (default: beside the prior, else exported)")
+    be.add_argument("--backends", default="torch,onnxruntime,tensorrt", help="comma-separated; unavailable ones are skipped")
+    be.add_argument("--persons", default="1,4,16,64", help="people per call, comma-separated")
+    be.add_argument("--steps", default="1,2,4,8", help="refinement steps, comma-separated")
+    be.add_argument("--formats", default="coco17", help="keypoint formats of the grid (1-person profile: coco17, smplx55)")
+    be.add_argument("--budget", type=float, default=90.0, help="seconds for the whole grid (at least 3 calls per cell)")
+    be.add_argument("--threads", type=int, default=None, help="torch and onnxruntime intra-op threads")
+    be.add_argument("--no-full", action="store_true", help="skip timing the full DPoser optimisation")
+    be.add_argument("--json", type=Path, default=Path("out/bench/backends.json"), help="raw results")
+    be.add_argument("--figure", type=Path, default=Path("bench/figures/backends.png"), help="plot (PNG)")
+    be.set_defaults(func=_bench)
     return parser
 
 

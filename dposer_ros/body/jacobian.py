@@ -40,6 +40,17 @@ class AttachedPoints:
                 j = parents[j]
             chain[k] = torch.tensor([float(f in on_chain) for f in free_list])
         self.chain = chain  # (K, F): rotating free joint f moves point k
+        # the Jacobian is sparse (a point moves with the few joints on its chain): only those (k, f) blocks are
+        # computed, and copied to their places in the (3K, 3F + 3) matrix, which starts as the translation part
+        pk, pf = chain.nonzero(as_tuple=True)
+        self._pair_point, self._pair_joint = pk, self.free[pf]
+        width = 3 * len(self.free) + 3
+        i = torch.arange(3)
+        rows, cols = 3 * pk[:, None, None] + i[None, :, None], 3 * pf[:, None, None] + i[None, None, :]
+        self._pair_flat = (rows * width + cols).reshape(-1)  # (P * 9,) into the flattened matrix
+        base = torch.zeros(len(self.joint) * 3, width)
+        base[torch.arange(len(self.joint) * 3), 3 * len(self.free) + torch.arange(len(self.joint) * 3) % 3] = 1.0
+        self._base = base.reshape(-1)  # dp / d transl = I
 
     def positions(self, posed: Posed) -> torch.Tensor:
         """(B, K, 3) world positions of the points."""
@@ -49,8 +60,9 @@ class AttachedPoints:
     def jacobian(self, posed: Posed, points: torch.Tensor) -> torch.Tensor:
         """(B, K*3, 3F + 3): derivatives of the points w.r.t. the free joints' local increments, then translation."""
         batch, k = points.shape[:2]
-        lever = points[:, :, None] - posed.joints[:, None, self.free]  # (B, K, F, 3)
-        jac = -skew(lever) @ posed.rotations[:, None, self.free] * self.chain.to(points)[None, :, :, None, None]
-        jac = jac.permute(0, 1, 3, 2, 4).reshape(batch, k * 3, 3 * len(self.free))
-        eye = torch.eye(3, dtype=points.dtype).expand(batch, k, 3, 3).reshape(batch, k * 3, 3)
-        return torch.cat([jac, eye], dim=-1)
+        lever = points[:, self._pair_point] - posed.joints[:, self._pair_joint]  # (B, P, 3), P pairs (k, f) on chains
+        rot = posed.rotations[:, self._pair_joint]  # (B, P, 3, 3)
+        # block = -[lever]_x G_f, whose column j is G_f[:, j] x lever
+        block = torch.linalg.cross(rot, lever[..., None].expand_as(rot), dim=-2)
+        jac = self._base.to(points).expand(batch, -1).index_copy(1, self._pair_flat, block.reshape(batch, -1))
+        return jac.reshape(batch, k * 3, 3 * len(self.free) + 3)

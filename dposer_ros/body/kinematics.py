@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
 import roma
 import torch
 
@@ -60,7 +61,16 @@ class ForwardKinematics(torch.nn.Module):
         self.skeleton = skeleton or smplx_neutral()
         self.register_buffer("rest_joints", torch.tensor(self.skeleton.rest_joints, dtype=torch.float64))
         self.register_buffer("parents", torch.as_tensor(self.skeleton.parents, dtype=torch.long))
-        self._levels = [torch.as_tensor(level) for level in self.skeleton.depth_levels()[1:]]
+        levels = self.skeleton.depth_levels()
+        self._levels = [torch.as_tensor(level) for level in levels[1:]]
+        # level-order traversal: joints sorted by depth, each level's parents found in the level before it
+        order = np.concatenate(levels)
+        self._order = torch.as_tensor(order, dtype=torch.long)
+        self._unorder = torch.as_tensor(np.argsort(order), dtype=torch.long)
+        self._level_sizes = [len(level) for level in levels]
+        self._parent_slot = [torch.as_tensor([list(levels[d - 1]).index(self.skeleton.parents[j]) for j in levels[d]])
+                             for d in range(1, len(levels))]
+        self._root_transl = torch.as_tensor(levels[0] == 0, dtype=torch.float64)[:, None]  # transl moves joint 0
 
     def forward(
         self,
@@ -86,16 +96,19 @@ class ForwardKinematics(torch.nn.Module):
         rest = self.rest_joints.to(local.dtype) if rest_joints is None else rest_joints
         rest = rest.expand(*batch, num, 3).reshape(-1, num, 3)
         local = local.reshape(-1, num, 3, 3)
+        n = local.shape[0]
         offsets = rest - rest[:, self.parents.clamp(min=0)]
-
-        rotations = local
-        joints = rest.clone()
+        # each joint as a homogeneous [R_local | offset; 0 0 0 1] (level order); a child's world [R | p] (3 x 4) is
+        # its parent's world [R | p] times that: one matmul per tree level gives rotations and positions together
+        bottom = local.new_tensor([0.0, 0.0, 0.0, 1.0]).expand(n, num, 1, 4)
+        homog = torch.cat([torch.cat([local, offsets[..., None]], dim=-1), bottom], dim=-2)[:, self._order]
+        per_level = homog.split(self._level_sizes, dim=1)
+        roots = self._order[: self._level_sizes[0]]
+        root_pos = rest[:, roots]
         if transl is not None:
-            joints[:, 0] = rest[:, 0] + transl.reshape(-1, 3)
-        for idx in self._levels:
-            par = self.parents[idx]
-            parent_rot = rotations[:, par]
-            rotations = rotations.index_copy(1, idx, parent_rot @ local[:, idx])
-            moved = joints[:, par] + (parent_rot @ offsets[:, idx, :, None]).squeeze(-1)
-            joints = joints.index_copy(1, idx, moved)
-        return Posed(joints.reshape(*batch, num, 3), rotations.reshape(*batch, num, 3, 3))
+            root_pos = root_pos + transl.reshape(-1, 1, 3) * self._root_transl.to(local)
+        world = [torch.cat([per_level[0][:, :, :3, :3], root_pos[..., None]], dim=-1)]
+        for slot, level in zip(self._parent_slot, per_level[1:]):
+            world.append(world[-1][:, slot] @ level)
+        world = torch.cat(world, dim=1)[:, self._unorder]
+        return Posed(world[..., 3].reshape(*batch, num, 3), world[..., :3].reshape(*batch, num, 3, 3))

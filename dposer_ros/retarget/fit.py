@@ -15,6 +15,7 @@ import numpy as np
 import roma
 import torch
 
+from ..body.jacobian import AttachedPoints
 from ..body.kinematics import ForwardKinematics
 from ..body.skeleton import Skeleton
 
@@ -60,12 +61,6 @@ def kabsch(source: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) ->
     return roma.special_procrustes((w * tgt).transpose(-1, -2) @ src)
 
 
-def _skew(v: torch.Tensor) -> torch.Tensor:
-    zero = torch.zeros_like(v[..., 0])
-    x, y, z = v.unbind(-1)
-    return torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], -1).reshape(*v.shape, 3)
-
-
 class SequenceFitter:
     """Fits root orientation, translation and joint rotations of `skeleton` to target points, frame after frame.
 
@@ -89,15 +84,7 @@ class SequenceFitter:
         self.sqrt_w = torch.tensor(weights, dtype=torch.float32).sqrt()
         frozen_idx = {skeleton.index(n) for n in frozen}
         self.free = torch.tensor([j for j in range(num) if j not in frozen_idx])
-        # ancestor[m, k]: free joint k is the target's own joint or above it (rotating k moves target m)
-        ancestor = torch.zeros(len(self.target_idx), len(self.free))
-        for m, t in enumerate(self.target_idx.tolist()):
-            chain = {t}
-            while skeleton.parents[t] >= 0:
-                t = skeleton.parents[t]
-                chain.add(t)
-            ancestor[m] = torch.tensor([float(j in chain) for j in self.free.tolist()])
-        self.ancestor = ancestor
+        self.points = AttachedPoints(self.fk, self.target_idx.numpy(), np.zeros((len(self.target_idx), 3)), self.free.numpy())
         free_pos = {j: k for k, j in enumerate(self.free.tolist())}
         self.hinge_k = torch.tensor([free_pos[skeleton.index(n)] for n in hinges], dtype=torch.long)
         axes = np.array([np.asarray(a, float) / np.linalg.norm(a) for a, _ in hinges.values()]).reshape(-1, 3)
@@ -112,11 +99,7 @@ class SequenceFitter:
         joints = posed.joints[:, self.target_idx]
         w = self.sqrt_w[None, :, None] * valid[:, None, None]
         r_data = ((joints - target) * 100.0 * w).reshape(batch, -1)  # cm
-        lever = joints[:, :, None] - posed.joints[:, None, self.free]  # (B, M, K, 3)
-        jac = -_skew(lever) @ posed.rotations[:, None, self.free] * self.ancestor[None, :, :, None, None]
-        jac = jac.permute(0, 1, 3, 2, 4).reshape(batch, -1, 3 * len(self.free))
-        jac_t = torch.eye(3).expand(batch, len(self.target_idx), 3, 3).reshape(batch, -1, 3)
-        j_data = torch.cat([jac, jac_t], -1) * 100.0 * w.expand(-1, -1, 3).reshape(batch, -1, 1)
+        j_data = self.points.jacobian(posed, joints) * 100.0 * w.expand(-1, -1, 3).reshape(batch, -1, 1)
 
         theta = roma.rotmat_to_rotvec(local[:, self.free[1:]]) if len(self.free) > 1 else local.new_zeros(batch, 0, 3)
         n_par = 3 * len(self.free) + 3

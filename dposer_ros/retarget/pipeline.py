@@ -84,7 +84,8 @@ def hand_hinges(side: str) -> dict:
     return hinges
 
 
-def _prepare(spec: SourceSpec, take: Take, motion: Motion, side: str | None, fps: float) -> _Prepared:
+def _prepare(spec: SourceSpec, take: Take, motion: Motion, side: str | None, fps: float,
+             max_frames: int | None = None) -> _Prepared:
     skel = body_skeleton() if side is None else hand_skeleton(side)
     points = target_points(take.rig, motion, side)
     pairs = [tuple(p.format(side=side) for p in pair) for pair in spec.scale_pairs]
@@ -96,7 +97,8 @@ def _prepare(spec: SourceSpec, take: Take, motion: Motion, side: str | None, fps
     targets = np.stack([fitted[n] for n in names], axis=1)
     if not (np.all(np.isfinite(targets)) and np.all(np.isfinite(raw))):
         raise ValueError(f"{motion.path}: non-finite joint positions")
-    return _Prepared(side, names, resample(targets, motion.fps, fps), resample(raw, motion.fps, fps), scale)
+    targets, raw = resample(targets, motion.fps, fps)[:max_frames], resample(raw, motion.fps, fps)[:max_frames]
+    return _Prepared(side, names, targets, raw, scale)
 
 
 def _fit(fitter: SequenceFitter, sequences: Sequence[np.ndarray], segment: int, progress) -> list[tuple]:
@@ -147,13 +149,15 @@ def retarget_source(
     fps: float = 30.0,
     segment: int = 300,
     progress: Callable[[int], None] | None = None,
+    max_frames: int | None = None,
 ) -> list[TakeResult]:
-    """Retarget `takes` of one source; files with the same skeleton and targets are fitted together in one batch."""
+    """Retarget `takes` of one source; files with the same skeleton and targets are fitted together in one batch.
+    `max_frames` keeps only the start of each take (quick checks)."""
     files = []  # (take index, prepared file)
     for i, take in enumerate(takes):
         for motion in read_take(take):
             side = None if spec.part == "body" else next(s for s in SIDES if motion.path.name.lower().startswith(s))
-            files.append((i, _prepare(spec, take, motion, side, fps)))
+            files.append((i, _prepare(spec, take, motion, side, fps, max_frames)))
     groups: dict[tuple, list[int]] = {}
     for k, (_, prep) in enumerate(files):
         groups.setdefault((prep.side, prep.names), []).append(k)

@@ -1,8 +1,9 @@
 """Damped Gauss-Newton on SMPL-X joint rotations: a keypoint data term plus quadratic pulls on the pose.
 
 The unknowns are local increments of the free joints' rotations (R <- R exp(delta)) and the translation.
-Pulls are residuals sqrt(w) * S (theta - target) on the axis-angle of chosen entries, linearised with
-d theta / d delta ~ I, which holds well for the small steps taken from a warm start.
+Pulls are residuals sqrt(w) * S (theta - target) on the axis-angle of chosen entries, linearised with the exact
+d theta / d delta = J_r^-1(theta), the inverse right Jacobian of SO(3): with the identity instead, a pull on a joint
+bent by more than about two radians spirals away from its target instead of converging.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 import roma
 import torch
 
-from ..body.jacobian import AttachedPoints
+from ..body.jacobian import AttachedPoints, skew
 from ..body.kinematics import ForwardKinematics, Posed
 
 
@@ -29,10 +30,29 @@ class Pull:
     precision: torch.Tensor | None = None  # (B, 3F, 3F)
 
 
+def _block_index(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row and column indices of the n 3x3 diagonal blocks of a 3n x 3n matrix, block after block, row-major."""
+    i = torch.arange(3)
+    rows = (3 * torch.arange(n)[:, None, None] + i[None, :, None]).expand(n, 3, 3)
+    cols = (3 * torch.arange(n)[:, None, None] + i[None, None, :]).expand(n, 3, 3)
+    return rows.reshape(-1), cols.reshape(-1)
+
+
 def robust_weights(residual_cm: torch.Tensor, sigma_cm: float) -> torch.Tensor:
     """Geman-McClure IRLS weights for per-point residual norms (cm): sigma^4 / (r^2 + sigma^2)^2."""
     r2 = residual_cm.square()
     return sigma_cm**4 / (r2 + sigma_cm**2).square()
+
+
+def inverse_right_jacobian(theta: torch.Tensor) -> torch.Tensor:
+    """(..., 3) axis-angle -> (..., 3, 3) J_r^-1: log(R(theta) exp(delta)) = theta + J_r^-1 delta + O(delta^2)."""
+    angle = theta.norm(dim=-1, keepdim=True)[..., None]  # (..., 1, 1)
+    k = skew(theta)
+    small = angle < 1e-3
+    safe = torch.where(small, torch.ones_like(angle), angle)
+    coef = 1.0 / safe**2 - (1.0 + torch.cos(safe)) / (2.0 * safe * torch.sin(safe))
+    coef = torch.where(small, torch.full_like(angle, 1.0 / 12.0), coef)
+    return torch.eye(3, dtype=theta.dtype) + 0.5 * k + coef * (k @ k)
 
 
 def gauss_newton_step(
@@ -64,19 +84,24 @@ def gauss_newton_step(
     g = jt @ r[..., None]
     if pulls:
         theta = roma.rotmat_to_rotvec(local[:, points.free])
-        idx = torch.arange(3 * n_free)
+        jinv = inverse_right_jacobian(theta)  # (B, F, 3, 3)
+        rows, cols = _block_index(n_free)
         for pull in pulls:
-            d = (theta - pull.target).reshape(batch, -1)
+            d = theta - pull.target
             if pull.precision is not None:
-                h[:, : 3 * n_free, : 3 * n_free] += pull.precision
-                g[:, : 3 * n_free, 0] += (pull.precision @ d[..., None])[..., 0]
+                jb = torch.zeros(batch, 3 * n_free, 3 * n_free, dtype=h.dtype)
+                jb[:, rows, cols] = jinv.reshape(batch, -1)
+                jbt = jb.transpose(1, 2)
+                h[:, : 3 * n_free, : 3 * n_free] += jbt @ pull.precision @ jb
+                g[:, : 3 * n_free] += jbt @ (pull.precision @ d.reshape(batch, -1, 1))
             else:
-                s2 = pull.scale.expand_as(theta).square().reshape(batch, -1)
-                h[:, idx, idx] += s2
-                g[:, : 3 * n_free, 0] += s2 * d
-    diag = h.diagonal(dim1=1, dim2=2)
-    h = h + damping * torch.diag_embed(diag + 1.0)
-    delta = -torch.linalg.solve(h, g)[..., 0]
+                s2 = pull.scale.expand_as(theta).square()  # (B, F, 3)
+                jt_s2 = jinv.transpose(-1, -2) * s2[..., None, :]  # J^T diag(s^2)
+                h[:, rows, cols] += (jt_s2 @ jinv).reshape(batch, -1)
+                g[:, : 3 * n_free, 0] += (jt_s2 @ d[..., None]).reshape(batch, -1)
+    h.diagonal(dim1=1, dim2=2).mul_(1.0 + damping).add_(damping)  # h + damping * diag(diag(h) + 1), in place
+    chol, info = torch.linalg.cholesky_ex(h)  # h is symmetric positive definite: Cholesky, half the cost of LU
+    delta = -(torch.cholesky_solve(g, chol) if not info.any() else torch.linalg.solve(h, g))[..., 0]
     local = local.clone()
     local[:, points.free] = local[:, points.free] @ roma.rotvec_to_rotmat(delta[:, : 3 * n_free].reshape(batch, n_free, 3))
     return local, transl + delta[:, 3 * n_free :]

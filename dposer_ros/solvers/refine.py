@@ -34,16 +34,19 @@ class RefineSettings:
     """Settings of the few-step refiner (defaults: config/solvers/refine.yaml)."""
 
     steps: int = 4  # prior evaluations per frame (at most 8)
-    t_max: float = 0.12
-    t_min: float = 0.02
+    t_max: float = 0.3
+    t_min: float = 0.05
     prior_weight: float = 1.0
     temporal_weight: float = 2.0  # pull towards the previous frame (per radian^2), 0 for none
     rest_weight: float = 0.01  # weak pull towards the rest pose (keeps unobserved, un-priored joints still)
     sigma_cm: float = 5.0  # robust scale of the keypoint residuals
     damping: float = 1e-2
     cold_start_iters: int = 6  # data-only Gauss-Newton steps for a new track, after the rigid alignment
+    cold_prior_steps: int = 4  # then prior steps on a longer schedule, so that a new track starts on the pose manifold
+    cold_t_max: float = 0.4
+    cold_t_min: float = 0.1
     min_part_points: int = 3  # keypoints with confidence > 0.1 needed to call a part observed
-    noise: bool = True  # noise x_t as in DPoser (False: deterministic x_t = mean(t) x)
+    noise: bool = False  # deterministic x_t = mean(t) x; True noises x_t as in DPoser (measured worse here)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -126,14 +129,17 @@ class FewStepRefiner:
         s = self.settings
         batch = obs.points.shape[0]
         gen = torch.Generator().manual_seed(s.seed)
+        schedule = self.schedule.timesteps(s.steps).tolist()
         if init is None:
             local, transl = cold_start(self.fk, self.points, obs, self.rest_scale, s)
             previous = None
+            cold = TruncatedSchedule(s.cold_t_max, s.cold_t_min).timesteps(s.cold_prior_steps).tolist()
+            schedule = cold + schedule
         else:
             local, transl = roma.rotvec_to_rotmat(init.pose.float()), init.transl.float().clone()
             previous = init.pose.float()[:, self.free]
         zero = torch.zeros(batch, len(FREE_JOINTS), 3)
-        for t in self.schedule.timesteps(s.steps).tolist():
+        for t in schedule:
             pulls = [*self.prior_pulls(roma.rotmat_to_rotvec(local), t, gen), Pull(zero, self.rest_scale)]
             if previous is not None and s.temporal_weight > 0:
                 pulls.append(Pull(previous, torch.full((1, 1, 1), s.temporal_weight**0.5)))
@@ -144,7 +150,7 @@ class FewStepRefiner:
         completed = ~observed
         completed[:, PARTS.index("face")] = False  # no face prior: the face is neither observed nor completed
         joints = self.fk.from_rotmat(local, transl).joints
-        return Refined(pose, transl, joints, observed, completed, network_evals=s.steps * self.evals_per_step)
+        return Refined(pose, transl, joints, observed, completed, network_evals=len(schedule) * self.evals_per_step)
 
     evals_per_step = 1
 

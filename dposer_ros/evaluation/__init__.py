@@ -1,0 +1,61 @@
+"""The evaluation harness behind `dposer eval`: sensor corruption models, metrics, a streaming runner, reports.
+
+    from dposer_ros.evaluation import evaluate, load_corruptions, select_clips, write_report
+    clips = select_clips(load_dataset(path), count=12, frames=60)
+    result = evaluate({"few_step": lambda fmt: FewStepRefiner(prior, fmt)}, load_corruptions(), clips, seed=0)
+    write_report(result, "out/eval")
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+# names -> submodule; imported on first use, so `dposer --help` and the other commands stay fast
+_WHERE = {
+    "Clip": "clips", "select_clips": "clips",
+    "Corrupted": "corruptions", "Corruption": "corruptions", "CorruptionError": "corruptions",
+    "Occlusion": "corruptions", "load_corruptions": "corruptions", "resolve_format": "corruptions",
+    "METHODS": "methods", "MethodError": "methods", "available_methods": "methods", "build_methods": "methods",
+    "accel_error": "metrics", "hand_mpjpe": "metrics", "joint_visibility": "metrics", "mpjpe": "metrics",
+    "pa_mpjpe": "metrics", "similarity_align": "metrics",
+    "markdown_table": "report", "plot_accuracy_latency": "report", "write_report": "report",
+    "EvalResult": "runner", "MethodFactory": "runner", "Row": "runner", "evaluate": "runner",
+    "run_stream": "runner", "stream_seed": "runner",
+}
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        return getattr(import_module(f".{_WHERE[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "METHODS",
+    "Clip",
+    "Corrupted",
+    "Corruption",
+    "CorruptionError",
+    "EvalResult",
+    "MethodError",
+    "MethodFactory",
+    "Occlusion",
+    "Row",
+    "accel_error",
+    "available_methods",
+    "build_methods",
+    "evaluate",
+    "hand_mpjpe",
+    "joint_visibility",
+    "load_corruptions",
+    "markdown_table",
+    "mpjpe",
+    "pa_mpjpe",
+    "plot_accuracy_latency",
+    "resolve_format",
+    "run_stream",
+    "select_clips",
+    "similarity_align",
+    "stream_seed",
+    "write_report",
+]

@@ -1,0 +1,107 @@
+"""Evaluation clips: short contiguous runs of frames from held-out (test split) takes.
+
+Selection is deterministic for a seed: the takes of each source that hold a contiguous run of `frames` frames
+(consecutive `frame` numbers, with truth for the wanted parts) are shuffled, then clips are taken round-robin over
+the sources (sorted by name) and, within a source, round-robin over its takes, so N clips come from N different
+takes and as many sources as possible. A take gives a second clip only when every take of every source already gave
+one; clips of one take never overlap (each run of a take is tiled, from a random offset within its slack, into
+non-overlapping slots of `frames` frames, shuffled).
+
+Kinds: `body` clips need body truth (part_mask[0]); `hands` clips need both hands' truth (part_mask[1] and [2]),
+e.g. ManipNet takes, whose body is at rest: only hand metrics are meaningful on them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..body import ForwardKinematics, Posed
+from ..dataset.poses import PoseDataset
+
+KIND_PARTS = {"body": (0,), "hands": (1, 2)}
+
+
+@dataclass
+class Clip:
+    """T consecutive frames of one take (30 Hz)."""
+
+    name: str  # "<take>@<first frame>"
+    kind: str  # body | hands
+    source: str
+    take: str
+    start: int  # first frame number within the take
+    pose: torch.Tensor  # (T, 55, 3) axis-angle
+    transl: torch.Tensor  # (T, 3)
+    part_mask: torch.Tensor  # (T, 4) bool: body, left hand, right hand, face have truth
+
+    def __len__(self) -> int:
+        return self.pose.shape[0]
+
+    def posed(self, fk: ForwardKinematics | None = None) -> Posed:
+        """Ground truth: SMPL-X forward kinematics of the clip (float64)."""
+        fk = fk or ForwardKinematics()
+        return fk(self.pose.double(), self.transl.double())
+
+    def describe(self) -> dict:
+        return {"name": self.name, "kind": self.kind, "source": self.source, "take": self.take, "start": self.start,
+                "frames": len(self)}
+
+
+def select_clips(data: PoseDataset, count: int, frames: int, kind: str = "body", seed: int = 0,
+                 split: str = "test") -> list[Clip]:
+    """`count` clips of `frames` frames from the `split` takes (see the module docstring)."""
+    if kind not in KIND_PARTS:
+        raise ValueError(f"clip kind must be one of {sorted(KIND_PARTS)}, got {kind!r}")
+    if count <= 0:
+        return []
+    if frames < 1:
+        raise ValueError("clips need at least one frame")
+    ok = data.split_mask(split) & data.part_mask[:, list(KIND_PARTS[kind])].all(1)
+    idx = np.flatnonzero(ok)
+    idx = idx[np.lexsort((data.frame[idx], data.take[idx]))]
+    # contiguous runs: same take, consecutive frame numbers, consecutive rows in idx
+    brk = np.flatnonzero((np.diff(data.take[idx]) != 0) | (np.diff(data.frame[idx]) != 1)) + 1
+    runs = [r for r in np.split(idx, brk) if len(r) >= frames]
+    rng = np.random.default_rng(seed)
+    slots: dict[int, dict[int, list[np.ndarray]]] = {}  # source -> take -> list of row ranges
+    for run in runs:
+        src, take = int(data.source[run[0]]), int(data.take[run[0]])
+        offset = int(rng.integers(0, len(run) % frames + 1))  # the tiling starts anywhere its slack allows
+        for k in range(len(run) // frames):
+            slots.setdefault(src, {}).setdefault(take, []).append(run[offset + k * frames : offset + (k + 1) * frames])
+    if not slots:
+        raise ValueError(f"no {split} take has {frames} consecutive frames with {kind} truth")
+    sources = sorted(slots, key=lambda s: data.meta["sources"][s])
+    queues = {}
+    for s in sources:
+        takes = sorted(slots[s])
+        rng.shuffle(takes)
+        for t in takes:
+            rng.shuffle(slots[s][t])
+        queues[s] = takes
+    picked: list[np.ndarray] = []
+    # round-robin over sources, and within a source over its takes: first each take once, then again (a take goes
+    # to the back of its source's queue), so takes repeat only when every take of every source was used
+    for fresh in (True, False):
+        again = {s: [] for s in sources}
+        while len(picked) < count and any(queues.values()):
+            for s in sources:
+                if len(picked) == count or not queues[s]:
+                    continue
+                t = queues[s].pop(0)
+                picked.append(slots[s][t].pop(0))
+                if slots[s][t]:
+                    (again[s] if fresh else queues[s]).append(t)
+        queues = again
+    out = []
+    for rows in picked:
+        take = data.meta["takes"][int(data.take[rows[0]])]
+        out.append(Clip(
+            name=f"{take}@{int(data.frame[rows[0]])}", kind=kind, source=data.meta["sources"][int(data.source[rows[0]])],
+            take=take, start=int(data.frame[rows[0]]), pose=torch.from_numpy(data.pose[rows].copy()),
+            transl=torch.from_numpy(data.transl[rows].copy()), part_mask=torch.from_numpy(data.part_mask[rows].copy()),
+        ))
+    return out

@@ -1,0 +1,93 @@
+"""`dposer eval`: load the prior, the clips and the corruptions, run the methods, write the report."""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+from pathlib import Path
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from ..dataset.poses import default_dataset_path, load_dataset
+    from ..prior.model import PosePrior
+    from .clips import select_clips
+    from .corruptions import load_corruptions
+    from .methods import METHODS, MethodError, build_methods
+    from .report import markdown_table, write_report
+    from .runner import evaluate
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    names = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [n for n in names if n not in METHODS]
+    if unknown or not names:  # before anything slow
+        raise MethodError(f"unknown method(s) {', '.join(unknown) or '(none given)'}; available methods: {', '.join(METHODS)}")
+    corruptions = load_corruptions(args.corruption_file)
+    if args.corruptions:
+        wanted = [c.strip() for c in args.corruptions.split(",") if c.strip()]
+        unknown = [c for c in wanted if c not in corruptions]
+        if unknown:
+            raise ValueError(f"unknown corruption(s) {', '.join(unknown)}; defined: {', '.join(corruptions)}")
+        corruptions = {c: corruptions[c] for c in wanted}
+    prior = PosePrior.load(args.prior)
+    factories, errors = build_methods(names, prior, {"baselines_dir": args.baselines_dir})
+    if not factories:
+        raise MethodError("no method could be built: " + "; ".join(f"{n}: {m}" for n, m in errors.items()))
+    for name, message in errors.items():
+        print(f"dposer eval: method {name!r} could not be built ({message}); going on without it", file=sys.stderr)
+        factories[name] = _failed(message)  # reported as FAILED rows
+    data = load_dataset(args.dataset or default_dataset_path())
+    kinds = {c.clips for c in corruptions.values()}
+    clips = []
+    if "body" in kinds:
+        clips += select_clips(data, args.clips, args.frames, "body", args.seed)
+    if "hands" in kinds:
+        clips += select_clips(data, args.hand_clips, args.frames, "hands", args.seed)
+    del data
+    start = time.time()
+    result = evaluate(factories, corruptions, clips, seed=args.seed, progress=not args.quiet)
+    extra = {
+        "command": " ".join(sys.argv),
+        "prior": {"path": str(args.prior), "sha256": prior.meta.get("sha256"), "steps": prior.meta.get("steps")},
+        "methods_failed_to_build": errors,
+        "torch_threads": torch.get_num_threads(),
+        "machine": platform.platform(),
+        "processor": platform.processor(),
+        "seconds": round(time.time() - start, 1),
+    }
+    paths = write_report(result, args.out, extra)
+    print(markdown_table(result))
+    for what, path in paths.items():
+        print(f"{what}: {path}")
+    failed = errors or any(r.error for r in result.rows)
+    return 1 if failed else 0
+
+
+def _failed(message: str):
+    def factory(fmt):
+        raise RuntimeError(message)
+    return factory
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..dataset.poses import default_dataset_path
+    from .methods import available_methods
+
+    parser.add_argument("--prior", type=Path, required=True, help="prior checkpoint (prior.pt)")
+    parser.add_argument("--methods", default="few_step", help=f"comma-separated, from: {', '.join(available_methods())}")
+    parser.add_argument("--clips", type=int, default=12, help="body clips (test split, different takes and sources)")
+    parser.add_argument("--hand-clips", type=int, default=4, help="hand clips (test split takes with both hands)")
+    parser.add_argument("--frames", type=int, default=60, help="frames per clip (30 Hz)")
+    parser.add_argument("--corruptions", default=None, help="comma-separated names (default: all in the corruption file)")
+    parser.add_argument("--corruption-file", type=Path, default=None,
+                        help="corruption models (default: config/eval/corruptions.yaml)")
+    parser.add_argument("--dataset", type=Path, default=None, help=f"dataset file (default: {default_dataset_path()})")
+    parser.add_argument("--baselines-dir", type=Path, default=None,
+                        help="fitted GMM / VAE baseline priors (default: models/dposer_cpu/baselines, see `dposer baselines`)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of clip selection and corruptions")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (latency is measured with these)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--out", type=Path, required=True, help="folder for results.md, results.json and the plot")

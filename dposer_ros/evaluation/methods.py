@@ -1,0 +1,77 @@
+"""The methods `dposer eval` can compare: one line each in METHODS.
+
+An entry maps a name to a builder `(prior, options) -> MethodFactory`, where a MethodFactory is
+`(KeypointFormat) -> solver` and a solver is `(Observation, BodyState | None) -> Refined` (solvers/types.py).
+A solver class built as `Class(prior, fmt)` is added with `_solver("module", "Class")`; imports happen only when
+the method is built, so a method whose module or model file is missing fails alone, with its reason.
+`options` carries command-line settings a builder may need (`baselines_dir`: the fitted GMM / VAE files).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from importlib import import_module
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .runner import MethodFactory
+
+Builder = Callable[[object, dict], "MethodFactory"]
+DEFAULT_BASELINES_DIR = Path(__file__).resolve().parents[2] / "models" / "dposer_cpu" / "baselines"
+
+
+def _solver(module: str, cls: str, uses_prior: bool = True, **kwargs) -> Builder:
+    """Builder of `Class(prior, fmt, **kwargs)` (or `Class(fmt, **kwargs)` when not `uses_prior`) from
+    `dposer_ros.<module>`, imported when the method is built."""
+    def build(prior, options: dict | None = None) -> MethodFactory:
+        solver_cls = getattr(import_module(f"dposer_ros.{module}"), cls)
+        if uses_prior:
+            return lambda fmt: solver_cls(prior, fmt, **kwargs)
+        return lambda fmt: solver_cls(fmt, **kwargs)
+    return build
+
+
+def _baseline(cls: str, argument: str, model_cls: str, file: str) -> Builder:
+    """Builder of `solvers.baselines.Class(prior, fmt, <argument>=<model_cls>.load(baselines_dir / file))`."""
+    def build(prior, options: dict | None = None) -> MethodFactory:
+        path = Path((options or {}).get("baselines_dir") or DEFAULT_BASELINES_DIR) / file
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: fit the baseline priors with `dposer baselines --out {path.parent}`")
+        model = getattr(import_module("dposer_ros.prior.classical"), model_cls).load(path)
+        return _solver("solvers.baselines", cls, **{argument: model})(prior)
+    return build
+
+
+METHODS: dict[str, Builder] = {
+    "few_step": _solver("solvers.refine", "FewStepRefiner"),  # default RefineSettings
+    "full": _solver("solvers.full", "FullOptimizer"),  # published DPoser optimisation (default FullSettings; slow)
+    "no_prior": _solver("solvers.baselines", "NoPriorRefiner"),  # few-step solver without a prior term
+    "gmm": _baseline("GMMRefiner", "gmm", "GMMPrior", "gmm.npz"),  # SMPLify-style GMM prior
+    "vae": _baseline("VAERefiner", "vae", "VAEPrior", "vae.pt"),  # VPoser-style VAE prior
+}
+
+
+class MethodError(ValueError):
+    """A method is unknown or could not be built."""
+
+
+def available_methods() -> tuple[str, ...]:
+    return tuple(METHODS)
+
+
+def build_methods(names: list[str], prior, options: dict | None = None) -> tuple[dict[str, MethodFactory], dict[str, str]]:
+    """Factories of the named methods, and the errors of those that could not be built (name -> message).
+
+    An unknown name is an error at once (with the list of available methods).
+    """
+    unknown = [n for n in names if n not in METHODS]
+    if unknown:
+        raise MethodError(f"unknown method(s) {', '.join(unknown)}; available methods: {', '.join(METHODS)}")
+    factories, errors = {}, {}
+    for name in names:
+        try:
+            factories[name] = METHODS[name](prior, options or {})
+        except Exception as err:  # an import error, a missing model file ...
+            errors[name] = f"{type(err).__name__}: {err}"
+    return factories, errors

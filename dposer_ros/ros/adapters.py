@@ -1,0 +1,128 @@
+"""Input adapters: a ROS message -> the people in it as `PersonInput` (person id, points (K, 3), confidences (K,)).
+
+Pure functions over message objects (attribute access only; no rclpy import), one per input type:
+
+- `from_keypoints_array`: dposer_msgs/Keypoints3DArray. An empty `confidences` means all 1; a person's own
+  `format` is kept (empty: the node's `input_format`).
+- `from_marker_array`: visualization_msgs/MarkerArray body-tracking skeletons as the Azure Kinect ROS driver
+  publishes them: one marker per joint, id = body_id * 100 + joint_id, joints in the K4A 32-joint order
+  (keypoint format `azure_kinect32`), pose.position in metres. Joints without a marker get confidence 0.
+  DELETE / DELETEALL markers are ignored. Marker colour alpha is not a confidence (the driver colours by
+  body), so present joints get confidence 1.
+- `from_pointcloud2`: sensor_msgs/PointCloud2 with float fields x, y, z[, confidence][, person_id | id |
+  body_id]; points ordered per the keypoint format, people one after the other (or grouped by the id field).
+
+Each returns `(stamp_ns, frame_id, stamp, people)`; a message that cannot be read at all raises
+`MalformedInput` (reason `bad_message` or `wrong_count`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .core import MalformedInput, PersonInput, resolve_format
+
+AZURE_KINECT_FORMAT = "azure_kinect32"
+AZURE_KINECT_JOINTS = 32
+MARKER_ID_STRIDE = 100  # Azure Kinect ROS driver: marker id = body_id * 100 + joint_id
+
+# sensor_msgs/PointField datatypes -> numpy
+_POINTFIELD_DTYPES = {1: "i1", 2: "u1", 3: "i2", 4: "u2", 5: "i4", 6: "u4", 7: "f4", 8: "f8"}
+_ID_FIELDS = ("person_id", "id", "body_id", "track_id")
+
+
+def stamp_ns(stamp) -> int:
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def from_keypoints_array(msg) -> tuple[int, str, object, list[PersonInput]]:
+    """dposer_msgs/Keypoints3DArray -> people (person's own format, confidences defaulting to 1)."""
+    people = []
+    for person in msg.people:
+        n = len(person.points)
+        pts = np.fromiter((c for p in person.points for c in (p.x, p.y, p.z)), dtype=np.float64, count=3 * n)
+        conf = np.asarray(person.confidences, dtype=np.float64)
+        if conf.size == 0:
+            conf = np.ones(n)
+        people.append(PersonInput(person.person_id, pts.reshape(n, 3), conf, person.format))
+    return stamp_ns(msg.header.stamp), msg.header.frame_id, msg.header.stamp, people
+
+
+def from_marker_array(msg, fmt_name: str = AZURE_KINECT_FORMAT) -> tuple[int, str, object, list[PersonInput]]:
+    """Azure Kinect style MarkerArray skeletons -> people in `fmt_name` (default azure_kinect32)."""
+    k = resolve_format(fmt_name).num_keypoints
+    bodies: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    header = None
+    bad = []
+    for m in msg.markers:
+        if m.action not in (0,):  # ADD/MODIFY = 0; DELETE = 2, DELETEALL = 3
+            continue
+        if header is None:
+            header = m.header
+        body, joint = divmod(int(m.id), MARKER_ID_STRIDE)
+        if joint >= k or m.id < 0:
+            bad.append(int(m.id))
+            continue
+        pts, conf = bodies.setdefault(body, (np.full((k, 3), np.nan), np.zeros(k)))
+        p = m.pose.position
+        pts[joint] = (p.x, p.y, p.z)
+        conf[joint] = 1.0
+    if bad:
+        raise MalformedInput("wrong_count", f"marker ids {bad[:5]} name joints beyond the {k} of format {fmt_name!r} "
+                                            f"(id = body_id * {MARKER_ID_STRIDE} + joint_id)")
+    people = [PersonInput(str(b), pts, conf, fmt_name) for b, (pts, conf) in sorted(bodies.items())]
+    if header is None:
+        return 0, "", None, people
+    return stamp_ns(header.stamp), header.frame_id, header.stamp, people
+
+
+def from_pointcloud2(msg, fmt_name: str) -> tuple[int, str, object, list[PersonInput]]:
+    """PointCloud2 of keypoints (x, y, z[, confidence][, person id]) -> people in `fmt_name`."""
+    if not fmt_name:
+        raise MalformedInput("unknown_format", "pointcloud2 input needs the input_format parameter")
+    k = resolve_format(fmt_name).num_keypoints
+    fields = {f.name: f for f in msg.fields}
+    missing = [n for n in ("x", "y", "z") if n not in fields]
+    if missing:
+        raise MalformedInput("bad_message", f"PointCloud2 lacks fields {missing}")
+    endian = ">" if msg.is_bigendian else "<"
+    names, formats, offsets = [], [], []
+    for f in msg.fields:
+        if f.datatype not in _POINTFIELD_DTYPES or (f.count or 1) != 1:
+            continue
+        names.append(f.name)
+        formats.append(endian + _POINTFIELD_DTYPES[f.datatype])
+        offsets.append(f.offset)
+    n = int(msg.width) * int(msg.height)
+    data = bytes(msg.data)
+    if msg.point_step <= 0 or len(data) < n * msg.point_step:
+        raise MalformedInput("bad_message", f"PointCloud2 data has {len(data)} bytes for {n} points of "
+                                            f"{msg.point_step} bytes")
+    dtype = np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": msg.point_step})
+    if msg.height > 1 and msg.row_step != msg.width * msg.point_step:
+        rows = [np.frombuffer(data, dtype=dtype, count=msg.width, offset=r * msg.row_step) for r in range(msg.height)]
+        arr = np.concatenate(rows)
+    else:
+        arr = np.frombuffer(data, dtype=dtype, count=n)
+    pts = np.stack([arr["x"], arr["y"], arr["z"]], -1).astype(np.float64)
+    if "confidence" in fields:
+        conf = arr["confidence"].astype(np.float64)
+    else:
+        conf = np.isfinite(pts).all(-1).astype(np.float64)
+    id_field = next((f for f in _ID_FIELDS if f in names), None)
+    people = []
+    if id_field is None:
+        if n == 0:
+            return stamp_ns(msg.header.stamp), msg.header.frame_id, msg.header.stamp, []
+        if n % k:
+            raise MalformedInput("wrong_count", f"PointCloud2 has {n} points, not a multiple of format "
+                                                f"{fmt_name!r}'s {k}")
+        for i in range(n // k):
+            people.append(PersonInput(str(i), pts[i * k:(i + 1) * k], conf[i * k:(i + 1) * k], fmt_name))
+    else:
+        ids = arr[id_field]
+        for pid in dict.fromkeys(ids.tolist()):  # first-appearance order
+            sel = ids == pid
+            label = str(int(pid)) if float(pid).is_integer() else str(pid)
+            people.append(PersonInput(label, pts[sel], conf[sel], fmt_name))
+    return stamp_ns(msg.header.stamp), msg.header.frame_id, msg.header.stamp, people

@@ -1,0 +1,533 @@
+"""What the refine node does, without ROS: input checks, per-person tracks, latest-wins queue, batched refinement.
+
+`RefineCore.submit` is called from subscription callbacks: it checks each person (the library's
+`KeypointFormat.validate` plus unit / stamp checks), and stores the person as pending (latest wins: a pending
+person that is overwritten before it was refined counts as a drop). `RefineCore.refine_pending` is called
+from the worker thread: it takes everything pending, refines it in as few `FewStepRefiner` calls as possible
+(one per keypoint format and warm/cold start, at most `max_batch` people each), updates the tracks (warm
+start from the last `Refined`) and returns one `OutputFrame` per input frame, in the input order.
+
+No rclpy here: the node (`refine_node.py`), the tests and the benchmarks share this code.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, OrderedDict, deque
+from dataclasses import dataclass, field
+from functools import cache
+
+import numpy as np
+import torch
+
+from ..body import NUM_JOINTS, ForwardKinematics, smplx_neutral
+from ..keypoints import KeypointFormat, KeypointFormatError, get_format, known_formats
+from ..solvers.refine import FewStepRefiner, RefineSettings
+from ..solvers.types import BodyState, Observation
+
+# part_confidence of a part the prior completed (it was not observed): plausible, not measured
+COMPLETED_PART_CONFIDENCE = 0.25
+MIN_CONFIDENT_POINTS = 3  # a rigid start needs three points
+CONFIDENT = 0.1
+
+MALFORMED_REASONS = (
+    "unknown_format",
+    "empty",
+    "wrong_count",
+    "non_finite",
+    "bad_confidence",
+    "too_few_points",
+    "millimetres",
+    "stamp_backwards",
+    "bad_message",
+)
+
+
+class MalformedInput(ValueError):
+    """A person (or a whole message) that cannot be refined; `reason` is one of MALFORMED_REASONS."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+# ----------------------------------------------------------------------------------------------- formats
+
+
+def _squash(name: str) -> str:
+    return name.lower().replace("_", "").replace("-", "")
+
+
+def resolve_format(name: str) -> KeypointFormat:
+    """A keypoint format by name; also accepts spellings with extra underscores (`smplx_55`, `coco_wholebody_133`)."""
+    try:
+        return get_format(name)
+    except KeypointFormatError:
+        matches = [k for k in known_formats() if _squash(k) == _squash(name)]
+        if len(matches) == 1:
+            return get_format(matches[0])
+        raise
+
+
+@cache
+def rest_keypoints(fmt_name: str) -> np.ndarray:
+    """(K, 3) keypoints of the rest pose (SMPL-X canonical frame, metres)."""
+    fmt = get_format(fmt_name)
+    posed = ForwardKinematics()(torch.zeros(NUM_JOINTS, 3, dtype=torch.float64))
+    return fmt.from_posed(posed).numpy()
+
+
+@cache
+def format_edges(fmt_name: str) -> tuple[tuple[int, int], ...]:
+    """Bones between the keypoints of a format: each keypoint joins the nearest keypoint up the SMPL-X tree.
+
+    A keypoint on joint j links to another keypoint sitting exactly on j (for landmarks with an offset), else to
+    the first keypoint found on j's ancestors (one sitting on the joint preferred). Roots get no edge.
+    """
+    fmt = get_format(fmt_name)
+    parents = smplx_neutral().parents
+    on_joint: dict[int, list[int]] = {}
+    for k, (j, off) in enumerate(zip(fmt.joints, fmt.offsets)):
+        on_joint.setdefault(int(j), []).append(k)
+
+    def pick(cands: list[int], exclude: int) -> int | None:
+        cands = [c for c in cands if c != exclude]
+        exact = [c for c in cands if not fmt.offsets[c].any()]
+        return (exact or cands or [None])[0]
+
+    edges = []
+    for k, j in enumerate(fmt.joints):
+        j = int(j)
+        parent = None
+        if fmt.offsets[k].any():
+            exact = [c for c in on_joint.get(j, []) if c != k and not fmt.offsets[c].any()]
+            parent = exact[0] if exact else None
+        a = parents[j]
+        while parent is None and a >= 0:
+            parent = pick(on_joint.get(a, []), k)
+            a = parents[a]
+        if parent is not None:
+            edges.append((parent, k))
+    return tuple(edges)
+
+
+@cache
+def _scale_edges(fmt_name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Edges (E, 2) at least 5 cm long at rest, and their rest lengths (E,): the scale check's yardstick."""
+    edges = np.array(format_edges(fmt_name), dtype=np.int64).reshape(-1, 2)
+    rest = rest_keypoints(fmt_name)
+    length = np.linalg.norm(rest[edges[:, 0]] - rest[edges[:, 1]], axis=-1) if len(edges) else np.zeros(0)
+    keep = length >= 0.05
+    return edges[keep], length[keep]
+
+
+# ----------------------------------------------------------------------------------------------- data
+
+
+@dataclass
+class PersonInput:
+    """One person of one input message, as the adapters return it."""
+
+    person_id: str
+    points: np.ndarray  # (K, 3) metres, in the frame's frame_id
+    confidences: np.ndarray  # (K,) in [0, 1]
+    format_name: str = ""  # empty: the node's input_format
+
+
+@dataclass
+class InputFrame:
+    """One input message: header, people, and when it arrived (time.monotonic)."""
+
+    stamp_ns: int
+    frame_id: str
+    people: list[PersonInput]
+    received: float = field(default_factory=time.monotonic)
+    stamp: object = None  # the message's builtin_interfaces/Time, passed through to the outputs
+    seq: int = 0
+
+
+@dataclass
+class PersonResult:
+    person_id: str
+    pose: np.ndarray  # (55, 3) axis-angle
+    transl: np.ndarray  # (3,)
+    joints: np.ndarray  # (55, 3)
+    part_confidence: np.ndarray  # (4,) float
+    part_completed: np.ndarray  # (4,) bool
+    refine_ms: float
+    format_name: str = ""
+    points: np.ndarray | None = None  # the input keypoints (K, 3), for pictures / overlays
+    confidences: np.ndarray | None = None
+
+
+@dataclass
+class OutputFrame:
+    """Results for the people of one input frame (in input order, people dropped or rejected left out)."""
+
+    frame: InputFrame
+    people: list[PersonResult]
+
+    @property
+    def latency_ms(self) -> float:
+        return (time.monotonic() - self.frame.received) * 1000.0
+
+
+@dataclass
+class _Pending:
+    frame: InputFrame
+    index: int  # position in frame.people
+    person: PersonInput
+    fmt: KeypointFormat
+    track_key: str | None  # None: untracked (no warm start)
+
+
+@dataclass
+class Track:
+    last_stamp_ns: int
+    last_seen: float  # monotonic
+    frame_id: str
+    format_name: str
+    state: BodyState | None = None
+
+
+@dataclass
+class CoreSettings:
+    input_format: str = ""
+    steps: int = 4
+    t_max: float = 0.12
+    t_min: float = 0.02
+    person_timeout: float = 1.0
+    max_batch: int = 16
+    max_coordinate_m: float = 20.0
+    max_bone_ratio: float = 5.0
+
+    def refine_settings(self) -> RefineSettings:
+        return RefineSettings(steps=self.steps, t_max=self.t_max, t_min=self.t_min)
+
+
+# ----------------------------------------------------------------------------------------------- stats
+
+
+class Stats:
+    """Thread-safe counters and sliding windows for /diagnostics."""
+
+    def __init__(self, window_s: float = 10.0) -> None:
+        self.window_s = window_s
+        self._lock = threading.Lock()
+        self.malformed: Counter[str] = Counter()
+        self.drops = 0
+        self.frames_in = 0
+        self.people_in = 0
+        self.frames_out = 0
+        self.people_out = 0
+        self._arrivals: deque[float] = deque()
+        self._latency: deque[tuple[float, float]] = deque()
+        self._refine: deque[tuple[float, float, int]] = deque()
+
+    def _trim(self, now: float) -> None:
+        for q in (self._arrivals, self._latency, self._refine):
+            while q and (q[0] if isinstance(q[0], float) else q[0][0]) < now - self.window_s:
+                q.popleft()
+
+    def frame_in(self, people: int) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self.frames_in += 1
+            self.people_in += people
+            self._arrivals.append(now)
+            self._trim(now)
+
+    def bad(self, reason: str) -> None:
+        with self._lock:
+            self.malformed[reason] += 1
+
+    def drop(self, n: int = 1) -> None:
+        with self._lock:
+            self.drops += n
+
+    def published(self, people: int, latency_ms: float) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self.frames_out += 1
+            self.people_out += people
+            self._latency.append((now, latency_ms))
+
+    def refined(self, ms: float, batch: int) -> None:
+        with self._lock:
+            self._refine.append((time.monotonic(), ms, batch))
+
+    def snapshot(self) -> dict:
+        now = time.monotonic()
+        with self._lock:
+            self._trim(now)
+            lat = np.array([v for _, v in self._latency]) if self._latency else np.zeros(0)
+            ref = np.array([v for _, v, _ in self._refine]) if self._refine else np.zeros(0)
+            span = min(self.window_s, now - self._arrivals[0]) if len(self._arrivals) > 1 else 0.0
+            rate = (len(self._arrivals) - 1) / span if span > 0 else 0.0
+            pct = lambda a, q: float(np.percentile(a, q)) if len(a) else float("nan")  # noqa: E731
+            return {
+                "input_rate_hz": rate,
+                "latency_p50_ms": pct(lat, 50),
+                "latency_p99_ms": pct(lat, 99),
+                "refine_p50_ms": pct(ref, 50),
+                "refine_p99_ms": pct(ref, 99),
+                "frames_in": self.frames_in,
+                "people_in": self.people_in,
+                "frames_out": self.frames_out,
+                "people_out": self.people_out,
+                "drops": self.drops,
+                "malformed": dict(self.malformed),
+                "malformed_total": sum(self.malformed.values()),
+            }
+
+
+# ----------------------------------------------------------------------------------------------- core
+
+
+class RefineCore:
+    """Tracks, checks and batched refinement; thread-safe between one submitter and one refining thread."""
+
+    def __init__(self, prior, settings: CoreSettings = CoreSettings(), stats: Stats | None = None) -> None:
+        self.prior = prior
+        self.settings = settings
+        self.stats = stats or Stats()
+        self._lock = threading.Lock()
+        self._pending: OrderedDict[str, _Pending] = OrderedDict()
+        self._tracks: dict[str, Track] = {}
+        self._refiners: dict[str, FewStepRefiner] = {}
+        self._seq = 0
+        self.wakeup = threading.Event()
+
+    # -- settings ------------------------------------------------------------------------------------
+    def update_settings(self, settings: CoreSettings) -> None:
+        RefineSettings(steps=settings.steps, t_max=settings.t_max, t_min=settings.t_min)  # raises if invalid
+        if not 0.0 < settings.t_min <= settings.t_max <= 1.0:
+            raise ValueError(f"need 0 < t_min <= t_max <= 1, got t_min={settings.t_min}, t_max={settings.t_max}")
+        with self._lock:
+            changed = settings.refine_settings() != self.settings.refine_settings()
+            self.settings = settings
+            if changed:
+                self._refiners = {}
+
+    def refiner(self, fmt: KeypointFormat) -> FewStepRefiner:
+        with self._lock:
+            ref = self._refiners.get(fmt.name)
+            if ref is None:
+                ref = self._refiners[fmt.name] = FewStepRefiner(self.prior, fmt, self.settings.refine_settings())
+            return ref
+
+    @property
+    def active_tracks(self) -> int:
+        with self._lock:
+            return len(self._tracks)
+
+    @property
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+    # -- checks --------------------------------------------------------------------------------------
+    def format_for(self, person: PersonInput) -> KeypointFormat:
+        name = person.format_name or self.settings.input_format
+        if not name:
+            raise MalformedInput("unknown_format", f"person {person.person_id!r}: no keypoint format (message field and "
+                                                   "input_format parameter are both empty)")
+        try:
+            return resolve_format(name)
+        except KeypointFormatError as err:
+            raise MalformedInput("unknown_format", str(err)) from None
+
+    def check_person(self, person: PersonInput) -> KeypointFormat:
+        """The person's format if the person can be refined, else raises MalformedInput (stamp order aside)."""
+        fmt = self.format_for(person)
+        pts = np.asarray(person.points, dtype=np.float64)
+        conf = np.asarray(person.confidences, dtype=np.float64)
+        k = fmt.num_keypoints
+        if pts.size == 0:
+            raise MalformedInput("empty", f"person {person.person_id!r}: no keypoints")
+        if pts.ndim != 2 or pts.shape != (k, 3) or conf.shape != (k,):
+            raise MalformedInput("wrong_count", f"person {person.person_id!r}: format {fmt.name!r} expects {k} points "
+                                                f"and confidences, got {len(pts)} points, {conf.size} confidences")
+        try:
+            fmt.validate(pts, conf)
+        except KeypointFormatError as err:
+            bad_conf = not np.isfinite(conf).all() or (conf < 0).any()
+            raise MalformedInput("bad_confidence" if bad_conf else "non_finite",
+                                 f"person {person.person_id!r}: {err}") from None
+        good = (conf > CONFIDENT) & np.isfinite(pts).all(-1)
+        if good.sum() < MIN_CONFIDENT_POINTS:
+            raise MalformedInput("too_few_points", f"person {person.person_id!r}: {int(good.sum())} keypoints with "
+                                                   f"confidence > {CONFIDENT}, need {MIN_CONFIDENT_POINTS}")
+        med = float(np.median(np.abs(pts[good])))
+        if med > self.settings.max_coordinate_m:
+            raise MalformedInput("millimetres", f"person {person.person_id!r}: median |coordinate| {med:.1f} m > "
+                                                f"{self.settings.max_coordinate_m} m (millimetres sent as metres?)")
+        edges, rest = _scale_edges(fmt.name)
+        ok = good[edges[:, 0]] & good[edges[:, 1]] if len(edges) else np.zeros(0, bool)
+        if ok.sum() >= 2:
+            seen = np.linalg.norm(pts[edges[ok, 0]] - pts[edges[ok, 1]], axis=-1)
+            ratio = float(np.median(seen / rest[ok]))
+            if ratio > self.settings.max_bone_ratio:
+                raise MalformedInput("millimetres", f"person {person.person_id!r}: bones {ratio:.0f}x longer than "
+                                                    f"expected (> {self.settings.max_bone_ratio}x; millimetres?)")
+        return fmt
+
+    # -- submit (callbacks) --------------------------------------------------------------------------
+    def submit(self, frame: InputFrame) -> list[MalformedInput]:
+        """Check and queue the people of a frame; returns the rejected ones' errors (already counted)."""
+        now = frame.received
+        errors: list[MalformedInput] = []
+        self.stats.frame_in(len(frame.people))
+        accepted: list[_Pending] = []
+        for i, person in enumerate(frame.people):
+            try:
+                fmt = self.check_person(person)
+            except MalformedInput as err:
+                errors.append(err)
+                continue
+            accepted.append(_Pending(frame, i, person, fmt, person.person_id or None))
+        dropped = 0
+        with self._lock:
+            self._seq += 1
+            frame.seq = self._seq
+            kept = []
+            for p in accepted:
+                key = p.track_key
+                if key is not None:
+                    track = self._tracks.get(key)
+                    if track is not None and now - track.last_seen > self.settings.person_timeout:
+                        track = None
+                    if track is not None and frame.stamp_ns < track.last_stamp_ns:
+                        errors.append(MalformedInput(
+                            "stamp_backwards", f"person {key!r}: stamp {frame.stamp_ns * 1e-9:.3f} s is older than "
+                                               f"the last one, {track.last_stamp_ns * 1e-9:.3f} s"))
+                        continue
+                    if track is None or track.frame_id != frame.frame_id or track.format_name != p.fmt.name:
+                        track = Track(frame.stamp_ns, now, frame.frame_id, p.fmt.name)  # new track: cold start
+                        self._tracks[key] = track
+                    track.last_stamp_ns, track.last_seen = frame.stamp_ns, now
+                    qkey = "id:" + key
+                else:  # no person_id: no track (cold start); latest wins per position in the message
+                    qkey = f"untracked:{frame.frame_id}:{p.index}"
+                if qkey in self._pending:
+                    dropped += 1
+                    del self._pending[qkey]
+                self._pending[qkey] = p
+                kept.append(p)
+        for err in errors:
+            self.stats.bad(err.reason)
+        if dropped:
+            self.stats.drop(dropped)
+        if kept:
+            self.wakeup.set()
+        return errors
+
+    # -- refine (worker) -----------------------------------------------------------------------------
+    def expire_tracks(self, now: float | None = None) -> int:
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            old = [k for k, t in self._tracks.items() if now - t.last_seen > self.settings.person_timeout]
+            for k in old:
+                del self._tracks[k]
+            return len(old)
+
+    def refine_pending(self) -> list[OutputFrame]:
+        """Refine everything pending; one OutputFrame per input frame that had people pending."""
+        with self._lock:
+            items = list(self._pending.values())
+            self._pending.clear()
+            self.wakeup.clear()
+            starts = {}
+            for p in items:
+                track = self._tracks.get(p.track_key) if p.track_key is not None else None
+                starts[id(p)] = track.state if track is not None else None
+        self.expire_tracks()
+        if not items:
+            return []
+        groups: dict[tuple[str, bool], list[_Pending]] = {}
+        for p in items:
+            groups.setdefault((p.fmt.name, starts[id(p)] is not None), []).append(p)
+        results: dict[int, PersonResult] = {}
+        for (fmt_name, warm), members in groups.items():
+            for lo in range(0, len(members), self.settings.max_batch):
+                chunk = members[lo:lo + self.settings.max_batch]
+                init = None
+                if warm:
+                    init = BodyState(torch.cat([starts[id(p)].pose for p in chunk]),
+                                     torch.cat([starts[id(p)].transl for p in chunk]))
+                for p, res in zip(chunk, self._refine_chunk(chunk, init)):
+                    results[id(p)] = res
+        frames: OrderedDict[int, OutputFrame] = OrderedDict()
+        for p in sorted(items, key=lambda p: (p.frame.seq, p.index)):
+            out = frames.setdefault(p.frame.seq, OutputFrame(p.frame, []))
+            out.people.append(results[id(p)])
+        return list(frames.values())
+
+    def _refine_chunk(self, chunk: list[_Pending], init: BodyState | None) -> list[PersonResult]:
+        fmt = chunk[0].fmt
+        refiner = self.refiner(fmt)
+        points = torch.from_numpy(np.stack([p.person.points for p in chunk]).astype(np.float32))
+        conf_np = np.stack([p.person.confidences for p in chunk]).astype(np.float32)
+        obs = Observation(points, torch.from_numpy(conf_np.copy()), fmt)
+        t0 = time.perf_counter()
+        refined = refiner(obs, init)
+        ms = (time.perf_counter() - t0) * 1000.0
+        self.stats.refined(ms, len(chunk))
+        kp_part = refiner.kp_part.numpy()  # (K, 4) one-hot
+        conf = np.clip(conf_np, 0, 1)
+        confident = conf > CONFIDENT
+        sums = (conf * confident) @ kp_part
+        counts = confident.astype(np.float32) @ kp_part
+        observed = refined.part_observed.numpy()
+        completed = refined.part_completed.numpy()
+        part_conf = np.where(observed, sums / np.maximum(counts, 1), np.where(completed, COMPLETED_PART_CONFIDENCE, 0.0))
+        out = []
+        with self._lock:
+            for i, p in enumerate(chunk):
+                pose, transl = refined.pose[i:i + 1].clone(), refined.transl[i:i + 1].clone()
+                if p.track_key is not None and p.track_key in self._tracks:
+                    track = self._tracks[p.track_key]
+                    if track.frame_id == p.frame.frame_id and track.format_name == fmt.name:
+                        track.state = BodyState(pose, transl)
+                out.append(PersonResult(
+                    person_id=p.person.person_id,
+                    pose=refined.pose[i].double().numpy(),
+                    transl=refined.transl[i].double().numpy(),
+                    joints=refined.joints[i].double().numpy(),
+                    part_confidence=part_conf[i].astype(np.float32),
+                    part_completed=completed[i].astype(bool),
+                    refine_ms=ms,
+                    format_name=fmt.name,
+                    points=np.asarray(p.person.points, np.float64),
+                    confidences=np.asarray(p.person.confidences, np.float64),
+                ))
+        return out
+
+
+# ----------------------------------------------------------------------------------------------- frames
+
+
+def quat_to_matrix(q) -> np.ndarray:
+    """[qx, qy, qz, qw] -> (3, 3) rotation matrix (normalised first)."""
+    x, y, z, w = np.asarray(q, dtype=np.float64) / max(float(np.linalg.norm(q)), 1e-12)
+    return np.array([
+        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+    ])
+
+
+def transform_result(res: PersonResult, rot: np.ndarray, trans: np.ndarray) -> PersonResult:
+    """The same body expressed in another frame (p' = rot p + trans): global orientation, translation, joints."""
+    import roma
+
+    rest_root = smplx_neutral().rest_joints[0]
+    g = roma.rotvec_to_rotmat(torch.as_tensor(res.pose[0]))
+    pose = res.pose.copy()
+    pose[0] = roma.rotmat_to_rotvec(torch.as_tensor(rot) @ g).numpy()
+    transl = rot @ (rest_root + res.transl) + trans - rest_root
+    joints = res.joints @ rot.T + trans
+    pts = None if res.points is None else res.points @ rot.T + trans
+    return PersonResult(res.person_id, pose, transl, joints, res.part_confidence, res.part_completed, res.refine_ms,
+                        res.format_name, pts, res.confidences)

@@ -1,0 +1,412 @@
+"""`refine_node`: 3D keypoints in, refined whole-body SMPL-X poses out (dposer_msgs/SmplxPoseArray).
+
+Topics (relative names: remap or push into a namespace as usual)
+  in   keypoints          dposer_msgs/Keypoints3DArray | visualization_msgs/MarkerArray | sensor_msgs/PointCloud2
+                          (parameter input_type), sensor-data QoS (best effort, depth 5)
+  in   image, camera_info sensor_msgs/Image + CameraInfo (only with publish_overlay)
+  out  smplx_poses        dposer_msgs/SmplxPoseArray, the input's header (stamp, frame_id) unless output_frame is set
+  out  skeleton_markers   visualization_msgs/MarkerArray: per person a LINE_LIST (bones) + SPHERE_LIST (joints)
+                          + the input keypoints (ns `input`)
+  out  mesh_markers       visualization_msgs/MarkerArray: the mannequin mesh (TRIANGLE_LIST), publish_mesh only
+  out  overlay            sensor_msgs/Image: joints projected into `image` (publish_overlay only)
+  out  /diagnostics       diagnostic_msgs/DiagnosticArray every diagnostics_period s
+
+Threading: subscription callbacks only convert the message and hand it to `RefineCore.submit` (checks, latest
+wins per person); a worker thread refines everything pending in batched `FewStepRefiner` calls and publishes.
+The executor is never blocked by the solver.
+
+Parameters: see `dposer_ros/ros/params.py` (defaults in config/refine.yaml).
+Run: `refine_node --ros-args --params-file config/refine.yaml -p input_format:=coco17`
+(or `ros2 run dposer_ros refine_node ...`, `ros2 launch dposer_ros refine.launch.py`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from dposer_msgs.msg import Keypoints3DArray, SmplxPoseArray
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.exceptions import ParameterException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from visualization_msgs.msg import MarkerArray
+
+from ..backends.base import BackendError
+from . import adapters, convert
+from .core import (CoreSettings, InputFrame, MalformedInput, RefineCore, quat_to_matrix, resolve_format,
+                   transform_result)
+from .params import PARAMETERS, check_value
+
+MODEL_RELATIVE = Path("models") / "dposer_cpu" / "prior.pt"
+MESH_MAX_RATE_HZ = 5.0
+NODE_NAME = "refine_node"
+
+
+def default_model_path() -> Path:
+    """The shipped prior: the package share directory (ament index, then sys.prefix), else the source checkout."""
+    candidates = []
+    try:
+        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+
+        try:
+            candidates.append(Path(get_package_share_directory("dposer_ros")) / MODEL_RELATIVE)
+        except PackageNotFoundError:
+            pass
+    except ImportError:
+        pass
+    candidates.append(Path(sys.prefix) / "share" / "dposer_ros" / MODEL_RELATIVE)
+    candidates.append(Path(__file__).resolve().parents[2] / MODEL_RELATIVE)
+    for c in candidates:
+        if c.is_file():
+            return c
+    return candidates[-1]
+
+
+def load_engine(model_path: Path, backend: str, threads: int = 0):
+    """The prior the solver evaluates, and the backend's name. THE single call site of the inference backend.
+
+    `dposer_ros.backends.select_engine`: auto/tensorrt -> TensorRT (CUDA GPU), else ONNX Runtime (the ONNX file
+    beside the prior, or exported once into the engine folder), else torch; each fallback is logged by
+    `dposer_ros.backends`. onnxruntime -> ONNX Runtime, else torch; torch -> torch.
+    """
+    from ..backends import select_engine
+
+    engine = select_engine(model_path, backend, threads=threads or None)
+    return engine, getattr(engine, "name", type(engine).__name__)
+
+
+def _forward_backend_log(logger) -> None:
+    """Show the `dposer_ros.backends` messages (chosen backend, fallbacks and why) in the node's log."""
+    import logging
+
+    class _ToRos(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.levelno >= logging.WARNING:  # rclpy: one severity per call site
+                logger.warning(record.getMessage())
+            else:
+                logger.info(record.getMessage())
+
+    log = logging.getLogger("dposer_ros.backends")
+    if not any(isinstance(h, _ToRos) for h in log.handlers):
+        log.addHandler(_ToRos())
+        log.setLevel(logging.INFO)
+
+
+def _descriptor(spec) -> ParameterDescriptor:
+    d = ParameterDescriptor(name=spec.name, description=spec.description, read_only=spec.read_only,
+                            additional_constraints=spec.constraints)
+    if spec.range is not None:
+        if isinstance(spec.default, bool):
+            pass
+        elif isinstance(spec.default, int):
+            d.integer_range = [IntegerRange(from_value=int(spec.range[0]), to_value=int(spec.range[1]),
+                                            step=int(spec.step))]
+        else:
+            d.floating_point_range = [FloatingPointRange(from_value=float(spec.range[0]),
+                                                         to_value=float(spec.range[1]), step=float(spec.step))]
+    return d
+
+
+class RefineNode(Node):
+    """The ROS 2 node around `RefineCore` (see the module docstring for topics and threading)."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(kwargs.pop("node_name", NODE_NAME), **kwargs)
+        for spec in PARAMETERS:
+            self.declare_parameter(spec.name, spec.default, _descriptor(spec))
+        p = self.params()
+        for spec in PARAMETERS:
+            problem = check_value(spec, p[spec.name])
+            if problem:
+                raise ValueError(problem)
+        if p["threads"] > 0:
+            import torch
+
+            torch.set_num_threads(p["threads"])
+        self.input_type = p["input_type"]
+        self.model_path = Path(p["model_path"]) if p["model_path"] else default_model_path()
+        self.get_logger().info(f"loading prior {self.model_path} (backend {p['backend']})")
+        _forward_backend_log(self.get_logger())
+        prior, self.backend = load_engine(self.model_path, p["backend"], p["threads"])
+        self.core = RefineCore(prior, self._core_settings(p))
+        if self.input_type == "marker_array" and not p["input_format"]:
+            self.core.settings.input_format = adapters.AZURE_KINECT_FORMAT
+        self._loggers: dict[str, object] = {}
+        self._errors: dict[str, int] = {}
+        self._last_diag = {"malformed_total": 0, "drops": 0}
+        self._latest: tuple[object, list] | None = None
+        self._latest_lock = threading.Lock()
+        self._last_mesh = 0.0
+        self._camera_info: CameraInfo | None = None
+        self._tf_buffer = None
+
+        # inputs: sensor-data QoS (best effort); callbacks only store
+        in_type = {"keypoints_array": Keypoints3DArray, "marker_array": MarkerArray, "pointcloud2": PointCloud2}
+        self.create_subscription(in_type[self.input_type], "keypoints", self._on_input, qos_profile_sensor_data)
+        reliable = QoSProfile(depth=10)
+        self.pub_poses = self.create_publisher(SmplxPoseArray, "smplx_poses", reliable)
+        self.pub_markers = self.create_publisher(MarkerArray, "skeleton_markers", reliable)
+        self.pub_mesh = self.create_publisher(MarkerArray, "mesh_markers", reliable)
+        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", reliable)
+        self.pub_overlay = None
+        if p["publish_overlay"]:
+            self.pub_overlay = self.create_publisher(Image, "overlay", reliable)
+            self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, qos_profile_sensor_data)
+            self.create_subscription(Image, "image", self._on_image, qos_profile_sensor_data)
+        if p["output_frame"]:
+            self._setup_tf()
+        self._diag_timer = self.create_timer(p["diagnostics_period"], self._publish_diagnostics)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+        self._stop = threading.Event()
+        self._worker = threading.Thread(target=self._work, name="dposer_refine_worker", daemon=True)
+        self._worker.start()
+        self.get_logger().info(
+            f"refining {self.input_type} on {self.resolve_topic_name('keypoints')} "
+            f"(format {self.core.settings.input_format or 'from messages'}, {p['steps']} steps, "
+            f"t {p['t_max']}->{p['t_min']}) -> {self.resolve_topic_name('smplx_poses')}")
+
+    # -- parameters ----------------------------------------------------------------------------------
+    def params(self) -> dict:
+        return {spec.name: self.get_parameter(spec.name).value for spec in PARAMETERS}
+
+    @staticmethod
+    def _core_settings(p: dict) -> CoreSettings:
+        if not p["t_min"] <= p["t_max"]:
+            raise ValueError(f"t_min ({p['t_min']}) must not exceed t_max ({p['t_max']})")
+        if p["input_format"]:
+            resolve_format(p["input_format"])  # KeypointFormatError (a ValueError) names the known formats
+        return CoreSettings(input_format=p["input_format"], steps=p["steps"], t_max=p["t_max"], t_min=p["t_min"],
+                            person_timeout=p["person_timeout"], max_batch=p["max_batch"],
+                            max_coordinate_m=p["max_coordinate_m"], max_bone_ratio=p["max_bone_ratio"])
+
+    def _on_set_parameters(self, changed) -> SetParametersResult:
+        from .params import BY_NAME
+
+        p = self.params()
+        for param in changed:
+            spec = BY_NAME.get(param.name)
+            if spec is None:
+                continue
+            problem = check_value(spec, param.value)
+            if problem:
+                return SetParametersResult(successful=False, reason=problem)
+            p[param.name] = param.value
+        try:
+            settings = self._core_settings(p)
+            if self.input_type == "marker_array" and not settings.input_format:
+                settings.input_format = adapters.AZURE_KINECT_FORMAT
+            self.core.update_settings(settings)
+        except ValueError as err:
+            return SetParametersResult(successful=False, reason=str(err))
+        return SetParametersResult(successful=True)
+
+    # -- input ---------------------------------------------------------------------------------------
+    def _malformed(self, err: MalformedInput) -> None:
+        log = self._loggers.get(err.reason)
+        if log is None:
+            log = self._loggers[err.reason] = self.get_logger().get_child(err.reason)
+        log.warning(f"dropped malformed input ({err.reason}): {err}",
+                    throttle_duration_sec=float(self.get_parameter("log_throttle").value))
+
+    def _on_input(self, msg) -> None:
+        received = time.monotonic()
+        try:
+            if self.input_type == "keypoints_array":
+                stamp_ns, frame_id, stamp, people = adapters.from_keypoints_array(msg)
+            elif self.input_type == "marker_array":
+                stamp_ns, frame_id, stamp, people = adapters.from_marker_array(msg, self.core.settings.input_format)
+            else:
+                stamp_ns, frame_id, stamp, people = adapters.from_pointcloud2(msg, self.core.settings.input_format)
+        except MalformedInput as err:
+            self.core.stats.frame_in(0)
+            self.core.stats.bad(err.reason)
+            self._malformed(err)
+            return
+        except Exception as err:  # noqa: BLE001 - a broken message must never take the node down
+            self.core.stats.frame_in(0)
+            self.core.stats.bad("bad_message")
+            self._malformed(MalformedInput("bad_message", f"{type(err).__name__}: {err}"))
+            return
+        frame = InputFrame(stamp_ns, frame_id, people, received, stamp)
+        if not people:  # nobody in view: answer at once with an empty array
+            self.core.stats.frame_in(0)
+            self.pub_poses.publish(SmplxPoseArray(header=convert.header(stamp, self._out_frame(frame_id))))
+            return
+        for err in self.core.submit(frame):
+            self._malformed(err)
+
+    # -- worker --------------------------------------------------------------------------------------
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            if not self.core.wakeup.wait(timeout=0.1):
+                self.core.expire_tracks()
+                continue
+            try:
+                outputs = self.core.refine_pending()
+            except Exception as err:  # noqa: BLE001 - keep serving; count and log
+                self._error("solver", f"refinement failed: {type(err).__name__}: {err}")
+                continue
+            for out in outputs:
+                try:
+                    self._publish(out)
+                except Exception as err:  # noqa: BLE001
+                    self._error("publish", f"publishing failed: {type(err).__name__}: {err}")
+
+    def _error(self, kind: str, text: str) -> None:
+        self._errors[kind] = self._errors.get(kind, 0) + 1
+        self.get_logger().error(text, throttle_duration_sec=float(self.get_parameter("log_throttle").value))
+
+    def _out_frame(self, frame_id: str) -> str:
+        out = self.get_parameter("output_frame").value
+        return out or frame_id
+
+    def _to_output_frame(self, out) -> list:
+        target = self.get_parameter("output_frame").value
+        people = out.people
+        if not target or target == out.frame.frame_id:
+            return people
+        if self._tf_buffer is not None:
+            from rclpy.time import Time
+
+            tf = self._tf_buffer.lookup_transform(target, out.frame.frame_id, Time.from_msg(out.frame.stamp))
+            tr, q = tf.transform.translation, tf.transform.rotation
+            rot, trans = quat_to_matrix([q.x, q.y, q.z, q.w]), np.array([tr.x, tr.y, tr.z])
+        else:
+            t = np.asarray(self.get_parameter("output_transform").value, dtype=np.float64)
+            rot, trans = quat_to_matrix(t[3:]), t[:3]
+        return [transform_result(r, rot, trans) for r in people]
+
+    def _setup_tf(self) -> None:
+        try:
+            from tf2_ros import Buffer, TransformListener
+        except ImportError:
+            self.get_logger().info("tf2_ros not installed: outputs use the static output_transform parameter")
+            return
+        self._tf_buffer = Buffer()
+        self._tf_listener = TransformListener(self._tf_buffer, self)
+
+    def _publish(self, out) -> None:
+        try:
+            people = self._to_output_frame(out)
+        except Exception as err:  # noqa: BLE001 - tf lookups fail in many ways
+            self._error("transform", f"no transform to {self.get_parameter('output_frame').value!r}: {err}")
+            return
+        hdr = convert.header(out.frame.stamp, self._out_frame(out.frame.frame_id))
+        self.pub_poses.publish(convert.pose_array(people, hdr))
+        self.core.stats.published(len(people), out.latency_ms)
+        lifetime = float(self.get_parameter("marker_lifetime").value)
+        if self.get_parameter("publish_markers").value and self.pub_markers.get_subscription_count():
+            markers = convert.skeleton_markers(people, hdr, lifetime) + convert.input_markers(people, hdr, lifetime)
+            self.pub_markers.publish(MarkerArray(markers=markers))
+        now = time.monotonic()
+        if (self.get_parameter("publish_mesh").value and self.pub_mesh.get_subscription_count()
+                and now - self._last_mesh >= 1.0 / MESH_MAX_RATE_HZ):
+            self._last_mesh = now
+            stride = int(self.get_parameter("mesh_stride").value)
+            self.pub_mesh.publish(MarkerArray(markers=convert.mesh_markers(people, hdr, lifetime, stride)))
+        with self._latest_lock:
+            self._latest = (hdr, people)
+
+    # -- overlay -------------------------------------------------------------------------------------
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        self._camera_info = msg
+
+    def _on_image(self, msg: Image) -> None:
+        info = self._camera_info
+        with self._latest_lock:
+            latest = self._latest
+        if info is None or self.pub_overlay is None:
+            return
+        try:
+            img = convert.image_to_numpy(msg)
+        except ValueError as err:
+            self._malformed(MalformedInput("bad_message", f"overlay: {err}"))
+            return
+        if latest is not None:
+            hdr, people = latest
+            if hdr.frame_id and msg.header.frame_id and hdr.frame_id != msg.header.frame_id:
+                self.get_logger().warning(
+                    f"overlay: joints are in {hdr.frame_id!r}, the image in {msg.header.frame_id!r}; publish "
+                    "keypoints in the camera's optical frame to draw them",
+                    throttle_duration_sec=float(self.get_parameter("log_throttle").value))
+            else:
+                bones = convert.smplx_bones()
+                for res in people:
+                    uv = convert.project(res.joints, np.asarray(info.k), np.asarray(info.d))
+                    convert.draw_overlay(img, uv, bones)
+        self.pub_overlay.publish(convert.numpy_to_image(img, msg.encoding, msg.header))
+
+    # -- diagnostics ---------------------------------------------------------------------------------
+    def _publish_diagnostics(self) -> None:
+        snap = self.core.stats.snapshot()
+        snap["errors"] = dict(self._errors)
+        new_bad = snap["malformed_total"] - self._last_diag["malformed_total"]
+        new_drops = snap["drops"] - self._last_diag["drops"]
+        problems = []
+        if new_bad:
+            problems.append(f"{new_bad} malformed")
+        if new_drops:
+            problems.append(f"{new_drops} dropped (solver slower than input)")
+        snap["recent_problems"] = ", ".join(problems)
+        self._last_diag = {"malformed_total": snap["malformed_total"], "drops": snap["drops"]}
+        s = self.core.settings
+        extra = {
+            "active_tracks": self.core.active_tracks,
+            "pending": self.core.pending,
+            "backend": self.backend,
+            "model": str(self.model_path),
+            "input_type": self.input_type,
+            "input_format": s.input_format or "from messages",
+            "steps": s.steps,
+            "t_max": s.t_max,
+            "t_min": s.t_min,
+        }
+        self.pub_diag.publish(convert.diagnostic_array(
+            self.get_clock().now().to_msg(), snap, name=f"dposer_ros: {self.get_fully_qualified_name()}",
+            hardware_id=os.uname().nodename, extra=extra))
+
+    # -- shutdown ------------------------------------------------------------------------------------
+    def destroy_node(self) -> None:
+        worker = getattr(self, "_worker", None)  # absent when __init__ failed
+        if worker is not None:
+            self._stop.set()
+            self.core.wakeup.set()
+            if worker.is_alive():
+                worker.join(timeout=5.0)
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> int:
+    rclpy.init(args=args)
+    node = None
+    try:
+        try:
+            node = RefineNode()
+        except (ValueError, OSError, BackendError, ParameterException) as err:  # bad parameters, model, backend
+            print(f"[{NODE_NAME}] error: {err}", file=sys.stderr)
+            return 1
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

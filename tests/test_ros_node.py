@@ -1,0 +1,555 @@
+"""The refine node with real rclpy across processes, its input adapters, its core (tracks, latest wins, batching).
+
+The node runs in a subprocess (`python -m dposer_ros.ros.refine_node --ros-args --params-file config/refine.yaml`)
+on a tiny untrained prior made here, in this module's own DDS domain (localhost discovery). Every wait is bounded.
+"""
+
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "config" / "refine.yaml"
+DISCOVERY_TIMEOUT_S = 20.0
+ANSWER_TIMEOUT_S = 15.0
+FORMAT = "coco17"
+
+import rclpy  # noqa: E402  (never skipped: scripts/bootstrap.sh installs rclpy and builds dposer_msgs)
+from builtin_interfaces.msg import Time  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from dposer_msgs.msg import Keypoints3D, Keypoints3DArray, SmplxPoseArray  # noqa: E402
+from geometry_msgs.msg import Point  # noqa: E402
+from rclpy.qos import QoSProfile  # noqa: E402
+from sensor_msgs.msg import PointCloud2, PointField  # noqa: E402
+from visualization_msgs.msg import Marker, MarkerArray  # noqa: E402
+
+from dposer_ros.body import ForwardKinematics  # noqa: E402
+from dposer_ros.keypoints import get_format  # noqa: E402
+from dposer_ros.prior.layout import DIM  # noqa: E402
+from dposer_ros.prior.model import Normalizer, PosePrior  # noqa: E402
+from dposer_ros.prior.network import ScoreNet  # noqa: E402
+from dposer_ros.prior.sde import SubVPSDE  # noqa: E402
+from dposer_ros.ros import adapters, core  # noqa: E402
+from dposer_ros.ros.convert import diagnostic_values, pose_from_msg  # noqa: E402
+from dposer_ros.ros.params import BY_NAME, PARAMETERS  # noqa: E402
+from dposer_ros.solvers.refine import FewStepRefiner, RefineSettings  # noqa: E402
+from dposer_ros.solvers.types import Observation  # noqa: E402
+
+# ----------------------------------------------------------------------------------------------- helpers
+
+
+def make_prior(path: Path) -> Path:
+    torch.manual_seed(0)
+    net = ScoreNet(hidden=64, blocks=1, time_dim=32, groups=8)
+    mean, std = torch.randn(DIM) * 0.05, torch.rand(DIM) * 0.3 + 0.2
+    PosePrior(net, SubVPSDE(), Normalizer(mean, std)).save(path)
+    return path
+
+
+def body_keypoints(seed: int, fmt_name: str = FORMAT, transl=(0.0, 0.0, 1.0)):
+    """Keypoints (K, 3) and SMPL-X joints (55, 3) of a random plausible-ish pose."""
+    gen = torch.Generator().manual_seed(seed)
+    pose = torch.randn(1, 55, 3, generator=gen, dtype=torch.float64) * 0.15
+    posed = ForwardKinematics()(pose, torch.tensor([transl], dtype=torch.float64))
+    return get_format(fmt_name).from_posed(posed)[0].numpy(), posed.joints[0].numpy()
+
+
+def keypoints_msg(people, stamp_s: float = 10.0, frame_id: str = "world") -> Keypoints3DArray:
+    """people: list of (person_id, format, points (K, 3), confidences or None)."""
+    msg = Keypoints3DArray()
+    msg.header.frame_id = frame_id
+    msg.header.stamp = Time(sec=int(stamp_s), nanosec=int(round((stamp_s % 1) * 1e9)))
+    for pid, fmt, pts, conf in people:
+        k = Keypoints3D(person_id=pid, format=fmt)
+        k.header = msg.header
+        k.points = [Point(x=float(x), y=float(y), z=float(z)) for x, y, z in np.asarray(pts).reshape(-1, 3)]
+        k.confidences = [] if conf is None else [float(c) for c in conf]
+        msg.people.append(k)
+    return msg
+
+
+def library_refine(prior_path: Path, frames, fmt_name: str = FORMAT):
+    """The library's FewStepRefiner on the same frames (warm-started like a node track), with the node's settings."""
+    params = yaml.safe_load(CONFIG.read_text())["/**"]["ros__parameters"]
+    settings = RefineSettings(steps=params["steps"], t_max=params["t_max"], t_min=params["t_min"])
+    fmt = get_format(fmt_name)
+    refiner = FewStepRefiner(PosePrior.load(prior_path), fmt, settings)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        out, state = [], None
+        for pts, conf in frames:
+            obs = Observation(torch.tensor(np.asarray(pts, np.float64)[None], dtype=torch.float32),
+                              torch.tensor(np.asarray(conf, np.float64)[None], dtype=torch.float32), fmt)
+            state = refiner(obs, state)
+            out.append(state)
+        return out
+    finally:
+        torch.set_num_threads(threads)
+
+
+# ----------------------------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def domain_id():
+    return random.randint(120, 229)
+
+
+@pytest.fixture(scope="module")
+def prior_path(tmp_path_factory):
+    return make_prior(tmp_path_factory.mktemp("ros_node") / "tiny_prior.pt")
+
+
+@pytest.fixture(scope="module")
+def node_process(prior_path, domain_id, tmp_path_factory):
+    log = tmp_path_factory.mktemp("ros_node_log") / "refine_node.log"
+    env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
+               PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "dposer_ros.ros.refine_node", "--ros-args", "--params-file", str(CONFIG),
+           "-p", f"model_path:={prior_path}", "-p", "backend:=torch", "-p", "person_timeout:=60.0",
+           "-p", "diagnostics_period:=0.25", "-p", "log_throttle:=0.0"]
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    yield proc, log
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+class Client:
+    """Test-side node: publishes keypoints, stores answers, diagnostics and markers (spun in a thread)."""
+
+    def __init__(self, domain_id: int) -> None:
+        from rclpy.executors import SingleThreadedExecutor
+
+        self.ctx = rclpy.Context()
+        rclpy.init(context=self.ctx, domain_id=domain_id)
+        self.node = rclpy.create_node("test_refine_client", context=self.ctx)
+        self.pub = self.node.create_publisher(Keypoints3DArray, "keypoints", QoSProfile(depth=50))
+        self.lock = threading.Lock()
+        self.poses: list[SmplxPoseArray] = []
+        self.diags: list[DiagnosticArray] = []
+        self.markers: list[MarkerArray] = []
+        self.sub = self.node.create_subscription(SmplxPoseArray, "smplx_poses", self._store(self.poses), 100)
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._store(self.diags), 100)
+        self.node.create_subscription(MarkerArray, "skeleton_markers", self._store(self.markers), 100)
+        self.executor = SingleThreadedExecutor(context=self.ctx)
+        self.executor.add_node(self.node)
+        self.thread = threading.Thread(target=self._spin, daemon=True)
+        self.thread.start()
+
+    def _spin(self):
+        try:
+            self.executor.spin()
+        except Exception:  # noqa: BLE001 - shutdown
+            pass
+
+    def _store(self, sink):
+        def cb(msg):
+            with self.lock:
+                sink.append(msg)
+        return cb
+
+    def wait_for(self, predicate, timeout: float):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            with self.lock:
+                got = predicate()
+            if got:
+                return got
+            time.sleep(0.01)
+        return None
+
+    def answer(self, stamp: Time, timeout: float = ANSWER_TIMEOUT_S) -> SmplxPoseArray | None:
+        key = (stamp.sec, stamp.nanosec)
+        return self.wait_for(lambda: next((m for m in self.poses if (m.header.stamp.sec, m.header.stamp.nanosec) == key),
+                                          None), timeout)
+
+    def close(self):
+        self.executor.shutdown(timeout_sec=2.0)
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.ctx)
+
+
+@pytest.fixture(scope="module")
+def client(node_process, domain_id):
+    proc, log = node_process
+    c = Client(domain_id)
+    try:
+        connected = c.wait_for(lambda: c.pub.get_subscription_count() > 0 and c.sub.get_publisher_count() > 0,
+                               DISCOVERY_TIMEOUT_S + 20.0)  # + the node's start (imports, model load)
+        if not connected:
+            proc.poll()
+            pytest.fail(f"refine_node did not connect (exit code {proc.returncode}); log:\n{log.read_text()[-3000:]}")
+        yield c
+    finally:
+        c.close()
+
+
+# ----------------------------------------------------------------------------------------------- node tests
+
+
+def test_round_trip_matches_the_library_and_fills_every_field(client, prior_path, node_process):
+    pts1, gt1 = body_keypoints(1)
+    pts2, gt2 = body_keypoints(2)
+    conf = np.ones(len(pts1))
+    conf[[0, 3]] = 0.0  # nose and right ear missing (NaN, confidence 0)
+    pts1[[0, 3]] = np.nan
+    frames = [(pts1, conf), (pts2, conf)]
+    answers = []
+    for i, (pts, c) in enumerate(frames):
+        msg = keypoints_msg([("rt", FORMAT, pts, c)], stamp_s=20.0 + i, frame_id="map_rt")
+        client.pub.publish(msg)
+        answer = client.answer(msg.header.stamp)
+        assert answer is not None, f"no answer to frame {i}; node log:\n{node_process[1].read_text()[-3000:]}"
+        answers.append(answer)
+    expected = library_refine(prior_path, frames)
+    for i, (answer, ref, gt) in enumerate(zip(answers, expected, (gt1, gt2))):
+        assert answer.header.frame_id == "map_rt" and answer.header.stamp.sec == 20 + i
+        assert len(answer.people) == 1
+        p = answer.people[0]
+        assert p.person_id == "rt" and p.header.frame_id == "map_rt"
+        got = pose_from_msg(p)
+        assert got["joints"].shape == (55, 3) and len(p.joints) == p.NUM_JOINTS
+        for field, n in (("global_orient", 3), ("translation", 3), ("body_pose", 63), ("left_hand_pose", 45),
+                         ("right_hand_pose", 45), ("jaw_pose", 3), ("leye_pose", 3), ("reye_pose", 3)):
+            v = np.asarray(getattr(p, field))
+            assert v.shape == (n,) and np.isfinite(v).all(), field
+        assert list(p.expression) == [0.0] * 10 and list(p.betas) == [0.0] * 10
+        assert np.allclose(np.asarray(p.global_orient), 0) is False  # a real rotation was estimated
+        assert p.refine_time_ms > 0
+        conf_parts = np.asarray(p.part_confidence)
+        assert conf_parts.shape == (4,) and ((conf_parts >= 0) & (conf_parts <= 1)).all()
+        # COCO-17 sees the body; the hands are completed by the prior; no face prior
+        assert list(p.part_completed) == [False, True, True, False]
+        assert conf_parts[0] == pytest.approx(1.0) and conf_parts[1] == pytest.approx(core.COMPLETED_PART_CONFIDENCE)
+        # the same numbers as the library's FewStepRefiner on the same input (cold start, then warm start)
+        np.testing.assert_allclose(got["joints"], ref.joints[0].numpy(), atol=2e-4)
+        np.testing.assert_allclose(got["pose"], ref.pose[0].numpy(), atol=2e-3)
+        np.testing.assert_allclose(got["transl"], ref.transl[0].numpy(), atol=2e-4)
+        node_err = np.linalg.norm(got["joints"][:22] - gt[:22], axis=-1).mean()
+        lib_err = np.linalg.norm(ref.joints[0].numpy()[:22] - gt[:22], axis=-1).mean()
+        assert node_err == pytest.approx(lib_err, abs=2e-4)
+    # markers: a LINE_LIST and a SPHERE_LIST for the person, in the input's frame
+    markers = client.wait_for(lambda: [m for arr in client.markers for m in arr.markers if m.header.frame_id == "map_rt"],
+                              5.0)
+    assert markers and {m.type for m in markers} >= {Marker.LINE_LIST, Marker.SPHERE_LIST}
+    lines = next(m for m in markers if m.type == Marker.LINE_LIST)
+    assert len(lines.points) == 2 * 54 and lines.lifetime.nanosec + lines.lifetime.sec > 0
+
+
+def _malformed_messages(good_pts):
+    k = len(good_pts)
+    nan = good_pts.copy()
+    nan[5] = np.nan
+    return {
+        "wrong_count": keypoints_msg([("m_count", FORMAT, good_pts[:-1], None)], 30.0),
+        "non_finite": keypoints_msg([("m_nan", FORMAT, nan, np.ones(k))], 30.0),
+        "empty": keypoints_msg([("m_empty", FORMAT, np.zeros((0, 3)), None)], 30.0),
+        "unknown_format": keypoints_msg([("m_fmt", "no_such_format", good_pts, None)], 30.0),
+        "millimetres": keypoints_msg([("m_mm", FORMAT, good_pts * 1000.0, None)], 30.0),
+        "bad_confidence": keypoints_msg([("m_conf", FORMAT, good_pts, -np.ones(k))], 30.0),
+        "too_few_points": keypoints_msg([("m_few", FORMAT, good_pts, np.r_[np.ones(2), np.zeros(k - 2)])], 30.0),
+        # scaled 8x (median |coordinate| stays below 20 m): caught by the bone-length check
+        "millimetres_bones": keypoints_msg([("m_bones", FORMAT, (good_pts - good_pts.mean(0)) * 8.0, None)], 30.0),
+    }
+
+
+def test_malformed_input_is_dropped_counted_and_the_node_keeps_serving(client, node_process):
+    good, _ = body_keypoints(3)
+    bad = _malformed_messages(good)
+    # stamps going backwards for one person: a good frame at t = 500 s, then one at t = 400 s
+    first = keypoints_msg([("m_back", FORMAT, good, None)], 500.0)
+    client.pub.publish(first)
+    assert client.answer(first.header.stamp) is not None
+    back = keypoints_msg([("m_back", FORMAT, good, None)], 400.0)
+    reasons = {"wrong_count", "non_finite", "empty", "unknown_format", "millimetres", "bad_confidence",
+               "too_few_points", "stamp_backwards"}
+
+    def counts():
+        if not client.diags:
+            return None
+        values = diagnostic_values(client.diags[-1])
+        got = {r: int(values.get(f"malformed.{r}", 0)) for r in reasons}
+        return got if all(got.values()) and int(values.get("malformed.millimetres", 0)) >= 2 else None
+
+    found = None
+    end = time.monotonic() + ANSWER_TIMEOUT_S  # input is best effort: resend until all are counted
+    while found is None and time.monotonic() < end:
+        for msg in list(bad.values()) + [back]:
+            client.pub.publish(msg)
+            time.sleep(0.03)  # sensor-data QoS keeps the last 5 messages: no bursts
+        found = client.wait_for(counts, 1.0)
+    assert found, f"malformed counts missing: {diagnostic_values(client.diags[-1]) if client.diags else 'no diagnostics'}"
+    # no answer for any malformed person; the node is alive and still answers a good message
+    with client.lock:
+        answered = {p.person_id for m in client.poses for p in m.people}
+    assert not answered & {"m_count", "m_nan", "m_empty", "m_fmt", "m_mm", "m_conf", "m_few", "m_bones"}
+    assert node_process[0].poll() is None
+    ok = keypoints_msg([("after", FORMAT, good, None)], 600.0)
+    client.pub.publish(ok)
+    answer = client.answer(ok.header.stamp)
+    assert answer is not None and answer.people[0].person_id == "after"
+    status = client.diags[-1].status[0]
+    values = diagnostic_values(client.diags[-1])
+    for key in ("input_rate_hz", "latency_p50_ms", "latency_p99_ms", "drops", "malformed_total", "active_tracks",
+                "backend"):
+        assert key in values, key
+    assert values["backend"].startswith("torch") and int(values["active_tracks"]) >= 2
+    assert status.name.startswith("dposer_ros")
+    assert "malformed" in node_process[1].read_text()  # logged (throttled)
+
+
+def test_a_message_with_nobody_gets_an_empty_answer(client):
+    msg = keypoints_msg([], 700.0, frame_id="empty_frame")
+    client.pub.publish(msg)
+    answer = client.answer(msg.header.stamp)
+    assert answer is not None and answer.people == [] and answer.header.frame_id == "empty_frame"
+
+
+# ----------------------------------------------------------------------------------------------- parameters
+
+
+def test_config_file_holds_every_declared_parameter_with_its_default():
+    params = yaml.safe_load(CONFIG.read_text())["/**"]["ros__parameters"]
+    assert set(params) == set(BY_NAME)
+    for spec in PARAMETERS:
+        assert params[spec.name] == spec.default, spec.name
+        assert type(params[spec.name]) is type(spec.default) or isinstance(spec.default, list), spec.name
+        assert spec.description
+
+
+def test_node_declares_parameters_with_descriptions_and_ranges(prior_path, domain_id):
+    from rclpy.parameter import Parameter
+
+    from dposer_ros.ros.refine_node import RefineNode
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=domain_id)
+    node = None
+    try:
+        node = RefineNode(context=ctx, node_name="param_probe",
+                          parameter_overrides=[Parameter("model_path", value=str(prior_path)),
+                                               Parameter("backend", value="torch")])
+        described = {d.name: d for d in node.describe_parameters([s.name for s in PARAMETERS])}
+        assert described["steps"].integer_range[0].from_value == 1 and described["steps"].integer_range[0].to_value == 8
+        assert described["t_max"].floating_point_range and described["model_path"].read_only
+        assert all(d.description for d in described.values())
+        # run-time changes are checked: t_min > t_max is refused, a valid change reaches the solver settings
+        bad = node.set_parameters([Parameter("t_min", value=0.5)])[0]
+        assert not bad.successful
+        assert node.set_parameters([Parameter("steps", value=2)])[0].successful and node.core.settings.steps == 2
+        assert not node.set_parameters([Parameter("steps", value=9)])[0].successful  # outside its IntegerRange
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown(context=ctx)
+
+
+# ----------------------------------------------------------------------------------------------- adapters
+
+
+def test_marker_array_adapter_azure_kinect_ids():
+    fmt = get_format("azure_kinect32")
+    assert fmt.num_keypoints == 32
+    arr = MarkerArray()
+    for body in (1, 4):
+        for joint in range(32):
+            if body == 4 and joint in (20, 21):  # left ankle and foot not tracked
+                continue
+            m = Marker(id=body * 100 + joint, type=Marker.SPHERE, action=Marker.ADD)
+            m.header.frame_id = "depth_camera_link"
+            m.header.stamp = Time(sec=5, nanosec=7)
+            m.pose.position = Point(x=float(joint), y=float(body), z=1.0)
+            arr.markers.append(m)
+    arr.markers.append(Marker(action=Marker.DELETEALL))
+    stamp_ns, frame_id, _, people = adapters.from_marker_array(arr)
+    assert stamp_ns == 5_000_000_007 and frame_id == "depth_camera_link"
+    assert [p.person_id for p in people] == ["1", "4"]
+    assert people[0].points.shape == (32, 3) and people[0].points[7, 0] == 7.0 and people[1].points[0, 1] == 4.0
+    assert people[0].confidences.all() and list(np.flatnonzero(people[1].confidences == 0)) == [20, 21]
+    assert people[1].format_name == "azure_kinect32"
+    arr.markers.append(Marker(id=140, action=Marker.ADD))  # joint 40 does not exist
+    with pytest.raises(core.MalformedInput) as err:
+        adapters.from_marker_array(arr)
+    assert err.value.reason == "wrong_count"
+
+
+def _cloud(points, conf, ids=None):
+    fields = [PointField(name=n, offset=4 * i, datatype=PointField.FLOAT32, count=1)
+              for i, n in enumerate(["x", "y", "z", "confidence"] + (["person_id"] if ids is not None else []))]
+    cols = [points[:, 0], points[:, 1], points[:, 2], conf] + ([ids] if ids is not None else [])
+    data = np.stack(cols, -1).astype("<f4")
+    msg = PointCloud2(height=1, width=len(points), fields=fields, is_bigendian=False, point_step=4 * len(fields),
+                      row_step=4 * len(fields) * len(points), is_dense=True, data=data.tobytes())
+    msg.header.frame_id = "lidar"
+    return msg
+
+
+def test_pointcloud2_adapter():
+    a, _ = body_keypoints(4)
+    b, _ = body_keypoints(5)
+    pts = np.concatenate([a, b])
+    conf = np.r_[np.ones(17), np.full(17, 0.5)]
+    _, frame_id, _, people = adapters.from_pointcloud2(_cloud(pts, conf, np.r_[np.full(17, 3.0), np.full(17, 9.0)]),
+                                                       FORMAT)
+    assert frame_id == "lidar" and [p.person_id for p in people] == ["3", "9"]
+    np.testing.assert_allclose(people[1].points, b, atol=1e-6)
+    assert people[1].confidences == pytest.approx(np.full(17, 0.5))
+    _, _, _, people = adapters.from_pointcloud2(_cloud(pts, conf), FORMAT)  # no id field: consecutive blocks
+    assert [p.person_id for p in people] == ["0", "1"]
+    with pytest.raises(core.MalformedInput) as err:
+        adapters.from_pointcloud2(_cloud(pts[:-1], conf[:-1]), FORMAT)
+    assert err.value.reason == "wrong_count"
+
+
+# ----------------------------------------------------------------------------------------------- core
+
+
+@pytest.fixture(scope="module")
+def tiny_core(prior_path):
+    torch.set_num_threads(1)
+    return core.RefineCore(PosePrior.load(prior_path), core.CoreSettings(input_format=FORMAT, person_timeout=60.0))
+
+
+def _frame(people, stamp_s, frame_id="w"):
+    return core.InputFrame(int(stamp_s * 1e9), frame_id, people)
+
+
+def test_core_latest_wins_batches_people_and_warm_starts(tiny_core):
+    c = tiny_core
+    a, _ = body_keypoints(6)
+    b, _ = body_keypoints(7, transl=(2.0, 0.0, 1.0))
+    ones = np.ones(17)
+    drops0 = c.stats.drops
+    for i in range(3):  # three frames of person A before the worker runs: two are dropped, the latest wins
+        c.submit(_frame([core.PersonInput("A", a + 0.01 * i, ones), core.PersonInput("B", b, ones)], 1.0 + i))
+    assert c.stats.drops - drops0 == 4  # A twice, B twice
+    n_batches = len(c.stats._refine)
+    outs = c.refine_pending()
+    assert len(outs) == 1 and outs[0].frame.stamp_ns == int(3e9)  # only the latest frame is left
+    assert [p.person_id for p in outs[0].people] == ["A", "B"]
+    assert len(c.stats._refine) == n_batches + 1 and c.stats._refine[-1][2] == 2  # one solver call for both
+    assert c._tracks["A"].state is not None  # warm start stored
+    # a frame from another coordinate frame restarts the track (cold); stamps going backwards are refused
+    errs = c.submit(_frame([core.PersonInput("A", a, ones)], 0.5))
+    assert [e.reason for e in errs] == ["stamp_backwards"]
+    c.submit(_frame([core.PersonInput("A", a, ones)], 5.0, frame_id="other"))
+    assert c._tracks["A"].state is None and c._tracks["A"].frame_id == "other"
+    c.refine_pending()
+
+
+def test_output_transform_moves_the_body_rigidly(tiny_core):
+    a, _ = body_keypoints(8)
+    tiny_core.submit(_frame([core.PersonInput("T", a, np.ones(17))], 1.0, frame_id="tf_test"))
+    res = tiny_core.refine_pending()[0].people[0]
+    q = np.array([0.1, -0.3, 0.2, 0.9])
+    rot, trans = core.quat_to_matrix(q), np.array([1.0, -2.0, 0.5])
+    moved = core.transform_result(res, rot, trans)
+    fk = ForwardKinematics()
+    joints = fk(torch.tensor(moved.pose)[None], torch.tensor(moved.transl)[None]).joints[0].numpy()
+    np.testing.assert_allclose(joints, res.joints @ rot.T + trans, atol=1e-5)
+    np.testing.assert_allclose(moved.joints, joints, atol=1e-5)
+    assert math.isclose(np.linalg.det(rot), 1.0, abs_tol=1e-9)
+
+
+def test_format_names_with_underscores_resolve():
+    assert core.resolve_format("smplx_55").name == "smplx55"
+    assert core.resolve_format("coco_wholebody_133").name == "coco_wholebody133"
+    with pytest.raises(Exception):
+        core.resolve_format("halpe_26")
+
+
+# ----------------------------------------------------------------------------------------------- bags
+
+
+def test_bag_round_trip_with_dposer_msgs(tmp_path):
+    from rclpy.serialization import deserialize_message, serialize_message
+
+    from dposer_ros.replay.bags import BagWriter, read_bag
+
+    good, _ = body_keypoints(9)
+    msg = keypoints_msg([("bag", FORMAT, good, None)], 42.0)
+    with BagWriter(tmp_path / "session.mcap") as writer:
+        writer.add_topic("/keypoints", "dposer_msgs/msg/Keypoints3DArray")
+        for i in range(3):
+            writer.write("/keypoints", 1_000 + i, serialize_message(msg))
+    assert (tmp_path / "session" / "session.mcap").is_file()
+    for path in (tmp_path / "session", tmp_path / "session" / "session.mcap"):
+        got = list(read_bag(path, ["/keypoints"]))
+        assert [m.timestamp_ns for m in got] == [1000, 1001, 1002]
+        back = deserialize_message(got[0].data, Keypoints3DArray)
+        assert back.people[0].person_id == "bag" and back.people[0].points[4].x == pytest.approx(good[4, 0])
+
+
+# ----------------------------------------------------------------------------------------------- replay
+
+
+def _synthetic_take(frames: int = 12):
+    from dposer_ros.replay.takes import Take
+
+    gen = torch.Generator().manual_seed(11)
+    pose = (torch.randn(1, 55, 3, generator=gen) * 0.1 + torch.randn(frames, 55, 3, generator=gen).cumsum(0) * 0.01)
+    transl = torch.zeros(frames, 3)
+    transl[:, 1] = 1.0  # pelvis about 1 m above the floor, dataset frame (Y up)
+    transl[:, 2] = torch.linspace(0, 0.4, frames)
+    return Take(0, "synthetic", "test", "test", pose.numpy(), transl.numpy(), np.arange(frames),
+                np.tile([True, False, False, False], (frames, 1)), 30.0)
+
+
+def test_replay_stream_is_rep103_and_follows_the_corruption():
+    from dposer_ros.replay.takes import corrupt_take, get_corruption
+
+    take = _synthetic_take()
+    legs = corrupt_take(take, get_corruption("camera_occlusion_legs"))
+    assert legs.format_name == "coco17" and legs.rate_hz == 30 and len(legs.frames) == len(take)
+    f = legs.frames[3]
+    assert f.time_s == pytest.approx(0.1) and f.gt_joints[15, 2] > f.gt_joints[0, 2] + 0.3  # head above pelvis: z up
+    hidden = ~f.visible
+    assert set(np.flatnonzero(hidden)) == set(range(11, 17)) and np.isnan(f.points[hidden]).all()  # hips..ankles
+    assert not f.joint_visible[[1, 2, 4, 5, 7, 8]].any() and f.joint_visible[[16, 17]].all()
+    np.testing.assert_allclose(f.points[5], f.gt_joints[16], atol=0.1)  # left shoulder, 2 cm noise
+    radar = corrupt_take(take, get_corruption("radar"))
+    assert radar.format_name == "radar14" and radar.rate_hz == 10 and [x.frame for x in radar.frames] == [0, 3, 6, 9]
+
+
+def test_replay_stream_through_the_node(node_process, domain_id):
+    from rclpy.executors import SingleThreadedExecutor
+
+    from dposer_ros.replay.takes import corrupt_take, get_corruption
+    from dposer_ros.ros.replay_publisher import ReplayClient, play_stream
+
+    stream = corrupt_take(_synthetic_take(), get_corruption("cam_occl_legs"))
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=domain_id)
+    replay = ReplayClient("test_replay", context=ctx)
+    executor = SingleThreadedExecutor(context=ctx)
+    executor.add_node(replay)
+    thread = threading.Thread(target=executor.spin, daemon=True)
+    thread.start()
+    try:
+        assert replay.wait_connected(DISCOVERY_TIMEOUT_S)
+        results = play_stream(replay, stream, rate="lockstep", person_id="replayed", answer_timeout=ANSWER_TIMEOUT_S)
+    finally:
+        executor.shutdown(timeout_sec=2.0)
+        replay.destroy_node()
+        rclpy.try_shutdown(context=ctx)
+    assert len(results) == len(stream.frames) and all(r.latency_ms is not None for r in results)
+    assert all(r.mpjpe_mm is not None and r.mpjpe_occluded_mm is not None for r in results)
+    assert all(r.joints.shape == (55, 3) and r.completed == [False, True, True, False] for r in results)
