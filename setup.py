@@ -44,9 +44,11 @@ data_files = [
     ("share/ament_index/resource_index/packages", ["resource/" + PACKAGE_NAME]),
     ("share/" + PACKAGE_NAME, ["package.xml"]),
     ("share/" + PACKAGE_NAME + "/launch", _files("launch/*.py")),
-    # models/*: plain files only; models/engines/ (TensorRT engines built per machine) is not shipped.
-    ("share/" + PACKAGE_NAME + "/models", _files("models/*")),
-] + _tree("config", (".yaml", ".yml"))
+] + _tree("config", (".yaml", ".yml")) + [
+    # shipped models with their sub-folders; models/engines/ (ONNX/TensorRT files built per machine) is not shipped
+    (d, f) for d, f in _tree("models", (".pt", ".npz", ".yaml", ".md", ".png", ".json"))
+    if not d.startswith(os.path.join("share", PACKAGE_NAME, "models", "engines"))
+]
 
 setup(
     name=PACKAGE_NAME,

@@ -27,6 +27,7 @@ COUNTS = {
     "mediapipe_hand21_right": 21,
     "mediapipe_holistic75": 75,
     "radar14": 14,
+    "azure_kinect32": 32,
 }
 SKEL = smplx_neutral()
 FK = ForwardKinematics()

@@ -131,11 +131,15 @@ def _fit_files(spec, preps: list[_Prepared], settings, segment, progress) -> lis
     else:
         tips = tuple(n for n in skel.names if n.endswith("_tip"))
         fitter = SequenceFitter(skel, names, weights, hand_hinges(side), settings, tips)
-    full_index = [smplx_neutral().index(n) for n in skel.names if not n.endswith("_tip")]
+    # a hand's root (the wrist) carries the capture's own world orientation, meaningless for a body: hand fits
+    # keep only the fingers
+    rotated = [n for n in skel.names if not n.endswith("_tip")]
+    first = 0 if side is None else 1
+    full_index = [smplx_neutral().index(n) for n in rotated[first:]]
     results = []
     for prep, (pose, transl, joints) in zip(preps, _fit(fitter, [p.targets for p in preps], segment, progress)):
         full = np.zeros((len(pose), NUM_JOINTS, 3), np.float32)
-        full[:, full_index] = pose[:, : len(full_index)]
+        full[:, full_index] = pose[:, first : len(rotated)]
         fit_err = np.linalg.norm(joints - prep.targets, axis=-1)
         raw_err = np.linalg.norm(joints - prep.raw, axis=-1)
         results.append((full, transl, fit_err, raw_err))

@@ -17,7 +17,7 @@ import torch
 from ..body.jacobian import AttachedPoints
 from ..body.kinematics import ForwardKinematics
 from ..body.skeleton import NUM_JOINTS
-from ..prior.layout import to_vector
+from ..prior.layout import PARTS, to_vector
 from ..prior.schedule import TruncatedSchedule
 from .refine import FREE_JOINTS, FewStepRefiner, RefineSettings, cold_start, prior_targets
 from .types import BodyState, Observation, Refined
@@ -76,7 +76,7 @@ class FullOptimizer:
         evals = 0
         for _ in range(s.loops):
             for t in self.schedule.timesteps(s.steps).tolist():
-                pose = pose0.index_put((slice(None), self.free), free)
+                pose = pose0.index_copy(1, self.free, free)
                 with torch.no_grad():
                     target = prior_targets(self.prior, pose.detach(), t, gen, noise=True)
                     target_vec = (to_vector(target) - self.prior.mean) / self.prior.std
@@ -91,9 +91,9 @@ class FullOptimizer:
                         continue
                 opt.step()
         with torch.no_grad():
-            pose = pose0.index_put((slice(None), self.free), free.detach())
+            pose = pose0.index_copy(1, self.free, free.detach())
             joints = self.fk(pose, transl.detach()).joints
             observed = self._few.observed_parts(obs.confidence)
             completed = ~observed
-            completed[:, 3] = False
+            completed[:, PARTS.index("face")] = False
         return Refined(pose, transl.detach(), joints, observed, completed, network_evals=evals)

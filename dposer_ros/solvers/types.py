@@ -25,7 +25,7 @@ class Observation:
             raise ValueError(f"confidence shape {tuple(self.confidence.shape)} does not match points {tuple(self.points.shape[:2])}")
         # missing points (NaN with confidence 0) must not poison the arithmetic
         self.points = torch.nan_to_num(self.points.float())
-        self.confidence = self.confidence.float().clamp(0.0, 1.0) * torch.as_tensor(self.format.weights, dtype=torch.float32)
+        self.confidence = self.confidence.float().clamp(0.0, 1.0) * torch.tensor(self.format.weights, dtype=torch.float32)
 
 
 @dataclass
