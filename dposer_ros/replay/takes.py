@@ -167,3 +167,33 @@ def corrupt_take(take: Take, corruption, seed: int = 0) -> Stream:
 def to_dataset_frame(points: np.ndarray) -> np.ndarray:
     """REP 103 stream frame -> the dataset's Y-up frame (for drawing with dposer_ros.body.render)."""
     return np.asarray(points) @ R_ROS_FROM_DATASET
+
+
+def retarget_take(name: str, mocap_dir: Path, max_frames: int | None = None) -> Take:
+    """A take retargeted straight from the mocap folder, for machines without the built dataset.
+
+    The split comes from the same rule as `dposer data build` (all takes of the configured sources are listed,
+    none is read but this one), so a held-out take stays held out.
+    """
+    from ..dataset.build import BuildConfig
+    from ..dataset.split import split_takes
+    from ..paths import config_path
+    from ..retarget.pipeline import retarget_source
+    from ..retarget.sources import find_takes, load_sources
+
+    config = BuildConfig.from_yaml(config_path("data/build.yaml"))
+    specs = load_sources()
+    takes = [t for s in config.sources for t in find_takes(specs[s], mocap_dir)]
+    split = split_takes([t.take_id for t in takes], [t.source for t in takes], config.split["val"],
+                        config.split["test"], config.split["salt"])
+    hits = [i for i, t in enumerate(takes) if t.take_id.endswith(name) and specs[t.source].part == "body"]
+    if not hits:
+        raise ValueError(f"no body take named {name!r} under {mocap_dir}")
+    i = hits[0]
+    [res] = retarget_source(specs[takes[i].source], [takes[i]], config.fit, config.fps, config.segment_frames,
+                            max_frames=max_frames)
+    n = len(res.pose)
+    mask = np.zeros((n, 4), bool)
+    mask[:, 0] = True
+    return Take(i, takes[i].take_id, takes[i].source, split[i], res.pose, res.transl, np.arange(n, dtype=np.int32),
+                mask, config.fps)

@@ -79,8 +79,16 @@ def _load_stream(args):
     from ..dataset.poses import default_dataset_path, load_dataset
     from ..replay.takes import corrupt_take, get_corruption, load_take
 
-    data = load_dataset(args.dataset or default_dataset_path())
-    take = load_take(args.take, data, any_split=args.any_split, max_frames=args.frames)
+    path = args.dataset or default_dataset_path()
+    if path.is_file() or getattr(args, "mocap_dir", None) is None:
+        take = load_take(args.take, load_dataset(path), any_split=args.any_split, max_frames=args.frames)
+    else:  # no dataset built on this machine: retarget the one take from the mocap folder (a few seconds)
+        from ..replay.takes import retarget_take
+
+        print(f"{path} not found: retargeting take {args.take} from {args.mocap_dir}")
+        take = retarget_take(args.take, args.mocap_dir, args.frames)
+        if take.split != "test" and not args.any_split:
+            raise ValueError(f"take {take.name!r} is in the {take.split} split, not held out")
     corruption = get_corruption(args.corruption)
     return corrupt_take(take, corruption, seed=args.seed)
 
