@@ -197,6 +197,16 @@ def client(node_process, domain_id):
         if not connected:
             proc.poll()
             pytest.fail(f"refine_node did not connect (exit code {proc.returncode}); log:\n{log.read_text()[-3000:]}")
+        # matched on our side does not mean matched on the node's side yet (best-effort input QoS drops what
+        # arrives before): send a warm-up person until the node answers, so the tests' own messages are not lost
+        pts, _ = body_keypoints(9)
+        for k in range(40):
+            msg = keypoints_msg([("warmup", FORMAT, pts, np.ones(len(pts)))], stamp_s=1.0 + 0.01 * k, frame_id="warmup")
+            c.pub.publish(msg)
+            if c.answer(msg.header.stamp, timeout=0.5) is not None:
+                break
+        else:
+            pytest.fail(f"refine_node never answered a warm-up message; log:\n{log.read_text()[-3000:]}")
         yield c
     finally:
         c.close()
