@@ -168,3 +168,20 @@ def test_normalizer_ignores_absent_parts():
     assert torch.all(norm.mean[SLICES["face"]] == 0) and torch.all(norm.std[SLICES["face"]] == 1)
     z = norm.normalize(vec)
     assert abs(float(z[:, SLICES["body"]].mean())) < 1e-4 and np.isclose(float(z[:, SLICES["body"]].std()), 1.0, atol=0.05)
+
+
+def test_solver_settings_files_match_the_library_defaults():
+    """config/solvers/*.yaml document the solvers' settings; they must not drift from the dataclasses."""
+    from pathlib import Path
+
+    from dposer_ros.settings import load_settings
+    from dposer_ros.solvers.full import FullSettings
+    from dposer_ros.solvers.refine import RefineSettings
+
+    config = Path(__file__).resolve().parents[1] / "config" / "solvers"
+    assert load_settings(RefineSettings, config / "refine.yaml") == RefineSettings()
+    assert load_settings(FullSettings, config / "full.yaml") == FullSettings()
+    with pytest.raises(ValueError, match="unknown settings"):
+        load_settings(RefineSettings, None, stepz=3)
+    with pytest.raises(ValueError, match="between 1 and 8"):
+        load_settings(RefineSettings, config / "refine.yaml", steps=9)

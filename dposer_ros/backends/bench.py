@@ -41,7 +41,7 @@ class BenchConfig:
     budget_s: float = 90.0  # for the whole persons x steps grid (all backends); at least min_reps per cell
     min_reps: int = 3
     max_reps: int = 200
-    threads: int | None = None
+    threads: int | None = 1  # see `dposer bench --help`
     full: bool = True  # also time the full DPoser optimisation (solvers/full.py) for the ratio
     full_reps: int = 2
     seed: int = 0

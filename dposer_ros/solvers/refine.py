@@ -46,6 +46,7 @@ class RefineSettings:
     cold_t_max: float = 0.4
     cold_t_min: float = 0.1
     min_part_points: int = 3  # keypoints with confidence > 0.1 needed to call a part observed
+    min_prior_std: float = 1e-3  # floor (radians) of the per-entry scale that weights the prior pull
     noise: bool = False  # deterministic x_t = mean(t) x; True noises x_t as in DPoser (measured worse here)
     seed: int = 0
 
@@ -106,7 +107,7 @@ class FewStepRefiner:
         std_pose = from_vector(prior.std.float(), torch.zeros(NUM_JOINTS, 3))[0].abs()
         scale = torch.zeros(NUM_JOINTS, 3)
         groups = [j for p in ("body", "left_hand", "right_hand") for j in PART_JOINTS[p]]
-        scale[groups] = 1.0 / std_pose[groups].clamp(min=1e-3)
+        scale[groups] = 1.0 / std_pose[groups].clamp(min=settings.min_prior_std)
         self.prior_scale = scale[self.free]
         rest = torch.full((NUM_JOINTS, 3), settings.rest_weight**0.5)
         rest[0] = 0.0
