@@ -165,8 +165,16 @@ def make_engines(cfg: BenchConfig) -> dict:
 
 
 def run_bench(cfg: BenchConfig, progress=print) -> dict:
+    threads = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    try:
+        return _run(cfg, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(cfg: BenchConfig, progress) -> dict:
     engines = make_engines(cfg)
     if not engines:
         raise BackendError("no backend to benchmark")

@@ -19,7 +19,7 @@ from ..body.jacobian import AttachedPoints
 from ..body.kinematics import ForwardKinematics
 from ..body.skeleton import NUM_JOINTS, PART_JOINTS, smplx_neutral
 from ..prior.layout import PARTS, from_vector, to_vector
-from ..prior.schedule import TruncatedSchedule
+from ..prior.schedule import TruncatedSchedule, UniformSchedule
 from ..retarget.fit import kabsch
 from .gauss_newton import Pull, gauss_newton_step
 from .types import BodyState, Observation, Refined
@@ -46,11 +46,14 @@ class RefineSettings:
     cold_t_max: float = 0.4
     cold_t_min: float = 0.1
     min_part_points: int = 3  # keypoints with confidence > 0.1 needed to call a part observed
+    schedule: str = "truncated"  # "truncated" (t_max -> t_min) or "uniform" (t ~ U(1e-3, 1) per step: the ablation)
     min_prior_std: float = 1e-3  # floor (radians) of the per-entry scale that weights the prior pull
     noise: bool = False  # deterministic x_t = mean(t) x; True noises x_t as in DPoser (measured worse here)
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.schedule not in ("truncated", "uniform"):
+            raise ValueError(f"schedule must be 'truncated' or 'uniform', got {self.schedule!r}")
         if not 1 <= self.steps <= 8:
             raise ValueError(f"steps must be between 1 and 8 network evaluations per frame, got {self.steps}")
 
@@ -101,7 +104,7 @@ class FewStepRefiner:
         self.prior, self.format, self.settings = prior, fmt, settings
         self.fk = ForwardKinematics()
         self.points = AttachedPoints(self.fk, fmt.joints, fmt.offsets, FREE_JOINTS)
-        self.schedule = TruncatedSchedule(settings.t_max, settings.t_min)
+        self.schedule = TruncatedSchedule(settings.t_max, settings.t_min) if settings.schedule == "truncated" else UniformSchedule()
         self.free = torch.tensor(FREE_JOINTS)
         # per-entry prior scale of the free joints (1 / std of the prior's normalisation), root not pulled
         std_pose = from_vector(prior.std.float(), torch.zeros(NUM_JOINTS, 3))[0].abs()
@@ -130,7 +133,7 @@ class FewStepRefiner:
         s = self.settings
         batch = obs.points.shape[0]
         gen = torch.Generator().manual_seed(s.seed)
-        schedule = self.schedule.timesteps(s.steps).tolist()
+        schedule = self.schedule.timesteps(s.steps, gen).tolist()
         if init is None:
             local, transl = cold_start(self.fk, self.points, obs, self.rest_scale, s)
             previous = None
