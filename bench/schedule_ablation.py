@@ -14,7 +14,7 @@ data = load_dataset(default_dataset_path())
 clips = select_clips(data, 8, 45, 'body', seed=0, split='test')
 cors = load_corruptions()
 cors = {k: cors[k] for k in ['cam_noise_4cm', 'cam_occl_limb', 'cam_occl_legs', 'cam_occl_random30', 'radar']}
-variants = {"truncated": {}, "uniform": {"schedule": "uniform"}}
+variants = {"trunc_.9-.3": {}, "trunc_.3-.05": {"t_max": 0.3, "t_min": 0.05}, "uniform": {"schedule": "uniform"}}
 methods = {'no_prior': lambda fmt: NoPriorRefiner(prior, fmt)}
 for name, kw in variants.items():
     methods[name] = (lambda kw: (lambda fmt: FewStepRefiner(prior, fmt, RefineSettings(**kw))))(kw)

@@ -34,8 +34,8 @@ class RefineSettings:
     """Settings of the few-step refiner (defaults: config/solvers/refine.yaml)."""
 
     steps: int = 4  # prior evaluations per frame (at most 8)
-    t_max: float = 0.3
-    t_min: float = 0.05
+    t_max: float = 0.9
+    t_min: float = 0.3
     prior_weight: float = 1.0
     temporal_weight: float = 2.0  # pull towards the previous frame (per radian^2), 0 for none
     rest_weight: float = 0.01  # weak pull towards the rest pose (keeps unobserved, un-priored joints still)
