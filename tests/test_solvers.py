@@ -1,0 +1,106 @@
+"""Solvers: Gauss-Newton pieces, the few-step refiner, the full optimisation, sampling and completion."""
+
+import pytest
+import roma
+import torch
+
+from dposer_ros.body import ForwardKinematics
+from dposer_ros.keypoints import get_format
+from dposer_ros.prior.layout import DIM
+from dposer_ros.prior.model import Normalizer, PosePrior
+from dposer_ros.prior.network import ScoreNet
+from dposer_ros.prior.sde import SubVPSDE
+from dposer_ros.solvers.full import FullOptimizer, FullSettings
+from dposer_ros.solvers.gauss_newton import inverse_right_jacobian
+from dposer_ros.solvers.generate import average_pairwise_distance, complete, sample
+from dposer_ros.solvers.refine import FewStepRefiner, RefineSettings
+from dposer_ros.solvers.types import BodyState, Observation
+
+
+@pytest.fixture(scope="module")
+def prior():
+    torch.manual_seed(0)
+    net = ScoreNet(hidden=64, blocks=1, time_dim=32, groups=8, dropout=0.0)
+    return PosePrior(net, SubVPSDE(), Normalizer(torch.zeros(DIM), torch.full((DIM,), 0.3))).eval()
+
+
+def _keypoints(fmt_name: str, batch: int = 3, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    pose = torch.randn(batch, 55, 3, generator=g) * 0.2
+    pose[:, 25:] = 0.0
+    transl = torch.randn(batch, 3, generator=g)
+    fmt = get_format(fmt_name)
+    posed = ForwardKinematics()(pose, transl)
+    return fmt, fmt.from_posed(posed).float(), posed.joints
+
+
+def test_inverse_right_jacobian_matches_finite_differences():
+    theta = torch.tensor([[1.5, 0.3, -0.7], [1e-6, 0.0, 0.0], [0.0, 2.8, 0.1]], dtype=torch.float64)
+    delta = torch.tensor([1e-7, -2e-7, 1.5e-7], dtype=torch.float64).expand(3, 3)
+    exact = roma.rotmat_to_rotvec(roma.rotvec_to_rotmat(theta) @ roma.rotvec_to_rotmat(delta)) - theta
+    linear = (inverse_right_jacobian(theta) @ delta[..., None])[..., 0]
+    assert (exact - linear).abs().max() < 1e-12
+
+
+def test_refiner_fits_clean_keypoints_and_counts_network_calls(prior):
+    fmt, kp, joints = _keypoints("smplx55")
+    settings = RefineSettings(prior_weight=0.0, cold_prior_steps=0, steps=4)
+    out = FewStepRefiner(prior, fmt, settings)(Observation(kp, torch.ones(kp.shape[:2]), fmt))
+    assert (out.joints - joints).norm(dim=-1).mean() < 0.01  # metres
+    assert out.part_observed[:, 0].all() and not out.part_completed[:, 0].any()
+    with_prior = FewStepRefiner(prior, fmt, RefineSettings(steps=3))
+    cold = with_prior(Observation(kp, torch.ones(kp.shape[:2]), fmt))
+    warm = with_prior(Observation(kp, torch.ones(kp.shape[:2]), fmt), BodyState(cold.pose, cold.transl))
+    assert torch.isfinite(cold.pose).all() and torch.isfinite(warm.pose).all()
+    assert cold.network_evals == 3 + RefineSettings().cold_prior_steps and warm.network_evals == 3
+
+
+def test_missing_keypoints_are_ignored_and_parts_reported(prior):
+    fmt, kp, _ = _keypoints("coco17")
+    conf = torch.ones(kp.shape[:2])
+    conf[:, fmt.keypoint_names.index("left_wrist")] = 0.0
+    kp[:, fmt.keypoint_names.index("left_wrist")] = float("nan")
+    out = FewStepRefiner(prior, fmt)(Observation(kp, conf, fmt))
+    assert torch.isfinite(out.pose).all()
+    # COCO has no finger keypoints: both hands are completed by the prior, the face is neither
+    assert out.part_completed[:, 1:3].all() and not out.part_completed[:, 3].any()
+
+
+def test_bad_observations_and_settings_are_clear_errors(prior):
+    fmt = get_format("coco17")
+    with pytest.raises(ValueError, match=r"expects points of shape \(B, 17, 3\)"):
+        Observation(torch.zeros(1, 18, 3), torch.ones(1, 18), fmt)
+    with pytest.raises(ValueError, match="confidence shape"):
+        Observation(torch.zeros(2, 17, 3), torch.ones(2, 16), fmt)
+    with pytest.raises(ValueError, match="between 1 and 8"):
+        RefineSettings(steps=9)
+    with pytest.raises(ValueError, match="schedule"):
+        RefineSettings(schedule="cosine")
+
+
+def test_uniform_schedule_is_seeded_and_differs_from_truncated(prior):
+    fmt, kp, _ = _keypoints("coco17")
+    obs = Observation(kp, torch.ones(kp.shape[:2]), fmt)
+    a = FewStepRefiner(prior, fmt, RefineSettings(schedule="uniform"))(obs)
+    b = FewStepRefiner(prior, fmt, RefineSettings(schedule="uniform"))(obs)
+    c = FewStepRefiner(prior, fmt, RefineSettings())(obs)
+    assert torch.equal(a.pose, b.pose) and not torch.equal(a.pose, c.pose)
+
+
+def test_full_optimisation_runs_its_steps(prior):
+    fmt, kp, joints = _keypoints("coco17", batch=2)
+    out = FullOptimizer(prior, fmt, FullSettings(loops=1, steps=6))(Observation(kp, torch.ones(kp.shape[:2]), fmt))
+    assert out.network_evals == 6 and torch.isfinite(out.pose).all()
+    assert (out.joints - joints).norm(dim=-1)[:, :22].mean() < 0.15
+
+
+def test_sampling_and_completion(prior):
+    g = torch.Generator().manual_seed(0)
+    poses = sample(prior, 4, steps=20, generator=g)
+    assert poses.shape == (4, 55, 3) and torch.isfinite(poses).all()
+    assert torch.all(poses[:, 0] == 0) and torch.all(poses[:, 22:25] == 0)  # no root, no face
+    assert average_pairwise_distance(poses) > 0
+    known = torch.ones(4, 55, dtype=torch.bool)
+    known[:, [4, 5, 7, 8]] = False
+    filled = complete(prior, poses, known, steps=5, generator=g)
+    assert torch.equal(filled[known], poses[known]) and torch.isfinite(filled).all()
