@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..prior.layout import DIM, PARTS
-from ..prior.model import CheckpointError, PosePrior
+from ..prior.model import CheckpointError, PosePrior, file_sha256
 from .base import INPUT_NAMES, LOG, META_KEY, OUTPUT_NAME, BackendError, PriorMeta, graph_friendly_network, part_index
 
 DEFAULT_OPSET = 17
@@ -46,14 +46,6 @@ class OnnxInfo:
     sha256: str
     opset: int
     meta: PriorMeta
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _load_prior(prior: PosePrior | str | Path) -> PosePrior:

@@ -62,7 +62,6 @@ class ForwardKinematics(torch.nn.Module):
         self.register_buffer("rest_joints", torch.tensor(self.skeleton.rest_joints, dtype=torch.float64))
         self.register_buffer("parents", torch.as_tensor(self.skeleton.parents, dtype=torch.long))
         levels = self.skeleton.depth_levels()
-        self._levels = [torch.as_tensor(level) for level in levels[1:]]
         # level-order traversal: joints sorted by depth, each level's parents found in the level before it
         order = np.concatenate(levels)
         self._order = torch.as_tensor(order, dtype=torch.long)
