@@ -104,3 +104,4 @@ def test_sampling_and_completion(prior):
     known[:, [4, 5, 7, 8]] = False
     filled = complete(prior, poses, known, steps=5, generator=g)
     assert torch.equal(filled[known], poses[known]) and torch.isfinite(filled).all()
+

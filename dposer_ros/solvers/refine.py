@@ -112,6 +112,8 @@ class FewStepRefiner:
         groups = [j for p in ("body", "left_hand", "right_hand") for j in PART_JOINTS[p]]
         scale[groups] = 1.0 / std_pose[groups].clamp(min=settings.min_prior_std)
         self.prior_scale = scale[self.free]
+        self.wrists = [(FREE_JOINTS.index(smplx_neutral().index(f"{side}_wrist")), PARTS.index(f"{side}_hand"))
+                       for side in ("left", "right")]
         rest = torch.full((NUM_JOINTS, 3), settings.rest_weight**0.5)
         rest[0] = 0.0
         self.rest_scale = rest[self.free]
@@ -143,14 +145,21 @@ class FewStepRefiner:
             local, transl = roma.rotvec_to_rotmat(init.pose.float()), init.transl.float().clone()
             previous = init.pose.float()[:, self.free]
         zero = torch.zeros(batch, len(FREE_JOINTS), 3)
+        observed = self.observed_parts(obs.confidence)
+        # the body captures never rotate the wrists, so the prior pins them at zero; when a hand is seen, its
+        # orientation comes from the wrist: release that wrist from the prior (measured: hands 86 -> 6 mm)
+        release = torch.ones(batch, len(FREE_JOINTS), 1)
+        for k, part in self.wrists:
+            release[:, k, 0] = (~observed[:, part]).float()
         for t in schedule:
-            pulls = [*self.prior_pulls(roma.rotmat_to_rotvec(local), t, gen), Pull(zero, self.rest_scale)]
+            pulls = [Pull(p.target, p.scale * release) if p.scale is not None else p
+                     for p in self.prior_pulls(roma.rotmat_to_rotvec(local), t, gen)]
+            pulls.append(Pull(zero, self.rest_scale))
             if previous is not None and s.temporal_weight > 0:
                 pulls.append(Pull(previous, torch.full((1, 1, 1), s.temporal_weight**0.5)))
             local, transl = gauss_newton_step(self.fk, self.points, local, transl, obs.points, obs.confidence,
                                               pulls, s.damping, s.sigma_cm)
         pose = roma.rotmat_to_rotvec(local)
-        observed = self.observed_parts(obs.confidence)
         completed = ~observed
         completed[:, PARTS.index("face")] = False  # no face prior: the face is neither observed nor completed
         joints = self.fk.from_rotmat(local, transl).joints
