@@ -38,6 +38,7 @@ class RefineSettings:
     t_min: float = 0.3
     prior_weight: float = 1.0
     temporal_weight: float = 2.0  # pull towards the previous frame (per radian^2), 0 for none
+    hold_weight: float = 0.0  # extra pull towards the previous frame on joints that no keypoint of this frame sees
     rest_weight: float = 0.01  # weak pull towards the rest pose (keeps unobserved, un-priored joints still)
     sigma_cm: float = 5.0  # robust scale of the keypoint residuals
     damping: float = 1e-2
@@ -93,6 +94,14 @@ def cold_start(fk, points: AttachedPoints, obs: Observation, rest_scale: torch.T
     return local, transl
 
 
+def _released(pull: Pull, release: torch.Tensor) -> Pull:
+    """The pull without the entries of joints whose `release` (B, F, 1) is 0 (diagonal or full precision)."""
+    if pull.precision is None:
+        return Pull(pull.target, pull.scale * release)
+    r = release.expand(-1, -1, 3).reshape(release.shape[0], -1)
+    return Pull(pull.target, precision=pull.precision * r[:, :, None] * r[:, None, :])
+
+
 class FewStepRefiner:
     """Refines keypoints of one format into SMPL-X poses with the diffusion prior in a few steps.
 
@@ -125,6 +134,14 @@ class FewStepRefiner:
             name = part_of.get(j, "body")
             kp_part.append(PARTS.index({"jaw": "face", "eyes": "face"}.get(name, name)))
         self.kp_part = torch.nn.functional.one_hot(torch.tensor(kp_part), len(PARTS)).float()  # (K, 4)
+        # (K, F): keypoint k moves when free joint f rotates (a keypoint at a joint itself does not turn with it)
+        at_joint = torch.tensor([[float(j == f and abs(off).sum() == 0) for f in FREE_JOINTS]
+                                 for j, off in zip(fmt.joints, fmt.offsets)])
+        self.sees = (self.points.chain - at_joint).clamp(min=0)
+
+    def seen_joints(self, confidence: torch.Tensor) -> torch.Tensor:
+        """(B, K) confidences -> (B, F) bool: free joints whose rotation moves a confident keypoint."""
+        return ((confidence > 0.1).float() @ self.sees) > 0
 
     def observed_parts(self, confidence: torch.Tensor) -> torch.Tensor:
         """(B, K) confidences -> (B, 4) bool: parts with at least `min_part_points` confident keypoints."""
@@ -144,6 +161,7 @@ class FewStepRefiner:
         else:
             local, transl = roma.rotvec_to_rotmat(init.pose.float()), init.transl.float().clone()
             previous = init.pose.float()[:, self.free]
+            hold = (s.temporal_weight + s.hold_weight * (~self.seen_joints(obs.confidence)).float())[..., None].sqrt()
         zero = torch.zeros(batch, len(FREE_JOINTS), 3)
         observed = self.observed_parts(obs.confidence)
         # the body captures never rotate the wrists, so the prior pins them at zero; when a hand is seen, its
@@ -152,11 +170,10 @@ class FewStepRefiner:
         for k, part in self.wrists:
             release[:, k, 0] = (~observed[:, part]).float()
         for t in schedule:
-            pulls = [Pull(p.target, p.scale * release) if p.scale is not None else p
-                     for p in self.prior_pulls(roma.rotmat_to_rotvec(local), t, gen)]
+            pulls = [_released(p, release) for p in self.prior_pulls(roma.rotmat_to_rotvec(local), t, gen)]
             pulls.append(Pull(zero, self.rest_scale))
-            if previous is not None and s.temporal_weight > 0:
-                pulls.append(Pull(previous, torch.full((1, 1, 1), s.temporal_weight**0.5)))
+            if previous is not None and (s.temporal_weight > 0 or s.hold_weight > 0):
+                pulls.append(Pull(previous, hold))
             local, transl = gauss_newton_step(self.fk, self.points, local, transl, obs.points, obs.confidence,
                                               pulls, s.damping, s.sigma_cm)
         pose = roma.rotmat_to_rotvec(local)
