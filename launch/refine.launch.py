@@ -29,6 +29,8 @@ PARAMETER_ARGUMENTS = {
     "steps": ("steps", int, "refinement steps per frame (1-8)"),
     "t_max": ("t_max", float, "diffusion time of the first step"),
     "t_min": ("t_min", float, "diffusion time of the last step"),
+    "prior_weight": ("prior_weight", float, "strength of the prior's pull"),
+    "sigma_cm": ("sigma_cm", float, "robust scale of keypoint residuals [cm], about the sensor's noise"),
     "person_timeout": ("person_timeout", float, "seconds before an unseen person's track is dropped"),
     "output_frame": ("output_frame", str, "output frame (empty: keep the input's frame_id)"),
     "publish_mesh": ("publish_mesh", bool, "publish the mannequin mesh markers (true/false)"),

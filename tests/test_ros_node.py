@@ -43,6 +43,7 @@ from dposer_ros.prior.sde import SubVPSDE  # noqa: E402
 from dposer_ros.ros import adapters, core  # noqa: E402
 from dposer_ros.ros.convert import diagnostic_values, pose_from_msg  # noqa: E402
 from dposer_ros.ros.params import BY_NAME, PARAMETERS  # noqa: E402
+from dposer_ros.ros.core import SOLVER_FIELDS  # noqa: E402
 from dposer_ros.solvers.refine import FewStepRefiner, RefineSettings  # noqa: E402
 from dposer_ros.solvers.types import Observation  # noqa: E402
 
@@ -82,7 +83,7 @@ def keypoints_msg(people, stamp_s: float = 10.0, frame_id: str = "world") -> Key
 def library_refine(prior_path: Path, frames, fmt_name: str = FORMAT):
     """The library's FewStepRefiner on the same frames (warm-started like a node track), with the node's settings."""
     params = yaml.safe_load(CONFIG.read_text())["/**"]["ros__parameters"]
-    settings = RefineSettings(steps=params["steps"], t_max=params["t_max"], t_min=params["t_min"])
+    settings = RefineSettings(**{f: params[f] for f in SOLVER_FIELDS})
     fmt = get_format(fmt_name)
     refiner = FewStepRefiner(PosePrior.load(prior_path), fmt, settings)
     threads = torch.get_num_threads()

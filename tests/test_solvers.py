@@ -163,3 +163,28 @@ def test_observed_hand_releases_its_wrist_from_the_prior(method):
     builder = FewStepRefiner(prior, body) if method == "diffusion" else GMMRefiner(prior, body, gmm)
     outb = builder(Observation(kpb, torch.ones(kpb.shape[:2]), body))
     assert outb.pose[0, names.index("left_wrist")].norm() < 0.01
+
+
+def test_hidden_joints_are_counted_and_held(prior):
+    """A joint no keypoint sees counts its hidden frames in the state and is held near its last pose."""
+    fmt, kp, _ = _keypoints("coco17", batch=2)
+    names = smplx_neutral().names
+    refiner = FewStepRefiner(prior, fmt)
+    free = list(refiner.free)
+    elbow = free.index(names.index("left_elbow"))
+    first = refiner(Observation(kp, torch.ones(kp.shape[:2]), fmt))
+    assert first.hidden_frames.shape == (2, len(free)) and first.hidden_frames[:, elbow].eq(0).all()
+    conf = torch.ones(kp.shape[:2])
+    conf[:, fmt.keypoint_names.index("left_wrist")] = 0.0  # the wrist keypoint is what sees the elbow turn
+    state = first.select(0)
+    for frame in range(1, 4):
+        out = refiner(Observation(kp[:1], conf[:1], fmt), state)
+        assert out.hidden_frames[0, elbow] == frame
+        state = out.select(0)
+    held = FewStepRefiner(prior, fmt, RefineSettings(hold_weight=1e4))(Observation(kp[:1], conf[:1], fmt), first.select(0))
+    free_ = FewStepRefiner(prior, fmt, RefineSettings(hold_weight=0.0))(Observation(kp[:1], conf[:1], fmt), first.select(0))
+    moved = lambda o: (o.pose[0, names.index("left_elbow")] - first.pose[0, names.index("left_elbow")]).norm()
+    assert moved(held) < 0.01 < moved(free_)
+    both = BodyState.cat([first.select(1), state])
+    assert both.pose.shape == (2, 55, 3) and torch.equal(both.hidden_frames[1], state.hidden_frames[0])
+    assert BodyState.cat([both, BodyState(both.pose, both.transl)]).hidden_frames is None

@@ -5,6 +5,8 @@ An entry maps a name to a builder `(prior, options) -> MethodFactory`, where a M
 A solver class built as `Class(prior, fmt)` is added with `_solver("module", "Class")`; imports happen only when
 the method is built, so a method whose module or model file is missing fails alone, with its reason.
 `options` carries command-line settings a builder may need (`baselines_dir`: the fitted GMM / VAE files).
+The refiners' settings are `RefineSettings` defaults (config/solvers/refine.yaml) with the method's overrides from
+config/solvers/methods.yaml (each prior's weight and robust scale, chosen on the validation split).
 """
 
 from __future__ import annotations
@@ -19,36 +21,48 @@ if TYPE_CHECKING:
 
 Builder = Callable[[object, dict], "MethodFactory"]
 DEFAULT_BASELINES_DIR = Path(__file__).resolve().parents[2] / "models" / "dposer_cpu" / "baselines"
+METHOD_SETTINGS = Path(__file__).resolve().parents[2] / "config" / "solvers" / "methods.yaml"
 
 
-def _solver(module: str, cls: str, uses_prior: bool = True, **kwargs) -> Builder:
-    """Builder of `Class(prior, fmt, **kwargs)` (or `Class(fmt, **kwargs)` when not `uses_prior`) from
-    `dposer_ros.<module>`, imported when the method is built."""
+def method_settings(name: str, path: Path = METHOD_SETTINGS, **overrides):
+    """`RefineSettings` of a refiner method: the defaults, the method's entry in `path`, then `overrides`."""
+    import yaml
+
+    from ..solvers.refine import RefineSettings
+
+    entry = (yaml.safe_load(Path(path).read_text()) or {}).get(name) or {}
+    return RefineSettings(**{**entry, **overrides})
+
+
+def _solver(module: str, cls: str, settings: str | None = None, **kwargs) -> Builder:
+    """Builder of `Class(prior, fmt, **kwargs)` from `dposer_ros.<module>`, imported when the method is built;
+    with `settings`, a refiner given `method_settings(settings, **options["settings"])`."""
     def build(prior, options: dict | None = None) -> MethodFactory:
         solver_cls = getattr(import_module(f"dposer_ros.{module}"), cls)
-        if uses_prior:
-            return lambda fmt: solver_cls(prior, fmt, **kwargs)
-        return lambda fmt: solver_cls(fmt, **kwargs)
+        extra = dict(kwargs)
+        if settings is not None:
+            extra["settings"] = method_settings(settings, **(options or {}).get("settings", {}))
+        return lambda fmt: solver_cls(prior, fmt, **extra)
     return build
 
 
-def _baseline(cls: str, argument: str, model_cls: str, file: str) -> Builder:
+def _baseline(name: str, cls: str, argument: str, model_cls: str, file: str) -> Builder:
     """Builder of `solvers.baselines.Class(prior, fmt, <argument>=<model_cls>.load(baselines_dir / file))`."""
     def build(prior, options: dict | None = None) -> MethodFactory:
         path = Path((options or {}).get("baselines_dir") or DEFAULT_BASELINES_DIR) / file
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: fit the baseline priors with `dposer baselines --out {path.parent}`")
         model = getattr(import_module("dposer_ros.prior.classical"), model_cls).load(path)
-        return _solver("solvers.baselines", cls, **{argument: model})(prior)
+        return _solver("solvers.baselines", cls, name, **{argument: model})(prior, options)
     return build
 
 
 METHODS: dict[str, Builder] = {
-    "few_step": _solver("solvers.refine", "FewStepRefiner"),  # default RefineSettings
+    "few_step": _solver("solvers.refine", "FewStepRefiner", "few_step"),  # the diffusion prior, few steps
     "full": _solver("solvers.full", "FullOptimizer"),  # published DPoser optimisation (default FullSettings; slow)
-    "no_prior": _solver("solvers.baselines", "NoPriorRefiner"),  # few-step solver without a prior term
-    "gmm": _baseline("GMMRefiner", "gmm", "GMMPrior", "gmm.npz"),  # SMPLify-style GMM prior
-    "vae": _baseline("VAERefiner", "vae", "VAEPrior", "vae.pt"),  # VPoser-style VAE prior
+    "no_prior": _solver("solvers.baselines", "NoPriorRefiner", "no_prior"),  # the same solver without a prior term
+    "gmm": _baseline("gmm", "GMMRefiner", "gmm", "GMMPrior", "gmm.npz"),  # SMPLify-style GMM prior
+    "vae": _baseline("vae", "VAERefiner", "vae", "VAEPrior", "vae.pt"),  # VPoser-style VAE prior
 }
 
 

@@ -3,7 +3,7 @@
 Order of work: for each corruption, for each of its clips, the corrupted stream is generated ONCE (seeded by
 crc32 of "<seed>/<corruption>/<clip>"), then each method refines it frame by frame in clip order: the first
 emitted frame cold (init None), each later one warm-started from that method's own previous answer
-(`BodyState(refined.pose, refined.transl)`). Only the emitted frames are refined (radar: every 3rd frame) and
+(`refined.select(0)`: pose, translation and per-joint hidden frames). Only the emitted frames are refined (radar: every 3rd frame) and
 only they are scored. Every method therefore sees bit-identical inputs, and a result does not depend on which
 other methods or corruptions were run.
 
@@ -106,7 +106,7 @@ def run_stream(solver: Solver, fmt: KeypointFormat, data: Corrupted) -> tuple[to
         seconds.append(time.perf_counter() - start)
         if not torch.isfinite(out.joints).all():
             raise FloatingPointError(f"non-finite joints at emitted frame {i}")
-        state = BodyState(out.pose.detach().clone(), out.transl.detach().clone())
+        state = out.select(0)
         joints.append(out.joints[0].detach().to(torch.float64))
     return torch.stack(joints), seconds
 

@@ -148,5 +148,8 @@ class VAEPrior:
 
     @torch.no_grad()
     def project(self, group: str, x: torch.Tensor) -> torch.Tensor:
+        """decode(encode(x)); entries the training data never varied (e.g. the wrists of body captures) are fed
+        to the encoder at their mean: z-scored by a ~0 std, any rotation of them would blow its input up."""
         m, s = self.mean[group], self.std[group]
-        return self.vaes[group].project((x - m) / s) * s + m
+        z = torch.where(s > 1e-2, (x - m) / s, 0.0)
+        return self.vaes[group].project(z) * s + m

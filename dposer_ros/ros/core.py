@@ -191,19 +191,28 @@ class Track:
     state: BodyState | None = None
 
 
+_SOLVER = RefineSettings()
+SOLVER_FIELDS = ("steps", "t_max", "t_min", "prior_weight", "sigma_cm", "temporal_weight", "hold_weight", "hold_decay")
+
+
 @dataclass
 class CoreSettings:
     input_format: str = ""
-    steps: int = 4
-    t_max: float = 0.12
-    t_min: float = 0.02
+    steps: int = _SOLVER.steps
+    t_max: float = _SOLVER.t_max
+    t_min: float = _SOLVER.t_min
+    prior_weight: float = _SOLVER.prior_weight
+    sigma_cm: float = _SOLVER.sigma_cm
+    temporal_weight: float = _SOLVER.temporal_weight
+    hold_weight: float = _SOLVER.hold_weight
+    hold_decay: float = _SOLVER.hold_decay
     person_timeout: float = 1.0
     max_batch: int = 16
     max_coordinate_m: float = 20.0
     max_bone_ratio: float = 5.0
 
     def refine_settings(self) -> RefineSettings:
-        return RefineSettings(steps=self.steps, t_max=self.t_max, t_min=self.t_min)
+        return RefineSettings(**{f: getattr(self, f) for f in SOLVER_FIELDS})
 
 
 # ----------------------------------------------------------------------------------------------- stats
@@ -301,7 +310,7 @@ class RefineCore:
 
     # -- settings ------------------------------------------------------------------------------------
     def update_settings(self, settings: CoreSettings) -> None:
-        RefineSettings(steps=settings.steps, t_max=settings.t_max, t_min=settings.t_min)  # raises if invalid
+        settings.refine_settings()  # raises if invalid
         if not 0.0 < settings.t_min <= settings.t_max <= 1.0:
             raise ValueError(f"need 0 < t_min <= t_max <= 1, got t_min={settings.t_min}, t_max={settings.t_max}")
         with self._lock:
@@ -454,8 +463,7 @@ class RefineCore:
                 chunk = members[lo:lo + self.settings.max_batch]
                 init = None
                 if warm:
-                    init = BodyState(torch.cat([starts[id(p)].pose for p in chunk]),
-                                     torch.cat([starts[id(p)].transl for p in chunk]))
+                    init = BodyState.cat([starts[id(p)] for p in chunk])
                 for p, res in zip(chunk, self._refine_chunk(chunk, init)):
                     results[id(p)] = res
         frames: OrderedDict[int, OutputFrame] = OrderedDict()
@@ -485,11 +493,10 @@ class RefineCore:
         out = []
         with self._lock:
             for i, p in enumerate(chunk):
-                pose, transl = refined.pose[i:i + 1].clone(), refined.transl[i:i + 1].clone()
                 if p.track_key is not None and p.track_key in self._tracks:
                     track = self._tracks[p.track_key]
                     if track.frame_id == p.frame.frame_id and track.format_name == fmt.name:
-                        track.state = BodyState(pose, transl)
+                        track.state = refined.select(i)
                 out.append(PersonResult(
                     person_id=p.person.person_id,
                     pose=refined.pose[i].double().numpy(),

@@ -42,7 +42,7 @@ from visualization_msgs.msg import MarkerArray
 
 from ..backends.base import BackendError
 from . import adapters, convert
-from .core import (CoreSettings, InputFrame, MalformedInput, RefineCore, quat_to_matrix, resolve_format,
+from .core import (SOLVER_FIELDS, CoreSettings, InputFrame, MalformedInput, RefineCore, quat_to_matrix, resolve_format,
                    transform_result)
 from .params import PARAMETERS, check_value
 
@@ -185,7 +185,7 @@ class RefineNode(Node):
             raise ValueError(f"t_min ({p['t_min']}) must not exceed t_max ({p['t_max']})")
         if p["input_format"]:
             resolve_format(p["input_format"])  # KeypointFormatError (a ValueError) names the known formats
-        return CoreSettings(input_format=p["input_format"], steps=p["steps"], t_max=p["t_max"], t_min=p["t_min"],
+        return CoreSettings(input_format=p["input_format"], **{f: p[f] for f in SOLVER_FIELDS},
                             person_timeout=p["person_timeout"], max_batch=p["max_batch"],
                             max_coordinate_m=p["max_coordinate_m"], max_bone_ratio=p["max_bone_ratio"])
 
@@ -367,9 +367,7 @@ class RefineNode(Node):
             "model": str(self.model_path),
             "input_type": self.input_type,
             "input_format": s.input_format or "from messages",
-            "steps": s.steps,
-            "t_max": s.t_max,
-            "t_min": s.t_min,
+            **{f: getattr(s, f) for f in SOLVER_FIELDS},
         }
         self.pub_diag.publish(convert.diagnostic_array(
             self.get_clock().now().to_msg(), snap, name=f"dposer_ros: {self.get_fully_qualified_name()}",

@@ -34,11 +34,12 @@ class _VectorPullRefiner(FewStepRefiner):
 
 
 class GMMRefiner(_VectorPullRefiner):
-    """SMPLify's prior: a pull towards the mean of the most likely mixture component, weighted by its precision."""
+    """SMPLify's prior: a pull towards the mean of the most likely mixture component, weighted by its precision
+    times `settings.prior_weight`."""
 
-    def __init__(self, prior, fmt, gmm: GMMPrior, settings: RefineSettings = RefineSettings(), weight: float = 1.0) -> None:
+    def __init__(self, prior, fmt, gmm: GMMPrior, settings: RefineSettings = RefineSettings()) -> None:
         super().__init__(prior, fmt, settings)
-        self.gmm, self.weight = gmm, weight
+        self.gmm = gmm
 
     def prior_pulls(self, pose, t, generator) -> list[Pull]:
         batch = pose.shape[0]
@@ -53,13 +54,14 @@ class GMMRefiner(_VectorPullRefiner):
                 cols = (3 * self._slot_joints(slot)[:, None] + torch.arange(3)).reshape(-1)
                 sign = torch.tensor([1.0, -1.0, -1.0]).repeat(15) if slot == "left_hand" else torch.ones(len(cols))
                 block = prec * sign[None, :, None] * sign[None, None, :]  # the mirror flips y, z of left hands
-                precision[:, cols[:, None], cols[None, :]] = self.weight * block
+                precision[:, cols[:, None], cols[None, :]] = self.settings.prior_weight * block
         target = from_vector(target_vec, pose)[0][:, list(FREE_JOINTS)]
         return [Pull(target, precision=precision)]
 
 
 class VAERefiner(_VectorPullRefiner):
-    """VPoser's prior as a projection: a pull towards decode(encode(pose)), weighted like the diffusion prior."""
+    """VPoser's prior as a projection: a pull towards decode(encode(pose)), weighted like the diffusion prior
+    (per-entry 1 / std, times `settings.prior_weight`)."""
 
     def __init__(self, prior, fmt, vae: VAEPrior, settings: RefineSettings = RefineSettings()) -> None:
         super().__init__(prior, fmt, settings)

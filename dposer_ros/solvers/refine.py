@@ -38,7 +38,9 @@ class RefineSettings:
     t_min: float = 0.3
     prior_weight: float = 1.0
     temporal_weight: float = 2.0  # pull towards the previous frame (per radian^2), 0 for none
-    hold_weight: float = 0.0  # extra pull towards the previous frame on joints that no keypoint of this frame sees
+    hold_weight: float = 50.0  # extra pull towards the previous frame on a joint no keypoint sees (per radian^2) ...
+    hidden_prior_weight: float = 1.0  # the prior's pull on a joint no keypoint sees is this many times stronger
+    hold_decay: float = 0.5  # ... times hold_decay^(frames it has been hidden - 1): the prior takes over a long gap
     rest_weight: float = 0.01  # weak pull towards the rest pose (keeps unobserved, un-priored joints still)
     sigma_cm: float = 5.0  # robust scale of the keypoint residuals
     damping: float = 1e-2
@@ -94,11 +96,11 @@ def cold_start(fk, points: AttachedPoints, obs: Observation, rest_scale: torch.T
     return local, transl
 
 
-def _released(pull: Pull, release: torch.Tensor) -> Pull:
-    """The pull without the entries of joints whose `release` (B, F, 1) is 0 (diagonal or full precision)."""
+def _scaled(pull: Pull, factor: torch.Tensor) -> Pull:
+    """The pull with each joint's residual multiplied by `factor` (B, F, 1), diagonal or full precision alike."""
     if pull.precision is None:
-        return Pull(pull.target, pull.scale * release)
-    r = release.expand(-1, -1, 3).reshape(release.shape[0], -1)
+        return Pull(pull.target, pull.scale * factor)
+    r = factor.expand(-1, -1, 3).reshape(factor.shape[0], -1)
     return Pull(pull.target, precision=pull.precision * r[:, :, None] * r[:, None, :])
 
 
@@ -161,16 +163,20 @@ class FewStepRefiner:
         else:
             local, transl = roma.rotvec_to_rotmat(init.pose.float()), init.transl.float().clone()
             previous = init.pose.float()[:, self.free]
-            hold = (s.temporal_weight + s.hold_weight * (~self.seen_joints(obs.confidence)).float())[..., None].sqrt()
+        seen = self.seen_joints(obs.confidence)
+        hidden = torch.zeros(batch, len(FREE_JOINTS)) if init is None or init.hidden_frames is None else init.hidden_frames
+        hidden = torch.where(seen, 0.0, hidden.float() + 1.0)
+        hold = (s.temporal_weight + (hidden > 0) * s.hold_weight * s.hold_decay ** (hidden - 1).clamp(min=0))[..., None].sqrt()
         zero = torch.zeros(batch, len(FREE_JOINTS), 3)
         observed = self.observed_parts(obs.confidence)
+        # a joint no keypoint sees has only the prior to go by: its pull is hidden_prior_weight times stronger
+        factor = torch.where(seen, 1.0, s.hidden_prior_weight**0.5)[..., None]
         # the body captures never rotate the wrists, so the prior pins them at zero; when a hand is seen, its
         # orientation comes from the wrist: release that wrist from the prior (measured: hands 86 -> 6 mm)
-        release = torch.ones(batch, len(FREE_JOINTS), 1)
         for k, part in self.wrists:
-            release[:, k, 0] = (~observed[:, part]).float()
+            factor[:, k, 0] *= (~observed[:, part]).float()
         for t in schedule:
-            pulls = [_released(p, release) for p in self.prior_pulls(roma.rotmat_to_rotvec(local), t, gen)]
+            pulls = [_scaled(p, factor) for p in self.prior_pulls(roma.rotmat_to_rotvec(local), t, gen)]
             pulls.append(Pull(zero, self.rest_scale))
             if previous is not None and (s.temporal_weight > 0 or s.hold_weight > 0):
                 pulls.append(Pull(previous, hold))
@@ -180,7 +186,8 @@ class FewStepRefiner:
         completed = ~observed
         completed[:, PARTS.index("face")] = False  # no face prior: the face is neither observed nor completed
         joints = self.fk.from_rotmat(local, transl).joints
-        return Refined(pose, transl, joints, observed, completed, network_evals=len(schedule) * self.evals_per_step)
+        return Refined(pose, transl, joints, observed, completed, network_evals=len(schedule) * self.evals_per_step,
+                       hidden_frames=hidden)
 
     evals_per_step = 1
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import torch
 
@@ -34,6 +35,20 @@ class BodyState:
 
     pose: torch.Tensor
     transl: torch.Tensor
+    # (B, F) for the solver's free joints: consecutive frames each has gone unseen by any keypoint (None: unknown)
+    hidden_frames: torch.Tensor | None = field(default=None, kw_only=True)
+
+    def select(self, i: int) -> BodyState:
+        """Person i as a detached one-person state (a copy)."""
+        hidden = None if self.hidden_frames is None else self.hidden_frames[i : i + 1].clone()
+        return BodyState(self.pose[i : i + 1].detach().clone(), self.transl[i : i + 1].detach().clone(), hidden_frames=hidden)
+
+    @staticmethod
+    def cat(states: Sequence[BodyState]) -> BodyState:
+        """One batched state of several (hidden_frames only when every state has them)."""
+        hidden = [s.hidden_frames for s in states]
+        return BodyState(torch.cat([s.pose for s in states]), torch.cat([s.transl for s in states]),
+                         hidden_frames=None if any(h is None for h in hidden) else torch.cat(hidden))
 
 
 @dataclass

@@ -1,0 +1,101 @@
+"""Choose each prior's strength on the validation split, by the same grid for every method (config/eval/tuning.yaml).
+
+Every setting of every method's grid streams the same validation clips through the same corruptions; the score is
+the mean over corruptions of the setting's primary error divided by the reference method's. The table goes to
+bench/eval/tuning.md (and .json); the chosen settings are copied into config/solvers/methods.yaml by hand.
+
+Run: python bench/tune_priors.py --jobs 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import yaml
+from tqdm import tqdm
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def primary(corruption: str, metrics: dict) -> float:
+    """The error a corruption is judged by: hand MPJPE, occluded-joint MPJPE, or MPJPE of all joints."""
+    if corruption.startswith("hands_"):
+        return metrics["hand_mpjpe"]
+    if "occl" in corruption:
+        return metrics["mpjpe_occluded"]
+    return metrics["mpjpe_all"]
+
+
+def _run(job: tuple[str, dict, dict]) -> tuple[str, dict, dict[str, float]]:
+    """One (method, settings): primary error per corruption on the validation clips (one torch thread)."""
+    method, settings, cfg = job
+    import torch
+
+    torch.set_num_threads(1)
+    from dposer_ros.dataset.poses import default_dataset_path, load_dataset
+    from dposer_ros.evaluation import evaluate, load_corruptions, select_clips
+    from dposer_ros.evaluation.methods import build_methods
+    from dposer_ros.prior.model import PosePrior
+
+    prior = PosePrior.load(ROOT / "models" / "dposer_cpu" / "prior.pt")
+    data = load_dataset(default_dataset_path())
+    clips = (select_clips(data, cfg["clips"], cfg["frames"], "body", cfg["seed"], cfg["split"])
+             + select_clips(data, cfg["hand_clips"], cfg["frames"], "hands", cfg["seed"], cfg["split"]))
+    del data
+    corruptions = load_corruptions()
+    corruptions = {c: corruptions[c] for c in cfg["corruptions"]}
+    factories, errors = build_methods([method], prior, {"settings": settings})
+    if errors:
+        raise RuntimeError(errors[method])
+    result = evaluate(factories, corruptions, clips, seed=cfg["seed"], progress=False)
+    return method, settings, {r.corruption: primary(r.corruption, r.metrics) for r in result.rows}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, default=ROOT / "config" / "eval" / "tuning.yaml")
+    parser.add_argument("--jobs", type=int, default=2, help="worker processes (one torch thread each)")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "eval" / "tuning")
+    args = parser.parse_args()
+    cfg = yaml.safe_load(args.config.read_text())
+    ref = cfg["reference"]
+    jobs = [(ref["method"], ref["settings"], cfg)]
+    for method, grid in cfg["grids"].items():
+        for values in itertools.product(*grid.values()):
+            settings = dict(zip(grid, values))
+            if (method, settings) != (ref["method"], ref["settings"]):
+                jobs.append((method, settings, cfg))
+    with ProcessPoolExecutor(args.jobs) as pool:
+        results = list(tqdm(pool.map(_run, jobs), total=len(jobs), desc="settings"))
+    reference = results[0][2]
+    rows = []
+    for method, settings, errors in results:
+        score = sum(errors[c] / reference[c] for c in cfg["corruptions"]) / len(cfg["corruptions"])
+        rows.append({"method": method, "settings": settings, "score": score, "errors": errors})
+    best = {}
+    for r in rows:
+        if r["method"] not in best or r["score"] < best[r["method"]]["score"]:
+            best[r["method"]] = r
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps({"config": cfg, "rows": rows}, indent=1))
+    head = "| method | settings | score | " + " | ".join(cfg["corruptions"]) + " |"
+    lines = [f"# Prior strength chosen on the {cfg['split']} split", "",
+             f"Command: `python bench/tune_priors.py` (config `{args.config.relative_to(ROOT)}`): {cfg['clips']} body "
+             f"and {cfg['hand_clips']} hand clips of {cfg['frames']} frames. Score: mean over corruptions of the error "
+             f"divided by {ref['method']}'s (lower is better); errors in mm (occluded joints for occlusions, hand "
+             "MPJPE for hand corruptions, all joints otherwise). **Bold**: each method's best, the setting used.", "",
+             head, "|" + "---|" * (3 + len(cfg["corruptions"]))]
+    for r in sorted(rows, key=lambda r: (r["method"], r["score"])):
+        mark = "**" if best[r["method"]] is r else ""
+        cells = " | ".join(f"{r['errors'][c]:.1f}" for c in cfg["corruptions"])
+        lines.append(f"| {r['method']} | {mark}{json.dumps(r['settings'])}{mark} | {mark}{r['score']:.3f}{mark} | {cells} |")
+    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
