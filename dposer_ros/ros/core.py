@@ -192,7 +192,8 @@ class Track:
 
 
 _SOLVER = RefineSettings()
-SOLVER_FIELDS = ("steps", "t_max", "t_min", "prior_weight", "sigma_cm", "temporal_weight", "hold_weight", "hold_decay")
+SOLVER_FIELDS = ("steps", "t_max", "t_min", "prior_weight", "sigma_cm", "temporal_weight", "hold_weight", "hold_decay",
+                 "hidden_prior_weight")
 
 
 @dataclass
@@ -206,6 +207,7 @@ class CoreSettings:
     temporal_weight: float = _SOLVER.temporal_weight
     hold_weight: float = _SOLVER.hold_weight
     hold_decay: float = _SOLVER.hold_decay
+    hidden_prior_weight: float = _SOLVER.hidden_prior_weight
     person_timeout: float = 1.0
     max_batch: int = 16
     max_coordinate_m: float = 20.0

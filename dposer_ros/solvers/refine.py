@@ -36,13 +36,13 @@ class RefineSettings:
     steps: int = 4  # prior evaluations per frame (at most 8)
     t_max: float = 0.9
     t_min: float = 0.3
-    prior_weight: float = 1.0
+    prior_weight: float = 0.1  # chosen on the validation split (bench/eval/tuning.md)
     temporal_weight: float = 2.0  # pull towards the previous frame (per radian^2), 0 for none
     hold_weight: float = 50.0  # extra pull towards the previous frame on a joint no keypoint sees (per radian^2) ...
-    hidden_prior_weight: float = 1.0  # the prior's pull on a joint no keypoint sees is this many times stronger
+    hidden_prior_weight: float = 10.0  # the prior's pull on a joint no keypoint sees is this many times stronger
     hold_decay: float = 0.5  # ... times hold_decay^(frames it has been hidden - 1): the prior takes over a long gap
     rest_weight: float = 0.01  # weak pull towards the rest pose (keeps unobserved, un-priored joints still)
-    sigma_cm: float = 5.0  # robust scale of the keypoint residuals
+    sigma_cm: float = 10.0  # robust scale of the keypoint residuals
     damping: float = 1e-2
     cold_start_iters: int = 6  # data-only Gauss-Newton steps for a new track, after the rigid alignment
     cold_prior_steps: int = 4  # then prior steps on a longer schedule, so that a new track starts on the pose manifold
