@@ -76,26 +76,32 @@ def main() -> None:
     for method, settings, errors in results:
         score = sum(errors[c] / reference[c] for c in cfg["corruptions"]) / len(cfg["corruptions"])
         rows.append({"method": method, "settings": settings, "score": score, "errors": errors})
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps({"config": cfg, "rows": rows}, indent=1))
+    print(write_report(cfg, rows, args.config, args.out))
+
+
+def write_report(cfg: dict, rows: list[dict], config: Path, out: Path) -> str:
+    """The markdown table of a tuning run (each method's best setting in bold) -> out.md; returns it."""
     best = {}
     for r in rows:
         if r["method"] not in best or r["score"] < best[r["method"]]["score"]:
             best[r["method"]] = r
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps({"config": cfg, "rows": rows}, indent=1))
+    ref = cfg["reference"]
     head = "| method | settings | score | " + " | ".join(cfg["corruptions"]) + " |"
     lines = [f"# Prior strength chosen on the {cfg['split']} split", "",
-             f"Command: `python bench/tune_priors.py` (config `{args.config.relative_to(ROOT)}`): {cfg['clips']} body "
-             f"and {cfg['hand_clips']} hand clips of {cfg['frames']} frames. Score: mean over corruptions of the error "
-             f"divided by {ref['method']}'s (lower is better); errors in mm (occluded joints for occlusions, hand "
-             "MPJPE for hand corruptions, all joints otherwise). **Bold**: each method's best, the setting used.", "",
-             head, "|" + "---|" * (3 + len(cfg["corruptions"]))]
+             f"Command: `python bench/tune_priors.py --config {Path(config).resolve().relative_to(ROOT)}`: "
+             f"{cfg['clips']} body and {cfg['hand_clips']} hand clips of {cfg['frames']} frames. Score: mean over "
+             f"corruptions of the error divided by {ref['method']}'s (lower is better); errors in mm (occluded joints "
+             "for occlusions, hand MPJPE for hand corruptions, all joints otherwise). **Bold**: each method's best, "
+             "the setting used.", "", head, "|" + "---|" * (3 + len(cfg["corruptions"]))]
     for r in sorted(rows, key=lambda r: (r["method"], r["score"])):
         mark = "**" if best[r["method"]] is r else ""
         cells = " | ".join(f"{r['errors'][c]:.1f}" for c in cfg["corruptions"])
         lines.append(f"| {r['method']} | {mark}{json.dumps(r['settings'])}{mark} | {mark}{r['score']:.3f}{mark} | {cells} |")
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-
+    text = "\n".join(lines) + "\n"
+    Path(out).with_suffix(".md").write_text(text)
+    return text
 
 if __name__ == "__main__":
     main()

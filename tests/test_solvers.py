@@ -51,9 +51,10 @@ def test_inverse_right_jacobian_matches_finite_differences():
 
 def test_refiner_fits_clean_keypoints_and_counts_network_calls(prior):
     fmt, kp, joints = _keypoints("smplx55")
-    settings = RefineSettings(prior_weight=0.0, cold_prior_steps=0, steps=4)
+    settings = RefineSettings(prior_weight=0.0, hand_prior_weight=0.0, cold_prior_steps=0, steps=4)
     out = FewStepRefiner(prior, fmt, settings)(Observation(kp, torch.ones(kp.shape[:2]), fmt))
     assert (out.joints - joints).norm(dim=-1).mean() < 0.01  # metres
+    assert out.network_evals == 0  # no prior strength anywhere: the network is not asked
     assert out.part_observed[:, 0].all() and not out.part_completed[:, 0].any()
     with_prior = FewStepRefiner(prior, fmt, RefineSettings(steps=3))
     cold = with_prior(Observation(kp, torch.ones(kp.shape[:2]), fmt))
@@ -165,6 +166,21 @@ def test_observed_hand_releases_its_wrist_from_the_prior(method):
     assert outb.pose[0, names.index("left_wrist")].norm() < 0.01
 
 
+def test_hand_prior_weight_moves_the_fingers_only():
+    """Body keypoints only, curled fingers from the last frame: the finger prior's strength decides how far the
+    unseen fingers go towards the prior's mean (zero), and leaves the body joints exactly as they were."""
+    prior = GaussianPrior(torch.full((DIM,), 0.3))
+    fmt, kp, _ = _keypoints("coco17", batch=1)
+    init = torch.zeros(1, 55, 3)
+    init[0, 25:55] = torch.randn(30, 3, generator=torch.Generator().manual_seed(1)) * 0.4
+    state = BodyState(init, torch.zeros(1, 3))
+    obs = Observation(kp.float(), torch.ones(kp.shape[:2]), fmt)
+    weak, strong = (FewStepRefiner(prior, fmt, RefineSettings(hand_prior_weight=w))(obs, state) for w in (0.0, 100.0))
+    fingers = slice(25, 55)
+    assert strong.pose[0, fingers].norm(dim=-1).mean() < 0.3 * weak.pose[0, fingers].norm(dim=-1).mean()
+    assert torch.allclose(strong.pose[0, :22], weak.pose[0, :22], atol=1e-4)
+
+
 def test_hidden_joints_are_counted_and_held(prior):
     """A joint no keypoint sees counts its hidden frames in the state and is held near its last pose."""
     fmt, kp, _ = _keypoints("coco17", batch=2)
@@ -188,3 +204,32 @@ def test_hidden_joints_are_counted_and_held(prior):
     both = BodyState.cat([first.select(1), state])
     assert both.pose.shape == (2, 55, 3) and torch.equal(both.hidden_frames[1], state.hidden_frames[0])
     assert BodyState.cat([both, BodyState(both.pose, both.transl)]).hidden_frames is None
+
+
+@pytest.mark.parametrize("carry_noise", [True, False])
+def test_steps_renoise_with_the_predicted_noise(prior, monkeypatch, carry_noise):
+    """DDIM-style re-noising: within a frame each step's x_t re-uses the noise the prior predicted at the step
+    before; a frame's first step, and the first step after the cold start's schedule, start without it."""
+    import dposer_ros.solvers.refine as refine
+
+    calls = []
+
+    def spy(prior, pose, t, generator, noise, eps=None):
+        target, eps_hat = real(prior, pose, t, generator, noise, eps)
+        calls.append((t, eps, eps_hat))
+        return target, eps_hat
+
+    real = refine.prior_targets
+    monkeypatch.setattr(refine, "prior_targets", spy)
+    fmt, kp, _ = _keypoints("coco17", batch=1)
+    settings = RefineSettings(steps=3, cold_prior_steps=2, carry_noise=carry_noise)
+    out = FewStepRefiner(prior, fmt, settings)(Observation(kp, torch.ones(kp.shape[:2]), fmt))
+    assert len(calls) == 5
+    for k, (t, eps, _) in enumerate(calls):
+        if carry_noise and k not in (0, 2):  # 0: the frame's first step, 2: t rises from the cold schedule
+            assert calls[k - 1][0] >= t and eps is calls[k - 1][2]
+        else:
+            assert eps is None
+    calls.clear()
+    FewStepRefiner(prior, fmt, settings)(Observation(kp, torch.ones(kp.shape[:2]), fmt), BodyState(out.pose, out.transl))
+    assert [eps is None for _, eps, _ in calls] == [True, not carry_noise, not carry_noise]

@@ -192,7 +192,7 @@ class Track:
 
 
 _SOLVER = RefineSettings()
-SOLVER_FIELDS = ("steps", "t_max", "t_min", "prior_weight", "sigma_cm", "temporal_weight", "hold_weight", "hold_decay",
+SOLVER_FIELDS = ("steps", "t_max", "t_min", "prior_weight", "hand_prior_weight", "sigma_cm", "temporal_weight", "hold_weight", "hold_decay",
                  "hidden_prior_weight")
 
 
@@ -203,6 +203,7 @@ class CoreSettings:
     t_max: float = _SOLVER.t_max
     t_min: float = _SOLVER.t_min
     prior_weight: float = _SOLVER.prior_weight
+    hand_prior_weight: float = _SOLVER.hand_prior_weight
     sigma_cm: float = _SOLVER.sigma_cm
     temporal_weight: float = _SOLVER.temporal_weight
     hold_weight: float = _SOLVER.hold_weight

@@ -18,7 +18,7 @@ class NoPriorRefiner(FewStepRefiner):
 
     evals_per_step = 0
 
-    def prior_pulls(self, pose, t, generator) -> list[Pull]:
+    def prior_pulls(self, pose, t, generator, carry) -> list[Pull]:
         return []
 
 
@@ -34,14 +34,13 @@ class _VectorPullRefiner(FewStepRefiner):
 
 
 class GMMRefiner(_VectorPullRefiner):
-    """SMPLify's prior: a pull towards the mean of the most likely mixture component, weighted by its precision
-    times `settings.prior_weight`."""
+    """SMPLify's prior: a pull towards the mean of the most likely mixture component, weighted by its precision."""
 
     def __init__(self, prior, fmt, gmm: GMMPrior, settings: RefineSettings = RefineSettings()) -> None:
         super().__init__(prior, fmt, settings)
         self.gmm = gmm
 
-    def prior_pulls(self, pose, t, generator) -> list[Pull]:
+    def prior_pulls(self, pose, t, generator, carry) -> list[Pull]:
         batch = pose.shape[0]
         vec = to_vector(pose)
         n = 3 * len(FREE_JOINTS)
@@ -54,25 +53,24 @@ class GMMRefiner(_VectorPullRefiner):
                 cols = (3 * self._slot_joints(slot)[:, None] + torch.arange(3)).reshape(-1)
                 sign = torch.tensor([1.0, -1.0, -1.0]).repeat(15) if slot == "left_hand" else torch.ones(len(cols))
                 block = prec * sign[None, :, None] * sign[None, None, :]  # the mirror flips y, z of left hands
-                precision[:, cols[:, None], cols[None, :]] = self.settings.prior_weight * block
+                precision[:, cols[:, None], cols[None, :]] = block
         target = from_vector(target_vec, pose)[0][:, list(FREE_JOINTS)]
         return [Pull(target, precision=precision)]
 
 
 class VAERefiner(_VectorPullRefiner):
     """VPoser's prior as a projection: a pull towards decode(encode(pose)), weighted like the diffusion prior
-    (per-entry 1 / std, times `settings.prior_weight`)."""
+    (per-entry 1 / std)."""
 
     def __init__(self, prior, fmt, vae: VAEPrior, settings: RefineSettings = RefineSettings()) -> None:
         super().__init__(prior, fmt, settings)
         self.vae = vae
 
-    def prior_pulls(self, pose, t, generator) -> list[Pull]:
+    def prior_pulls(self, pose, t, generator, carry) -> list[Pull]:
         vec = to_vector(pose)
         target_vec = vec.clone()
         for group, slots in _GROUP_SLOTS.items():
             for slot in slots:
                 target_vec[:, SLICES[slot]] = self.vae.project(group, vec[:, SLICES[slot]])
         target = from_vector(target_vec, pose)[0][:, list(FREE_JOINTS)]
-        w = self.settings.prior_weight
-        return [Pull(target, self.prior_scale * w**0.5)]
+        return [Pull(target, self.prior_scale)]

@@ -1,7 +1,9 @@
 """Few-step truncated refinement for streams: a handful of prior evaluations per frame, warm-started.
 
-Each step s takes t_s from the truncated schedule, noises the current pose to x_t, asks the prior (no gradient,
-so any inference engine serves) for the denoised pose x0_hat, and takes a Gauss-Newton step on
+Each step s takes t_s from the truncated schedule, noises the current pose to x_t = mean(t_s) x + std(t_s) eps,
+with eps the noise the prior predicted at the step before (zero at a frame's first step: DDIM with eta = 0, the
+deterministic re-noising of DiffPIR), asks the prior (no gradient, so any inference engine serves) for the
+denoised pose x0_hat, and takes a Gauss-Newton step on
     sum_k c_k rho(||kp_k(theta) - y_k||)  +  w(t_s) ||(theta - theta0_hat) / sigma||^2  +  temporal pull,
 where kp_k are the format's keypoints through SMPL-X kinematics, c_k their confidences, rho a robust
 (Geman-McClure) loss, and sigma the prior's per-entry scale. The root rotation and translation are not
@@ -36,7 +38,8 @@ class RefineSettings:
     steps: int = 4  # prior evaluations per frame (at most 8)
     t_max: float = 0.9
     t_min: float = 0.3
-    prior_weight: float = 0.1  # chosen on the validation split (bench/eval/tuning.md)
+    prior_weight: float = 0.3  # strength of the prior on the body joints, chosen on the validation split
+    hand_prior_weight: float = 0.1  # ... and on the finger joints (bench/eval/tuning.md)
     temporal_weight: float = 2.0  # pull towards the previous frame (per radian^2), 0 for none
     hold_weight: float = 50.0  # extra pull towards the previous frame on a joint no keypoint sees (per radian^2) ...
     hidden_prior_weight: float = 10.0  # the prior's pull on a joint no keypoint sees is this many times stronger
@@ -51,7 +54,8 @@ class RefineSettings:
     min_part_points: int = 3  # keypoints with confidence > 0.1 needed to call a part observed
     schedule: str = "truncated"  # "truncated" (t_max -> t_min) or "uniform" (t ~ U(1e-3, 1) per step: the ablation)
     min_prior_std: float = 1e-3  # floor (radians) of the per-entry scale that weights the prior pull
-    noise: bool = False  # deterministic x_t = mean(t) x; True noises x_t as in DPoser (measured worse here)
+    noise: bool = False  # True: a frame's first x_t gets fresh Gaussian noise as in DPoser (measured worse here)
+    carry_noise: bool = True  # later steps re-use the noise the prior predicted (DDIM eta = 0); False: as the first
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -61,20 +65,23 @@ class RefineSettings:
             raise ValueError(f"steps must be between 1 and 8 network evaluations per frame, got {self.steps}")
 
 
-def prior_targets(prior, pose: torch.Tensor, t: float, generator: torch.Generator | None, noise: bool) -> torch.Tensor:
-    """Denoised pose (B, 55, 3): body and hands each through the prior once (one batched call)."""
+def prior_targets(prior, pose: torch.Tensor, t: float, generator: torch.Generator | None, noise: bool,
+                  eps: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Denoised pose (B, 55, 3) and the predicted noise (2B, DIM): body and hands each through the prior once (one
+    batched call). x_t = mean(t) x + std(t) z with z = `eps` when given, else Gaussian noise or zero (`noise`)."""
     batch = pose.shape[0]
     x = (to_vector(pose) - prior.mean) / prior.std
     masks = torch.tensor(PRIOR_GROUPS).repeat_interleave(batch, dim=0)
     x = x.repeat(len(PRIOR_GROUPS), 1)
     tt = torch.full((x.shape[0],), t)
     mean, std = prior.sde.mean_std(tt)
-    z = torch.randn(x.shape, generator=generator) if noise else torch.zeros_like(x)
-    x_t = mean[:, None] * x + std[:, None] * z
-    eps = torch.as_tensor(prior.eps(x_t, tt, masks))
-    x0 = (x_t - std[:, None] * eps) / mean[:, None]
+    if eps is None:
+        eps = torch.randn(x.shape, generator=generator) if noise else torch.zeros_like(x)
+    x_t = mean[:, None] * x + std[:, None] * eps
+    eps_hat = torch.as_tensor(prior.eps(x_t, tt, masks))
+    x0 = (x_t - std[:, None] * eps_hat) / mean[:, None]
     x0 = (x0 * torch.repeat_interleave(masks, torch.tensor([63, 45, 45, 103]), dim=1)).reshape(len(PRIOR_GROUPS), batch, -1).sum(0)
-    return from_vector(x0 * prior.std + prior.mean, pose)[0]
+    return from_vector(x0 * prior.std + prior.mean, pose)[0], eps_hat
 
 
 def cold_start(fk, points: AttachedPoints, obs: Observation, rest_scale: torch.Tensor, s: RefineSettings):
@@ -125,6 +132,9 @@ class FewStepRefiner:
         self.prior_scale = scale[self.free]
         self.wrists = [(FREE_JOINTS.index(smplx_neutral().index(f"{side}_wrist")), PARTS.index(f"{side}_hand"))
                        for side in ("left", "right")]
+        hands = set(PART_JOINTS["left_hand"]) | set(PART_JOINTS["right_hand"])
+        self.part_weight = torch.tensor([[settings.hand_prior_weight if j in hands else settings.prior_weight]
+                                         for j in FREE_JOINTS])  # (F, 1): the prior's strength on each joint
         rest = torch.full((NUM_JOINTS, 3), settings.rest_weight**0.5)
         rest[0] = 0.0
         self.rest_scale = rest[self.free]
@@ -170,13 +180,16 @@ class FewStepRefiner:
         zero = torch.zeros(batch, len(FREE_JOINTS), 3)
         observed = self.observed_parts(obs.confidence)
         # a joint no keypoint sees has only the prior to go by: its pull is hidden_prior_weight times stronger
-        factor = torch.where(seen, 1.0, s.hidden_prior_weight**0.5)[..., None]
+        factor = torch.where(seen, 1.0, s.hidden_prior_weight**0.5)[..., None] * self.part_weight.sqrt()
         # the body captures never rotate the wrists, so the prior pins them at zero; when a hand is seen, its
         # orientation comes from the wrist: release that wrist from the prior (measured: hands 86 -> 6 mm)
         for k, part in self.wrists:
             factor[:, k, 0] *= (~observed[:, part]).float()
+        use_prior = bool(self.part_weight.any())
+        carry: dict = {}  # what a prior term hands from one step to the next within this frame
         for t in schedule:
-            pulls = [_scaled(p, factor) for p in self.prior_pulls(roma.rotmat_to_rotvec(local), t, gen)]
+            pose = roma.rotmat_to_rotvec(local)
+            pulls = [_scaled(p, factor) for p in self.prior_pulls(pose, t, gen, carry)] if use_prior else []
             pulls.append(Pull(zero, self.rest_scale))
             if previous is not None and (s.temporal_weight > 0 or s.hold_weight > 0):
                 pulls.append(Pull(previous, hold))
@@ -186,17 +199,20 @@ class FewStepRefiner:
         completed = ~observed
         completed[:, PARTS.index("face")] = False  # no face prior: the face is neither observed nor completed
         joints = self.fk.from_rotmat(local, transl).joints
-        return Refined(pose, transl, joints, observed, completed, network_evals=len(schedule) * self.evals_per_step,
-                       hidden_frames=hidden)
+        evals = len(schedule) * self.evals_per_step if use_prior else 0
+        return Refined(pose, transl, joints, observed, completed, network_evals=evals, hidden_frames=hidden)
 
     evals_per_step = 1
 
-    def prior_pulls(self, pose: torch.Tensor, t: float, generator: torch.Generator) -> list[Pull]:
-        """The diffusion prior's term at step time t: a pull towards the denoised pose, weighted by w(t) / sigma^2."""
+    def prior_pulls(self, pose: torch.Tensor, t: float, generator: torch.Generator, carry: dict) -> list[Pull]:
+        """The prior's term at step time t at unit strength (the solver scales it per joint): here a pull towards
+        the denoised pose, weighted by DPoser's w(t) / sigma^2. `carry` holds the predicted noise between steps."""
         s = self.settings
-        if s.prior_weight == 0:
-            return []
-        target = prior_targets(self.prior, pose, t, generator, s.noise)[:, self.free]
+        descending = carry.get("t", float("inf")) >= t  # the cold start's schedule ends below the next one's start
+        target, eps = prior_targets(self.prior, pose, t, generator, s.noise, carry.get("eps") if descending else None)
+        if s.carry_noise:
+            carry.update(eps=eps, t=t)
+        target = target[:, self.free]
         mean, std = self.prior.sde.mean_std(torch.tensor(t))
-        w_t = s.prior_weight * 0.5 * torch.sqrt(1.0 + mean / std)
+        w_t = 0.5 * torch.sqrt(1.0 + mean / std)
         return [Pull(target, self.prior_scale * w_t.sqrt())]
