@@ -46,27 +46,36 @@ def main() -> None:
             raise RuntimeError(errors["few_step"])
         methods[label] = built["few_step"]
     result = evaluate(methods, corruptions, clips, seed=0)
-    cells = {(r.corruption, r.method): r.metrics for r in result.rows}
+    data = {"clips": args.clips, "frames": args.frames, "variants": VARIANTS, "methods": list(methods),
+            "rows": [{"corruption": r.corruption, "method": r.method, "metrics": r.metrics} for r in result.rows]}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(
-        {"clips": args.clips, "frames": args.frames, "variants": VARIANTS,
-         "rows": [{"corruption": c, "method": m, "metrics": v} for (c, m), v in cells.items()]}, indent=1))
-    names = list(methods)
-    lines = [f"MPJPE all / occluded joints (mm), {args.clips} test clips x {args.frames} frames, "
+    args.out.with_suffix(".json").write_text(json.dumps(data, indent=1))
+    print(write_table(data, args.out))
+
+
+def _occluded(metrics: dict) -> float | None:
+    value = metrics["mpjpe_occluded"]
+    return None if value is None or value != value else value  # None or NaN: no occluded joints
+
+
+def write_table(data: dict, out: Path) -> str:
+    """Markdown table (MPJPE all / occluded, best of each row in bold) of an ablation run -> out.md; returns it."""
+    cells = {(r["corruption"], r["method"]): r["metrics"] for r in data["rows"]}
+    names = data["methods"]
+    lines = [f"MPJPE all / occluded joints (mm), {data['clips']} test clips x {data['frames']} frames, "
              "command `python bench/schedule_ablation.py`. **Bold**: best of the row.", "",
              "| corruption | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for cor in CORRUPTIONS:
         values = [cells[(cor, m)] for m in names]
-        key = "mpjpe_occluded" if values[0]["mpjpe_occluded"] is not None else "mpjpe_all"
-        best = min(v[key] for v in values)
+        score = [_occluded(v) if _occluded(values[0]) is not None else v["mpjpe_all"] for v in values]
         row = []
-        for v in values:
-            text = f"{v['mpjpe_all']:.1f}" + (f" / {v['mpjpe_occluded']:.1f}" if v["mpjpe_occluded"] is not None else "")
-            row.append(f"**{text}**" if v[key] == best else text)
+        for v, sc in zip(values, score):
+            text = f"{v['mpjpe_all']:.1f}" + (f" / {_occluded(v):.1f}" if _occluded(v) is not None else "")
+            row.append(f"**{text}**" if sc == min(score) else text)
         lines.append(f"| {cor} | " + " | ".join(row) + " |")
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-
+    text = "\n".join(lines) + "\n"
+    Path(out).with_suffix(".md").write_text(text)
+    return text
 
 if __name__ == "__main__":
     main()
