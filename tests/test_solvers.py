@@ -20,6 +20,7 @@ from dposer_ros.solvers.baselines import GMMRefiner
 from dposer_ros.solvers.full import FullOptimizer, FullSettings
 from dposer_ros.solvers.gauss_newton import inverse_right_jacobian
 from dposer_ros.solvers.generate import average_pairwise_distance, complete, sample
+from dposer_ros.solvers.refine import FREE_JOINTS as FREE_JOINTS_OF_REFINER
 from dposer_ros.solvers.refine import FewStepRefiner, RefineSettings
 from dposer_ros.solvers.types import BodyState, Observation
 
@@ -178,6 +179,80 @@ def test_hand_prior_weight_moves_the_fingers_only():
     weak, strong = (FewStepRefiner(prior, fmt, RefineSettings(hand_prior_weight=w))(obs, state) for w in (0.0, 100.0))
     fingers = slice(25, 55)
     assert strong.pose[0, fingers].norm(dim=-1).mean() < 0.3 * weak.pose[0, fingers].norm(dim=-1).mean()
+    assert torch.allclose(strong.pose[0, :22], weak.pose[0, :22], atol=1e-4)
+
+
+def test_spine_from_prior_leaves_the_bend_to_the_prior():
+    """Keypoints see the three spine rotations only together: with `spine_from_prior` the spine does not count as
+    seen when the torso is, so the prior's stronger hidden-joint pull splits the bend (here: a zero-mean prior straightens the spine,
+    the pelvis takes the bend) while the keypoints stay fitted."""
+    names = smplx_neutral().names
+    spine = [names.index(n) for n in ("spine1", "spine2", "spine3")]
+    pose = torch.zeros(1, 55, 3)
+    pose[0, spine, 0] = 0.35  # bent forwards at the spine, pelvis upright
+    fmt = get_format("coco17")
+    kp = fmt.from_posed(ForwardKinematics()(pose, torch.zeros(1, 3))).float()
+    obs = Observation(kp, torch.ones(kp.shape[:2]), fmt)
+    state = BodyState(pose, torch.zeros(1, 3))
+    prior = GaussianPrior(torch.full((DIM,), 0.3))
+    runs = {}
+    for flag in (False, True):
+        refiner = FewStepRefiner(prior, fmt, RefineSettings(spine_from_prior=flag, hidden_prior_weight=100.0,
+                                                            hidden_prior_ramp=False, temporal_weight=0.0, hold_weight=0.0))
+        free = list(refiner.free)
+        seen = refiner.seen_joints(obs.confidence)[0]
+        assert seen[[free.index(j) for j in spine]].eq(not flag).all()
+        assert seen[free.index(names.index("neck"))]  # the other seen joints stay seen
+        runs[flag] = refiner(obs, state)
+    hands = resolve_format("mediapipe_hand21_left+mediapipe_hand21_right")  # no torso seen: the spine stays seen
+    refiner = FewStepRefiner(prior, hands, RefineSettings(spine_from_prior=True))
+    assert refiner.seen_joints(torch.ones(1, len(hands.keypoint_names)))[0, [list(refiner.free).index(j) for j in spine]].all()
+    bend = lambda out: out.pose[0, spine].norm(dim=-1).sum()
+    assert bend(runs[True]) < 0.5 * bend(runs[False])
+    assert runs[True].pose[0, 0, 0] > runs[False].pose[0, 0, 0] + 0.1  # the pelvis took part of it
+    fit = lambda out: (fmt.from_posed(ForwardKinematics()(out.pose, out.transl)) - kp).norm(dim=-1).mean()
+    assert fit(runs[True]) < 0.03
+
+
+def test_hidden_prior_pull_ramps_up_as_the_hold_fades():
+    """With `hidden_prior_ramp`, a joint hidden for one frame is pulled by the prior like a seen one (its hold does
+    the work), one hidden for many frames hidden_prior_weight times harder; without it, from the first frame."""
+    names = smplx_neutral().names
+    elbow = names.index("left_elbow")
+    fmt = get_format("coco17")
+    pose = torch.zeros(1, 55, 3)
+    pose[0, elbow] = torch.tensor([0.0, 0.0, 1.2])
+    kp = fmt.from_posed(ForwardKinematics()(pose, torch.zeros(1, 3))).float()
+    conf = torch.ones(kp.shape[:2])
+    conf[0, fmt.keypoint_names.index("left_wrist")] = 0.0  # nothing sees the elbow turn
+    obs = Observation(kp, conf, fmt)
+    prior = GaussianPrior(torch.full((DIM,), 0.3))
+    base = dict(hidden_prior_weight=100.0, temporal_weight=0.0, hold_weight=50.0, hold_decay=0.5)
+    free = list(FREE_JOINTS_OF_REFINER)
+    turned = {}
+    for ramp in (False, True):
+        refiner = FewStepRefiner(prior, fmt, RefineSettings(hidden_prior_ramp=ramp, **base))
+        for frames_hidden in (0, 30):
+            hidden = torch.zeros(1, len(free))
+            hidden[0, free.index(elbow)] = frames_hidden
+            out = refiner(obs, BodyState(pose, torch.zeros(1, 3), hidden_frames=hidden))
+            turned[ramp, frames_hidden] = out.pose[0, elbow].norm()
+    assert turned[True, 0] > 0.8 > 0.3 > turned[False, 0]  # first hidden frame: with the ramp the hold wins
+    assert torch.isclose(turned[True, 30], turned[False, 30], atol=1e-3)  # a long gap: the same full pull
+
+
+def test_rest_pull_has_its_own_strength_on_the_fingers(prior):
+    """`hand_rest_weight` pulls the unseen fingers towards the rest pose and leaves the body as it was."""
+    fmt, kp, _ = _keypoints("coco17", batch=1)
+    init = torch.zeros(1, 55, 3)
+    init[0, 25:55] = torch.randn(30, 3, generator=torch.Generator().manual_seed(1)) * 0.4
+    state = BodyState(init, torch.zeros(1, 3))
+    obs = Observation(kp.float(), torch.ones(kp.shape[:2]), fmt)
+    base = dict(prior_weight=0.0, hand_prior_weight=0.0, temporal_weight=0.0, hold_weight=0.0)
+    weak, strong = (FewStepRefiner(prior, fmt, RefineSettings(hand_rest_weight=w, **base))(obs, state) for w in (0.0, 100.0))
+    fingers = slice(25, 55)
+    assert torch.allclose(weak.pose[0, fingers], init[0, fingers], atol=1e-3)
+    assert strong.pose[0, fingers].norm(dim=-1).mean() < 0.1 * init[0, fingers].norm(dim=-1).mean()
     assert torch.allclose(strong.pose[0, :22], weak.pose[0, :22], atol=1e-4)
 
 

@@ -7,7 +7,10 @@ denoised pose x0_hat, and takes a Gauss-Newton step on
     sum_k c_k rho(||kp_k(theta) - y_k||)  +  w(t_s) ||(theta - theta0_hat) / sigma||^2  +  temporal pull,
 where kp_k are the format's keypoints through SMPL-X kinematics, c_k their confidences, rho a robust
 (Geman-McClure) loss, and sigma the prior's per-entry scale. The root rotation and translation are not
-pulled by the prior: a new track starts from a rigid alignment of the rest pose, later frames from the last.
+pulled by the prior: a new track starts from a rigid alignment of the rest pose and prior steps from t = 1, later
+frames from the last. A joint no keypoint sees (and, when the torso is seen, the spine, whose three rotations the
+keypoints see only together) is held at its last pose while the hold fades, and pulled by the prior
+`hidden_prior_weight` times harder as it does.
 """
 
 from __future__ import annotations
@@ -38,19 +41,23 @@ class RefineSettings:
     steps: int = 4  # prior evaluations per frame (at most 8)
     t_max: float = 0.9
     t_min: float = 0.3
-    prior_weight: float = 0.3  # strength of the prior on the body joints, chosen on the validation split
-    hand_prior_weight: float = 0.1  # ... and on the finger joints (bench/eval/tuning.md)
+    prior_weight: float = 0.6  # strength of the prior on the body joints, chosen on the validation split
+    hand_prior_weight: float = 0.1  # ... and on the finger joints (bench/eval/tuning*.md)
     temporal_weight: float = 2.0  # pull towards the previous frame (per radian^2), 0 for none
     hold_weight: float = 50.0  # extra pull towards the previous frame on a joint no keypoint sees (per radian^2) ...
     hidden_prior_weight: float = 10.0  # the prior's pull on a joint no keypoint sees is this many times stronger
-    hold_decay: float = 0.5  # ... times hold_decay^(frames it has been hidden - 1): the prior takes over a long gap
-    rest_weight: float = 0.01  # weak pull towards the rest pose (keeps unobserved, un-priored joints still)
+    hold_decay: float = 0.7  # ... times hold_decay^(frames it has been hidden - 1): the prior takes over a long gap
+    hidden_prior_ramp: bool = True  # ... growing as the hold fades: 1 + (w - 1)(1 - hold_decay^(frames hidden - 1))
+    rest_weight: float = 0.3  # weak pull of the body joints towards the rest pose (per radian^2)
+    hand_rest_weight: float = 0.01  # ... and of the finger joints
+    spine_from_prior: bool = True  # when the torso is seen, the spine joints do not count as seen: keypoints see the
+    # three spine rotations only together, so the prior (with hidden_prior_weight) splits the bend, pelvis included
     sigma_cm: float = 10.0  # robust scale of the keypoint residuals
     damping: float = 1e-2
     cold_start_iters: int = 6  # data-only Gauss-Newton steps for a new track, after the rigid alignment
-    cold_prior_steps: int = 4  # then prior steps on a longer schedule, so that a new track starts on the pose manifold
-    cold_t_max: float = 0.4
-    cold_t_min: float = 0.1
+    cold_prior_steps: int = 4  # then prior steps on their own schedule, so that a new track starts on the pose
+    cold_t_max: float = 1.0  # manifold: from t = 1, where the prior knows nothing of the pose, it proposes a typical one
+    cold_t_min: float = 0.3
     min_part_points: int = 3  # keypoints with confidence > 0.1 needed to call a part observed
     schedule: str = "truncated"  # "truncated" (t_max -> t_min) or "uniform" (t ~ U(1e-3, 1) per step: the ablation)
     min_prior_std: float = 1e-3  # floor (radians) of the per-entry scale that weights the prior pull
@@ -82,6 +89,11 @@ def prior_targets(prior, pose: torch.Tensor, t: float, generator: torch.Generato
     x0 = (x_t - std[:, None] * eps_hat) / mean[:, None]
     x0 = (x0 * torch.repeat_interleave(masks, torch.tensor([63, 45, 45, 103]), dim=1)).reshape(len(PRIOR_GROUPS), batch, -1).sum(0)
     return from_vector(x0 * prior.std + prior.mean, pose)[0], eps_hat
+
+
+# joints whose keypoints say where the torso is (spine_from_prior)
+TORSO_JOINTS = ("pelvis", "left_hip", "right_hip", "spine1", "spine2", "spine3", "neck", "left_collar", "right_collar",
+                "head", "left_shoulder", "right_shoulder", "jaw", "left_eye_smplhf", "right_eye_smplhf")
 
 
 def cold_start(fk, points: AttachedPoints, obs: Observation, rest_scale: torch.Tensor, s: RefineSettings):
@@ -136,6 +148,7 @@ class FewStepRefiner:
         self.part_weight = torch.tensor([[settings.hand_prior_weight if j in hands else settings.prior_weight]
                                          for j in FREE_JOINTS])  # (F, 1): the prior's strength on each joint
         rest = torch.full((NUM_JOINTS, 3), settings.rest_weight**0.5)
+        rest[list(hands)] = settings.hand_rest_weight**0.5
         rest[0] = 0.0
         self.rest_scale = rest[self.free]
         part_of = {j: p for p, js in PART_JOINTS.items() for j in js}
@@ -150,10 +163,19 @@ class FewStepRefiner:
         at_joint = torch.tensor([[float(j == f and abs(off).sum() == 0) for f in FREE_JOINTS]
                                  for j, off in zip(fmt.joints, fmt.offsets)])
         self.sees = (self.points.chain - at_joint).clamp(min=0)
+        names = smplx_neutral().names
+        self.spine = [FREE_JOINTS.index(names.index(n)) for n in ("spine1", "spine2", "spine3")]
+        self.torso = torch.tensor([float(names[int(j)] in TORSO_JOINTS) for j in fmt.joints])  # (K,)
 
     def seen_joints(self, confidence: torch.Tensor) -> torch.Tensor:
-        """(B, K) confidences -> (B, F) bool: free joints whose rotation moves a confident keypoint."""
-        return ((confidence > 0.1).float() @ self.sees) > 0
+        """(B, K) confidences -> (B, F) bool: free joints whose rotation moves a confident keypoint (with
+        `spine_from_prior`, the spine joints not when the torso is seen: measured on hand-only input, an unseen spine
+        turned the wrists)."""
+        seen = ((confidence > 0.1).float() @ self.sees) > 0
+        if self.settings.spine_from_prior:
+            torso = ((confidence > 0.1).float() @ self.torso) >= self.settings.min_part_points
+            seen[:, self.spine] &= ~torso[:, None]
+        return seen
 
     def observed_parts(self, confidence: torch.Tensor) -> torch.Tensor:
         """(B, K) confidences -> (B, 4) bool: parts with at least `min_part_points` confident keypoints."""
@@ -180,7 +202,10 @@ class FewStepRefiner:
         zero = torch.zeros(batch, len(FREE_JOINTS), 3)
         observed = self.observed_parts(obs.confidence)
         # a joint no keypoint sees has only the prior to go by: its pull is hidden_prior_weight times stronger
-        factor = torch.where(seen, 1.0, s.hidden_prior_weight**0.5)[..., None] * self.part_weight.sqrt()
+        boost = torch.full_like(hidden, s.hidden_prior_weight)
+        if s.hidden_prior_ramp and previous is not None:  # ... once the hold has faded (a new track has no hold)
+            boost = 1.0 + (s.hidden_prior_weight - 1.0) * (1.0 - s.hold_decay ** (hidden - 1).clamp(min=0))
+        factor = torch.where(seen, 1.0, boost.sqrt())[..., None] * self.part_weight.sqrt()
         # the body captures never rotate the wrists, so the prior pins them at zero; when a hand is seen, its
         # orientation comes from the wrist: release that wrist from the prior (measured: hands 86 -> 6 mm)
         for k, part in self.wrists:
