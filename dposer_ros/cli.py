@@ -93,6 +93,24 @@ def _baselines(args: argparse.Namespace) -> int:
     return 0
 
 
+def _completion(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from .dataset.poses import load_dataset
+    from .prior.completion import train_completion
+
+    torch.set_num_threads(args.threads)
+    data = load_dataset(args.dataset)
+    train_data = data.subset(data.split_mask("train") & data.part_mask[:, 0].astype(bool))
+    model = train_completion(torch.from_numpy(np.asarray(train_data.pose)), steps=args.steps, seed=args.seed)
+    model.meta.update(dataset=str(args.dataset), command="dposer completion " + " ".join(
+        f"--{k.replace('_', '-')} {v}" for k, v in (("steps", args.steps), ("seed", args.seed))))
+    model.save(args.out)
+    print(f"completion model: {args.out} (final training loss {model.meta['final_loss']})")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from .ros.commands import run_demo
 
@@ -216,6 +234,14 @@ def build_parser() -> argparse.ArgumentParser:
     base.add_argument("--vae-steps", type=int, default=3000, help="VAE training steps per part group")
     base.add_argument("--threads", type=int, default=1, help="torch threads")
     base.set_defaults(func=_baselines)
+
+    comp = commands.add_parser("completion", help="train the completion of hidden body joints from the seen ones")
+    comp.add_argument("--dataset", type=Path, default=default_dataset_path(), help="dataset file")
+    comp.add_argument("--out", type=Path, default=Path("models/dposer_cpu/completion.pt"), help="output file")
+    comp.add_argument("--steps", type=int, default=15000, help="training steps (batch 512)")
+    comp.add_argument("--seed", type=int, default=0, help="random seed")
+    comp.add_argument("--threads", type=int, default=1, help="torch threads")
+    comp.set_defaults(func=_completion)
 
     demo = commands.add_parser("demo", help="the end-to-end demo: the refine node on a held-out take with occluded legs")
     add_demo_arguments(demo)

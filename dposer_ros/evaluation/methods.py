@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 Builder = Callable[[object, dict], "MethodFactory"]
 DEFAULT_BASELINES_DIR = Path(__file__).resolve().parents[2] / "models" / "dposer_cpu" / "baselines"
+DEFAULT_COMPLETION = DEFAULT_BASELINES_DIR.parent / "completion.pt"
 METHOD_SETTINGS = Path(__file__).resolve().parents[2] / "config" / "solvers" / "methods.yaml"
 
 
@@ -57,8 +58,17 @@ def _baseline(name: str, cls: str, argument: str, model_cls: str, file: str) -> 
     return build
 
 
+def _with_completion(prior, options: dict | None = None) -> MethodFactory:
+    """The few-step refiner with the completion model as the target of hidden body joints."""
+    from ..prior.completion import Completion
+
+    completion = Completion.load(Path((options or {}).get("completion") or DEFAULT_COMPLETION))
+    return _solver("solvers.refine", "FewStepRefiner", "few_step_completion", completion=completion)(prior, options)
+
+
 METHODS: dict[str, Builder] = {
     "few_step": _solver("solvers.refine", "FewStepRefiner", "few_step"),  # the diffusion prior, few steps
+    "few_step_completion": _with_completion,  # ... with hidden body joints pulled to their completion
     "full": _solver("solvers.full", "FullOptimizer"),  # published DPoser optimisation (default FullSettings; slow)
     "no_prior": _solver("solvers.baselines", "NoPriorRefiner", "no_prior"),  # the same solver without a prior term
     "gmm": _baseline("gmm", "GMMRefiner", "gmm", "GMMPrior", "gmm.npz"),  # SMPLify-style GMM prior

@@ -130,8 +130,9 @@ class FewStepRefiner:
     swap the prior term (`prior_pulls`) and keep the rest: the baselines are compared under the same solver.
     """
 
-    def __init__(self, prior, fmt, settings: RefineSettings = RefineSettings()) -> None:
+    def __init__(self, prior, fmt, settings: RefineSettings = RefineSettings(), completion=None) -> None:
         self.prior, self.format, self.settings = prior, fmt, settings
+        self.completion = completion  # a `prior.completion.Completion`: the target of hidden body joints
         self.fk = ForwardKinematics()
         self.points = AttachedPoints(self.fk, fmt.joints, fmt.offsets, FREE_JOINTS)
         self.schedule = TruncatedSchedule(settings.t_max, settings.t_min) if settings.schedule == "truncated" else UniformSchedule()
@@ -211,7 +212,8 @@ class FewStepRefiner:
         for k, part in self.wrists:
             factor[:, k, 0] *= (~observed[:, part]).float()
         use_prior = bool(self.part_weight.any())
-        carry: dict = {}  # what a prior term hands from one step to the next within this frame
+        # what a prior term hands from one step to the next within this frame (and which joints keypoints see)
+        carry: dict = {"seen": ((obs.confidence > 0.1).float() @ self.sees) > 0}
         for t in schedule:
             pose = roma.rotmat_to_rotvec(local)
             pulls = [_scaled(p, factor) for p in self.prior_pulls(pose, t, gen, carry)] if use_prior else []
@@ -238,6 +240,10 @@ class FewStepRefiner:
         if s.carry_noise:
             carry.update(eps=eps, t=t)
         target = target[:, self.free]
+        if self.completion is not None:  # hidden body joints: their mean given the seen ones
+            hidden = ~carry["seen"][:, 1 : 1 + len(PART_JOINTS["body"])]
+            body = target[:, 1 : 1 + len(PART_JOINTS["body"])]
+            body[hidden] = self.completion(pose, hidden)[hidden]
         mean, std = self.prior.sde.mean_std(torch.tensor(t))
         w_t = 0.5 * torch.sqrt(1.0 + mean / std)
         return [Pull(target, self.prior_scale * w_t.sqrt())]
