@@ -43,7 +43,7 @@ def _run(job: tuple[str, dict, dict]) -> tuple[str, dict, dict[str, float]]:
 
     prior = PosePrior.load(ROOT / "models" / "dposer_cpu" / "prior.pt")
     data = load_dataset(default_dataset_path())
-    clips = (select_clips(data, cfg["clips"], cfg["frames"], "body", cfg["seed"], cfg["split"])
+    clips = (select_clips(data, cfg["clips"], cfg["frames"], "body", cfg["seed"], cfg["split"], tuple(cfg.get("takes", ())))
              + select_clips(data, cfg["hand_clips"], cfg["frames"], "hands", cfg["seed"], cfg["split"]))
     del data
     corruptions = load_corruptions()

@@ -439,6 +439,10 @@ def test_clip_selection_is_deterministic_and_spreads_over_takes_and_sources():
     for c in many:
         i = int(np.flatnonzero((data.take == data.meta["takes"].index(c.take)) & (data.frame == c.start))[0])
         assert torch.equal(c.pose, torch.from_numpy(data.pose[i : i + 12]))
+    only = select_clips(data, 10, 12, "body", seed=0, takes=("s1/",))
+    assert [c.take for c in only] == ["s1/t3"]  # a take filter keeps only matching takes
+    with pytest.raises(ValueError, match="no test take matching nothing"):
+        select_clips(data, 2, 12, "body", seed=0, takes=("nothing",))
 
 
 def test_eval_command_end_to_end(tmp_path, capsys):

@@ -51,8 +51,9 @@ class Clip:
 
 
 def select_clips(data: PoseDataset, count: int, frames: int, kind: str = "body", seed: int = 0,
-                 split: str = "test") -> list[Clip]:
-    """`count` clips of `frames` frames from the `split` takes (see the module docstring)."""
+                 split: str = "test", takes: tuple[str, ...] = ()) -> list[Clip]:
+    """`count` clips of `frames` frames from the `split` takes (see the module docstring); with `takes`, only from
+    takes whose name holds one of these strings (e.g. ("lieDown", "squat") for poses near the floor)."""
     if kind not in KIND_PARTS:
         raise ValueError(f"clip kind must be one of {sorted(KIND_PARTS)}, got {kind!r}")
     if count <= 0:
@@ -60,6 +61,10 @@ def select_clips(data: PoseDataset, count: int, frames: int, kind: str = "body",
     if frames < 1:
         raise ValueError("clips need at least one frame")
     ok = data.split_mask(split) & data.part_mask[:, list(KIND_PARTS[kind])].all(1)
+    if takes:
+        names = data.meta["takes"]
+        wanted = np.array([any(t in name for t in takes) for name in names])
+        ok &= wanted[data.take]
     idx = np.flatnonzero(ok)
     idx = idx[np.lexsort((data.frame[idx], data.take[idx]))]
     # contiguous runs: same take, consecutive frame numbers, consecutive rows in idx
@@ -73,7 +78,8 @@ def select_clips(data: PoseDataset, count: int, frames: int, kind: str = "body",
         for k in range(len(run) // frames):
             slots.setdefault(src, {}).setdefault(take, []).append(run[offset + k * frames : offset + (k + 1) * frames])
     if not slots:
-        raise ValueError(f"no {split} take has {frames} consecutive frames with {kind} truth")
+        which = f" matching {', '.join(takes)}" if takes else ""
+        raise ValueError(f"no {split} take{which} has {frames} consecutive frames with {kind} truth")
     sources = sorted(slots, key=lambda s: data.meta["sources"][s])
     queues = {}
     for s in sources:

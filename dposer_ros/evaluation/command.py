@@ -43,7 +43,7 @@ def run_eval(args: argparse.Namespace) -> int:
     kinds = {c.clips for c in corruptions.values()}
     clips = []
     if "body" in kinds:
-        clips += select_clips(data, args.clips, args.frames, "body", args.seed)
+        clips += select_clips(data, args.clips, args.frames, "body", args.seed, takes=tuple(args.takes))
     if "hands" in kinds:
         clips += select_clips(data, args.hand_clips, args.frames, "hands", args.seed)
     del data
@@ -80,6 +80,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--methods", default="few_step", help=f"comma-separated, from: {', '.join(available_methods())}")
     parser.add_argument("--clips", type=int, default=12, help="body clips (test split, different takes and sources)")
     parser.add_argument("--hand-clips", type=int, default=4, help="hand clips (test split takes with both hands)")
+    parser.add_argument("--takes", type=lambda v: [t for t in v.split(",") if t], default=[],
+                        help="body clips only from takes whose name holds one of these comma-separated strings "
+                             "(e.g. lieDown,depositFloor,squat)")
     parser.add_argument("--frames", type=int, default=60, help="frames per clip (30 Hz)")
     parser.add_argument("--corruptions", default=None, help="comma-separated names (default: all in the corruption file)")
     parser.add_argument("--corruption-file", type=Path, default=None,
