@@ -1,7 +1,8 @@
 """Truncated against uniform timesteps in the few-step refiner, on the test clips of `dposer eval`.
 
 Every variant is the shipped few-step refiner (config/solvers/refine.yaml and its entry in
-config/solvers/methods.yaml) with only the schedule changed; all run side by side on the same clips, seeds and
+config/solvers/methods.yaml) with only the schedule changed (one variant: the settings shipped before tuning round
+6); all run side by side on the same clips, seeds and
 corruptions. Writes bench/eval/schedule_ablation.md and .json.
 
 Run: python bench/schedule_ablation.py
@@ -17,7 +18,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = {
-    "truncated 0.9 -> 0.3 (shipped)": {},
+    "truncated 0.45 -> 0.3 (shipped)": {},
+    "truncated 0.9 -> 0.3, prior_weight 0.6 (before round 6)": {"t_max": 0.9, "prior_weight": 0.6},
     "truncated 0.3 -> 0.05 (DPoser's range)": {"t_max": 0.3, "t_min": 0.05},
     "uniform t ~ U(0.001, 1)": {"schedule": "uniform"},
 }

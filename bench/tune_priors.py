@@ -45,6 +45,8 @@ def _run(job: tuple[str, dict, dict]) -> tuple[str, dict, dict[str, float]]:
     data = load_dataset(default_dataset_path())
     clips = (select_clips(data, cfg["clips"], cfg["frames"], "body", cfg["seed"], cfg["split"], tuple(cfg.get("takes", ())))
              + select_clips(data, cfg["hand_clips"], cfg["frames"], "hands", cfg["seed"], cfg["split"]))
+    for extra in cfg.get("extra_clips", ()):  # more body clips from named takes (e.g. the floor poses of round 6)
+        clips += select_clips(data, extra["clips"], cfg["frames"], "body", cfg["seed"], cfg["split"], tuple(extra["takes"]))
     del data
     corruptions = load_corruptions()
     corruptions = {c: corruptions[c] for c in cfg["corruptions"]}
@@ -91,7 +93,9 @@ def write_report(cfg: dict, rows: list[dict], config: Path, out: Path) -> str:
     head = "| method | settings | score | " + " | ".join(cfg["corruptions"]) + " |"
     lines = [f"# Prior strength chosen on the {cfg['split']} split", "",
              f"Command: `python bench/tune_priors.py --config {Path(config).resolve().relative_to(ROOT)}`: "
-             f"{cfg['clips']} body and {cfg['hand_clips']} hand clips of {cfg['frames']} frames. Score: mean over "
+             f"{cfg['clips']} body and {cfg['hand_clips']} hand clips of {cfg['frames']} frames"
+             + "".join(f", {e['clips']} body clips from takes {', '.join(e['takes'])}" for e in cfg.get("extra_clips", ()))
+             + ". Score: mean over "
              f"corruptions of the error divided by {ref['method']}'s (lower is better); errors in mm (occluded joints "
              "for occlusions, hand MPJPE for hand corruptions, all joints otherwise). **Bold**: each method's best, "
              "the setting used.", "", head, "|" + "---|" * (3 + len(cfg["corruptions"]))]
