@@ -21,15 +21,6 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def primary(corruption: str, metrics: dict) -> float:
-    """The error a corruption is judged by: hand MPJPE, occluded-joint MPJPE, or MPJPE of all joints."""
-    if corruption.startswith("hands_"):
-        return metrics["hand_mpjpe"]
-    if "occl" in corruption:
-        return metrics["mpjpe_occluded"]
-    return metrics["mpjpe_all"]
-
-
 def _run(job: tuple[str, dict, dict]) -> tuple[str, dict, dict[str, float]]:
     """One (method, settings): primary error per corruption on the validation clips (one torch thread)."""
     method, settings, cfg = job
@@ -38,6 +29,7 @@ def _run(job: tuple[str, dict, dict]) -> tuple[str, dict, dict[str, float]]:
     torch.set_num_threads(1)
     from dposer_ros.dataset.poses import default_dataset_path, load_dataset
     from dposer_ros.evaluation import evaluate, load_corruptions, select_clips
+    from dposer_ros.evaluation.compare import primary_metric
     from dposer_ros.evaluation.methods import build_methods
     from dposer_ros.prior.model import PosePrior
 
@@ -54,7 +46,8 @@ def _run(job: tuple[str, dict, dict]) -> tuple[str, dict, dict[str, float]]:
     if errors:
         raise RuntimeError(errors[method])
     result = evaluate(factories, corruptions, clips, seed=cfg["seed"], progress=False)
-    return method, settings, {r.corruption: primary(r.corruption, r.metrics) for r in result.rows}
+    return method, settings, {r.corruption: r.metrics[primary_metric(corruptions[r.corruption].to_dict())]
+                              for r in result.rows}
 
 
 def main() -> None:

@@ -24,6 +24,7 @@ from dposer_ros.evaluation.corruptions import (
     load_corruptions,
     resolve_format,
 )
+from dposer_ros.evaluation import compare
 from dposer_ros.evaluation.methods import METHODS, MethodError, build_methods
 from dposer_ros.evaluation.metrics import (
     BODY_JOINTS,
@@ -386,6 +387,64 @@ def test_runner_records_a_failing_method_and_goes_on(tmp_path):
     data = json.loads(paths["json"].read_text())
     assert {r["method"] for r in data["results"]} == {"broken", "unbuildable", "kp"}
     assert paths["plot"].stat().st_size > 1000
+
+
+def _result(per_clip: dict[str, dict[str, list]], sha1: str = "s") -> dict:
+    """A results.json by hand: method -> occluded-joint errors of clips c0, c1, ... under one limb occlusion."""
+    cor = Corruption("occ", "smplx55", occlusion=Occlusion("limb", (("l", LIMBS["left_leg"]),))).to_dict()
+    n = len(next(iter(per_clip.values())))
+    return {"methods": list(per_clip), "corruptions": [cor],
+            "inputs": {"occ": {"clips": [{"clip": f"c{i}", "sha1": sha1} for i in range(n)]}},
+            "results": [{"corruption": "occ", "method": m, "error": None,
+                         "clips": [{"clip": f"c{i}", "mpjpe_occluded": v, "mpjpe_all": 1.0} for i, v in enumerate(vals)]}
+                        for m, vals in per_clip.items()]}
+
+
+def test_paired_comparison_is_clip_by_clip():
+    assert compare.primary_metric(Corruption("n", "smplx55").to_dict()) == "mpjpe_all"
+    assert compare.primary_metric(Corruption("h", "smplx55", clips="hands").to_dict()) == "hand_mpjpe"
+    # b is 10 mm worse on every clip; c is better on most clips; the clip without occluded joints is left out
+    res = _result({"a": [100.0, 50.0, 80.0, None, 60.0], "b": [110.0, 60.0, 90.0, 70.0, 70.0],
+                   "c": [90.0, 45.0, 85.0, 10.0, 40.0]})
+    rows = {r["method"]: r for r in compare.paired(res, "a")}
+    b, c = rows["b"], rows["c"]
+    assert b["metric"] == "mpjpe_occluded" and b["clips"] == 4 and b["reference_better"] == 4
+    assert b["difference_mm"] == pytest.approx(-10.0) and b["ci95_mm"] == pytest.approx([-10.0, -10.0])
+    assert b["ratio"] == pytest.approx(290.0 / 330.0)
+    assert c["difference_mm"] == pytest.approx(7.5) and c["reference_better"] == 1
+    assert c["ci95_mm"][0] < 7.5 < c["ci95_mm"][1] and c["ratio_ci95"][0] < c["ratio"] < c["ratio_ci95"][1]
+    table = compare.markdown(compare.paired(res, "a"), "a")
+    assert "| occ | mpjpe_occluded | b | 4 | 72.5 | 82.5 | -10.0 (better) |" in table
+    assert compare.paired(res, "a") == compare.paired(res, "a")  # a fixed seed: the same interval every time
+
+
+def test_compare_merges_runs_and_refuses_different_streams(tmp_path, capsys):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps(_result({"few_step": [1.0, 2.0]})))
+    b.write_text(json.dumps(_result({"full": [2.0, 2.0]})))
+    assert compare.main([str(a), str(b)]) == 0
+    assert "| occ | mpjpe_occluded | full | 2 | 1.5 | 2.0 | -0.5 |" in capsys.readouterr().out
+    assert compare.main([str(a)]) == 2  # nothing to compare with
+    assert "--reference" in capsys.readouterr().err
+    b.write_text(json.dumps(_result({"full": [2.0, 2.0]}, sha1="other")))
+    assert compare.main([str(a), str(b)]) == 2
+    assert "different streams" in capsys.readouterr().err
+    b.write_text("{not json")
+    assert compare.main([str(a), str(b)]) == 2
+    assert "results.json" in capsys.readouterr().err
+
+
+def test_report_compares_the_first_method_with_the_others(tmp_path):
+    def shifted(fmt):
+        return lambda obs, init: refined(obs.points + 0.01)
+
+    cors = [Corruption("noise", "smplx55", noise_cm=(2.0, 2.0))]
+    res = evaluate({"kp": keypoints_only, "shifted": shifted}, cors, [make_clip("a", 6), make_clip("b", 6)],
+                   progress=False)
+    paths = write_report(res, tmp_path)
+    assert "| noise | mpjpe_all | shifted | 2 |" in paths["table"].read_text()
+    paired = json.loads(paths["json"].read_text())["paired"]
+    assert paired["reference"] == "kp" and paired["rows"][0]["difference_mm"] < 0
 
 
 def test_method_registry(tmp_path):

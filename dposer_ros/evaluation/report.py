@@ -6,6 +6,8 @@ import json
 import math
 from pathlib import Path
 
+from .compare import markdown as paired_markdown
+from .compare import paired
 from .runner import EvalResult
 
 COLUMNS = (  # (metric key, header, format)
@@ -27,7 +29,8 @@ def _fmt(value, pattern: str) -> str:
 
 
 def markdown_table(result: EvalResult) -> str:
-    """Rows: corruption, method; columns: the metrics (mm, accel mm/frame^2, latency ms)."""
+    """Rows: corruption, method; columns: the metrics (mm, accel mm/frame^2, latency ms); then the groups, and the
+    first method compared clip by clip with each other one (`compare.paired`)."""
     head = ["corruption", "format", "Hz", "method", "frames", "input"] + [h for _, h, _ in COLUMNS]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in result.rows:
@@ -51,6 +54,9 @@ def markdown_table(result: EvalResult) -> str:
     lines += ["| " + " | ".join(ghead) + " |", "|" + "---|" * len(ghead)]
     for (g, meth), m in result.groups().items():
         lines.append("| " + " | ".join([g, meth, str(m["frames"])] + [_fmt(m[k], f) for k, _, f in COLUMNS]) + " |")
+    comparison = paired(result.to_dict(), result.methods[0]) if len(result.methods) > 1 else []
+    if comparison:
+        lines += ["", paired_markdown(comparison, result.methods[0]).rstrip("\n")]
     return "\n".join(lines) + "\n"
 
 
@@ -128,6 +134,8 @@ def write_report(result: EvalResult, out: Path, extra: dict | None = None) -> di
     paths = {"table": out / "results.md", "json": out / "results.json"}
     paths["table"].write_text(markdown_table(result))
     payload = {**(extra or {}), **result.to_dict()}
+    if len(result.methods) > 1:
+        payload["paired"] = {"reference": result.methods[0], "rows": paired(payload, result.methods[0])}
     paths["json"].write_text(json.dumps(_clean(payload), indent=1))
     plot = plot_accuracy_latency(result, out / "accuracy_latency.png")
     if plot is not None:
