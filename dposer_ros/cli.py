@@ -261,6 +261,13 @@ def build_parser() -> argparse.ArgumentParser:
     eval_arguments(ev)
     ev.set_defaults(func=_eval)
 
+    from .evaluation.compare import add_arguments as compare_arguments
+    from .evaluation.compare import run as run_compare
+
+    cmp = commands.add_parser("compare", help="compare methods of `dposer eval` runs clip by clip (bootstrap intervals)")
+    compare_arguments(cmp)
+    cmp.set_defaults(func=run_compare)
+
     ex = commands.add_parser("export", help="export the prior's score network to ONNX and check it against torch")
     ex.add_argument("--prior", type=Path, required=True, help="prior checkpoint (prior.pt)")
     ex.add_argument("--out", type=Path, required=True, help="ONNX file to write")

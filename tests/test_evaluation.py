@@ -422,7 +422,7 @@ def test_compare_merges_runs_and_refuses_different_streams(tmp_path, capsys):
     a, b = tmp_path / "a.json", tmp_path / "b.json"
     a.write_text(json.dumps(_result({"few_step": [1.0, 2.0]})))
     b.write_text(json.dumps(_result({"full": [2.0, 2.0]})))
-    assert compare.main([str(a), str(b)]) == 0
+    assert main(["compare", str(a), str(b)]) == 0
     assert "| occ | mpjpe_occluded | full | 2 | 1.5 | 2.0 | -0.5 |" in capsys.readouterr().out
     assert compare.main([str(a)]) == 2  # nothing to compare with
     assert "--reference" in capsys.readouterr().err

@@ -5,7 +5,7 @@ clips would agree. Every method sees the same corrupted streams, so the per-clip
 reference - other is resampled over clips (percentile bootstrap, fixed seed) to give a 95 % interval. An interval
 that holds zero means the clips do not separate the two methods.
 
-    python -m dposer_ros.evaluation.compare out/eval/results.json [more results.json of the same clips] [--reference few_step]
+    dposer compare out/eval/results.json [more results.json of the same clips] [--reference few_step]
 """
 
 from __future__ import annotations
@@ -108,12 +108,14 @@ def markdown(rows: list[dict], reference: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("results", type=Path, nargs="+",
                         help="results.json files of `dposer eval`, compared as one run (same seed and corruptions)")
     parser.add_argument("--reference", default="few_step", help="the method the others are compared with")
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the paired comparison of the runs in `args.results`; 2 with a message when they cannot be compared."""
     try:
         result = merge([json.loads(path.read_text()) for path in args.results])
         rows = paired(result, args.reference)
@@ -127,6 +129,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(markdown(rows, args.reference))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":
