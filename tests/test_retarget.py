@@ -59,6 +59,21 @@ def test_warm_started_tracking_follows_a_moving_pose_with_three_steps_per_frame(
     assert err.mean() < 5e-3 and err.max() < 0.03, (err.mean(), err.max())
 
 
+def test_trust_region_caps_each_step_and_still_converges():
+    pose = _natural_body_pose(8, seed=5)
+    pose[:, 0] = 0.0
+    joints = ForwardKinematics(body_skeleton())(pose).joints[:, None]
+    valid = torch.ones(8, 1, dtype=torch.bool)
+    one, _ = _body_fitter(FitSettings(first_frame_iters=1, max_step=0.1))
+    fitted, _, _ = one.fit(joints, valid)
+    assert np.linalg.norm(fitted[:, 0, 1:], axis=-1).max() <= 0.1 + 1e-5  # one step from rest turns no joint further
+    free, _ = _body_fitter(FitSettings(first_frame_iters=1))
+    assert np.linalg.norm(free.fit(joints, valid)[0][:, 0, 1:], axis=-1).max() > 0.3
+    many, _ = _body_fitter(FitSettings(first_frame_iters=40, pose_weight=1e-3, smooth_weight=0.0, max_step=0.1))
+    _, _, fitted_joints = many.fit(joints, valid)
+    assert np.linalg.norm(fitted_joints[:, 0] - joints[:, 0].numpy(), axis=-1).mean() < 2e-3
+
+
 def test_padding_frames_do_not_disturb_the_fit():
     fitter, skel = _body_fitter()
     joints = ForwardKinematics(skel)(_natural_body_pose(2, seed=4)).joints
@@ -138,3 +153,4 @@ def test_real_takes_retarget_accurately(source):
     assert set(result.parts) == expected
     untouched = [22, 23, 24] + ([] if spec.part == "hands" else list(range(25, 55)))
     assert np.all(result.pose[:, untouched] == 0)
+

@@ -30,6 +30,7 @@ class FitSettings:
     pose_weight: float = 0.5  # pulls joint rotations (radians) towards the rest pose, against a data term in cm
     hinge_weight: float = 20.0  # off-axis rotation and hyper-extension of hinge joints (knees, elbows, fingers)
     smooth_weight: float = 2.0  # change of joint rotations from the previous frame
+    max_step: float = 0.0  # > 0: trust region, radians of the joint a step turns the most (the whole step is shortened)
 
 
 def sub_skeleton(full: Skeleton, names: Sequence[str], extra_leaves: Mapping[str, tuple[str, np.ndarray]] = {}) -> Skeleton:
@@ -131,6 +132,9 @@ class SequenceFitter:
         h = h + self.settings.damping * torch.diag_embed(h.diagonal(dim1=1, dim2=2) + 1.0)
         delta = -torch.linalg.solve(h, (jt @ r[..., None]))[..., 0]
         k = len(self.free)
+        if self.settings.max_step > 0:
+            largest = delta[:, : 3 * k].reshape(-1, k, 3).norm(dim=-1).amax(1, keepdim=True)
+            delta = delta * (self.settings.max_step / largest.clamp(min=self.settings.max_step))
         update = roma.rotvec_to_rotmat(delta[:, : 3 * k].reshape(-1, k, 3))
         local = local.clone()
         local[:, self.free] = local[:, self.free] @ update
