@@ -33,7 +33,7 @@ def _run(job: tuple[str, dict, dict]) -> tuple[str, dict, dict[str, float]]:
     from dposer_ros.evaluation.methods import build_methods
     from dposer_ros.prior.model import PosePrior
 
-    prior = PosePrior.load(ROOT / "models" / "dposer_cpu" / "prior.pt")
+    prior = PosePrior.load(ROOT / cfg.get("prior", "models/dposer_cpu/prior.pt"))  # a candidate model: `prior:`
     data = load_dataset(default_dataset_path())
     clips = (select_clips(data, cfg["clips"], cfg["frames"], "body", cfg["seed"], cfg["split"], tuple(cfg.get("takes", ())))
              + select_clips(data, cfg["hand_clips"], cfg["frames"], "hands", cfg["seed"], cfg["split"]))
@@ -42,7 +42,8 @@ def _run(job: tuple[str, dict, dict]) -> tuple[str, dict, dict[str, float]]:
     del data
     corruptions = load_corruptions()
     corruptions = {c: corruptions[c] for c in cfg["corruptions"]}
-    factories, errors = build_methods([method], prior, {"settings": settings})
+    options = {"settings": settings, "baselines_dir": ROOT / cfg["baselines_dir"] if "baselines_dir" in cfg else None}
+    factories, errors = build_methods([method], prior, options)
     if errors:
         raise RuntimeError(errors[method])
     result = evaluate(factories, corruptions, clips, seed=cfg["seed"], progress=False)
