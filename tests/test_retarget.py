@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from dposer_ros.body import ForwardKinematics, smplx_neutral
+from dposer_ros.dataset.build import BuildConfig
 from dposer_ros.mocap import read_motion
+from dposer_ros.paths import config_path
 from dposer_ros.retarget.fit import FitSettings, SequenceFitter, sub_skeleton
 from dposer_ros.retarget.pipeline import BODY_FROZEN, BODY_HINGES, body_skeleton, hand_skeleton, retarget_source
 from dposer_ros.retarget.sources import find_takes, load_sources, metric_scale, reproportion, resample, target_points
@@ -153,4 +155,17 @@ def test_real_takes_retarget_accurately(source):
     assert set(result.parts) == expected
     untouched = [22, 23, 24] + ([] if spec.part == "hands" else list(range(25, 55)))
     assert np.all(result.pose[:, untouched] == 0)
+
+
+@needs_mocap
+def test_no_spine_wound_a_full_turn_at_the_start_of_real_takes():
+    """The candidate build (config/data/build_v2.yaml, trust region 0.5 rad). Without the trust region (build.yaml,
+    dataset v1) the first frame's fit wound the three spine joints about 2.2 rad each (a full turn together: the same
+    joint positions, absurd rotations) in 17 of the first 200 Bandai takes."""
+    spec = load_sources()["bandai"]
+    takes = find_takes(spec, MOCAP)[:200]
+    spine = [smplx_neutral().index(n) for n in ("spine1", "spine2", "spine3")]
+    results = retarget_source(spec, takes, BuildConfig.from_yaml(config_path("data/build_v2.yaml")).fit, max_frames=3)
+    turned = np.concatenate([np.linalg.norm(r.pose[:, spine], axis=-1) for r in results])
+    assert turned.max() < 1.5, f"{int((turned.max(1) > 1.5).sum())} frames with a spine joint turned > 1.5 rad"
 
