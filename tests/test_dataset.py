@@ -94,6 +94,12 @@ def test_cli_reports_bad_input_and_exits_non_zero(tmp_path, capsys):
     bad.write_text("fsp: 30\n")
     assert main(["data", "build", "--config", str(bad), "--out", str(tmp_path / "x.npz")]) == 2
     assert "unknown settings ['fsp']" in capsys.readouterr().err
+    bad.write_text("drop_targets: {hdm05: [left_elbow, left_toe]}\n")
+    assert main(["data", "build", "--config", str(bad), "--out", str(tmp_path / "x.npz")]) == 2
+    assert "does not map: ['left_toe']" in capsys.readouterr().err
+    bad.write_text("drop_targets: {kinect: [left_elbow]}\n")
+    assert main(["data", "build", "--config", str(bad), "--out", str(tmp_path / "x.npz")]) == 2
+    assert "unknown source 'kinect'" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
         main(["data", "frobnicate"])
     assert exit_info.value.code == 2

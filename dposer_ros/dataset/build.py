@@ -30,6 +30,7 @@ class BuildConfig:
     sources: tuple[str, ...] = ("bandai", "hdm05", "reactidle", "cmu", "manipnet_hands")
     split: dict = field(default_factory=lambda: {"salt": "dposer-split-v1", "val": 0.1, "test": 0.1})
     fit: FitSettings = FitSettings()
+    drop_targets: dict = field(default_factory=dict)  # source -> SMPL-X joints left out of its data term
 
     @classmethod
     def from_yaml(cls, path: Path) -> BuildConfig:
@@ -42,6 +43,13 @@ class BuildConfig:
         if missing:
             raise ValueError(f"{path}: unknown sources {missing}; known: {sorted(known)}")
         fit = FitSettings(**raw.pop("fit", {}))
+        for source, joints in raw.get("drop_targets", {}).items():
+            if source not in known:
+                raise ValueError(f"{path}: drop_targets names unknown source {source!r}; known: {sorted(known)}")
+            mapped = {j for rig in known[source].rigs for j in rig.targets}
+            if set(joints) - mapped:
+                raise ValueError(f"{path}: drop_targets of {source} names joints it does not map: "
+                                 f"{sorted(set(joints) - mapped)}; it maps {sorted(mapped)}")
         if "sources" in raw:
             raw["sources"] = tuple(raw["sources"])
         return cls(**raw, fit=fit)
@@ -78,7 +86,7 @@ def build_dataset(
     results: dict[str, list[TakeResult]] = {}
     reports = []
     for name in config.sources:
-        spec = specs[name]
+        spec = specs[name].without_targets(config.drop_targets.get(name, ()))
         takes = find_takes(spec, mocap_dir)
         if not takes:
             raise FileNotFoundError(f"no takes of source {name} under {mocap_dir / name}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -35,6 +35,12 @@ class SourceSpec:
     rigs: tuple[Rig, ...]
     weights: dict[str, float]
     scale_pairs: tuple[tuple[str, str], ...]
+
+    def without_targets(self, joints) -> SourceSpec:
+        """The same source with the SMPL-X joints `joints` left out of every rig's targets."""
+        drop = set(joints)
+        rigs = tuple(Rig(r.patterns, {k: v for k, v in r.targets.items() if k not in drop}) for r in self.rigs)
+        return replace(self, rigs=rigs)
 
 
 @dataclass(frozen=True)
