@@ -540,6 +540,34 @@ def test_replay_stream_is_rep103_and_follows_the_corruption():
     assert radar.format_name == "radar14" and radar.rate_hz == 10 and [x.frame for x in radar.frames] == [0, 3, 6, 9]
 
 
+def test_lockstep_sends_a_lost_frame_again():
+    """The node's input is best effort: a lockstep replay must not stall on one lost message."""
+    from dposer_ros.ros.replay_publisher import _lockstep_answer
+
+    class LossyClient:
+        def __init__(self, lost: int):
+            self.sent, self.lost = 0, lost
+            self.pub = self
+
+        def publish(self, msg):
+            self.sent += 1
+
+        def answer(self, stamp, timeout):
+            if self.sent <= self.lost:
+                time.sleep(timeout)
+                return None
+            return (time.monotonic(), "answer")
+
+    client = LossyClient(lost=2)
+    client.publish("frame")
+    assert _lockstep_answer(client, "frame", Time(), timeout=1.0, resend_after=0.05)[1] == "answer"
+    assert client.sent == 3
+    never = LossyClient(lost=10**6)
+    start = time.monotonic()
+    assert _lockstep_answer(never, "frame", Time(), timeout=0.3, resend_after=0.05) is None
+    assert time.monotonic() - start < 1.0 and never.sent >= 4
+
+
 def test_replay_stream_through_the_node(node_process, domain_id):
     from rclpy.executors import SingleThreadedExecutor
 

@@ -122,11 +122,24 @@ def _score(res: FrameResult, frame: StreamFrame, msg: SmplxPoseArray, received: 
     res.mpjpe_occluded_mm = float(err[~vis].mean()) if (~vis).any() else None
 
 
+def _lockstep_answer(client: ReplayClient, msg, stamp: Time, timeout: float,
+                     resend_after: float) -> tuple[float, SmplxPoseArray] | None:
+    """Wait for the answer to `msg`, sending it again every `resend_after` s: the node's input is best effort."""
+    end = time.monotonic() + timeout
+    while True:
+        left = end - time.monotonic()
+        got = client.answer(stamp, min(resend_after, max(0.0, left)))
+        if got is not None or left <= resend_after:
+            return got
+        client.pub.publish(msg)
+
+
 def play_stream(client: ReplayClient, stream: Stream, rate: str = "realtime", person_id: str = "replay_0",
-                on_frame=None, answer_timeout: float = 5.0) -> list[FrameResult]:
+                on_frame=None, answer_timeout: float = 5.0, resend_after: float = 1.0) -> list[FrameResult]:
     """Send every frame of `stream`; `rate`: realtime, a speed factor (e.g. 2), or lockstep (wait for each answer).
 
-    `on_frame(result, frame)` is called for every answered (or timed-out) frame, in order.
+    In lockstep a frame whose answer has not come after `resend_after` s is sent again (same stamp), until
+    `answer_timeout`. `on_frame(result, frame)` is called for every answered (or timed-out) frame, in order.
     """
     lockstep = rate == "lockstep"
     speed = 1.0 if rate in ("realtime", "lockstep") else float(rate.rstrip("x"))
@@ -135,15 +148,14 @@ def play_stream(client: ReplayClient, stream: Stream, rate: str = "realtime", pe
     results: list[FrameResult] = []
     pending: list[tuple[FrameResult, StreamFrame, Time]] = []
 
-    def collect(block: bool) -> None:
+    def collect() -> None:
         while pending:
             res, frame, stamp = pending[0]
-            got = client.answer(stamp, answer_timeout) if block else client.take_answer(stamp)
-            if got is None and not block:
+            got = client.take_answer(stamp)
+            if got is None:
                 return
             pending.pop(0)
-            if got is not None:
-                _score(res, frame, got[1], got[0])
+            _score(res, frame, got[1], got[0])
             if on_frame is not None:
                 on_frame(res, frame)
 
@@ -161,8 +173,15 @@ def play_stream(client: ReplayClient, stream: Stream, rate: str = "realtime", pe
         res = FrameResult(frame.seq, frame.frame, time.monotonic(), empty=not msg.people)
         client.pub.publish(msg)
         results.append(res)
+        if lockstep:
+            got = _lockstep_answer(client, msg, stamp, answer_timeout, resend_after)
+            if got is not None:
+                _score(res, frame, got[1], got[0])
+            if on_frame is not None:
+                on_frame(res, frame)
+            continue
         pending.append((res, frame, stamp))
-        collect(block=lockstep)
+        collect()
     # answers still in flight: wait for each (later frames may have overtaken: latest wins)
     deadline = time.monotonic() + answer_timeout
     while pending:
