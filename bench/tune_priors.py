@@ -34,7 +34,7 @@ def _run(job: tuple[str, dict, dict]) -> tuple[str, dict, dict[str, float]]:
     from dposer_ros.prior.model import PosePrior
 
     prior = PosePrior.load(ROOT / cfg.get("prior", "models/dposer_cpu/prior.pt"))  # a candidate model: `prior:`
-    data = load_dataset(default_dataset_path())
+    data = load_dataset(Path(cfg["dataset"]).expanduser() if "dataset" in cfg else default_dataset_path())  # `dataset:`
     clips = (select_clips(data, cfg["clips"], cfg["frames"], "body", cfg["seed"], cfg["split"], tuple(cfg.get("takes", ())))
              + select_clips(data, cfg["hand_clips"], cfg["frames"], "hands", cfg["seed"], cfg["split"]))
     for extra in cfg.get("extra_clips", ()):  # more body clips from named takes (e.g. the floor poses of round 6)

@@ -190,7 +190,8 @@ def retarget_take(name: str, mocap_dir: Path, max_frames: int | None = None) -> 
     if not hits:
         raise ValueError(f"no body take named {name!r} under {mocap_dir}")
     i = hits[0]
-    [res] = retarget_source(specs[takes[i].source], [takes[i]], config.fit, config.fps, config.segment_frames,
+    spec = specs[takes[i].source].without_targets(config.drop_targets.get(takes[i].source, ()))
+    [res] = retarget_source(spec, [takes[i]], config.fit, config.fps, config.segment_frames,
                             max_frames=max_frames)
     n = len(res.pose)
     mask = np.zeros((n, 4), bool)
