@@ -18,8 +18,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = {
-    "truncated 0.45 -> 0.3 (shipped)": {},
-    "truncated 0.9 -> 0.3, prior_weight 0.6 (before round 6)": {"t_max": 0.9, "prior_weight": 0.6},
+    "truncated 0.35 -> 0.3 (shipped)": {},
+    "truncated 0.45 -> 0.3, prior_weight 1.0 (round 6)": {"t_max": 0.45, "prior_weight": 1.0},
     "truncated 0.3 -> 0.05 (DPoser's range)": {"t_max": 0.3, "t_min": 0.05},
     "uniform t ~ U(0.001, 1)": {"schedule": "uniform"},
 }

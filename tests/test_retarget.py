@@ -159,25 +159,25 @@ def test_real_takes_retarget_accurately(source):
 
 @needs_mocap
 def test_no_spine_wound_a_full_turn_at_the_start_of_real_takes():
-    """The candidate build (config/data/build_v2.yaml, trust region 0.5 rad). Without the trust region (build.yaml,
+    """The build (config/data/build.yaml, v2: trust region 0.5 rad). Without the trust region (build_v1.yaml,
     dataset v1) the first frame's fit wound the three spine joints about 2.2 rad each (a full turn together: the same
     joint positions, absurd rotations) in 17 of the first 200 Bandai takes."""
     spec = load_sources()["bandai"]
     takes = find_takes(spec, MOCAP)[:200]
     spine = [smplx_neutral().index(n) for n in ("spine1", "spine2", "spine3")]
-    results = retarget_source(spec, takes, BuildConfig.from_yaml(config_path("data/build_v2.yaml")).fit, max_frames=3)
+    results = retarget_source(spec, takes, BuildConfig.from_yaml(config_path("data/build.yaml")).fit, max_frames=3)
     turned = np.concatenate([np.linalg.norm(r.pose[:, spine], axis=-1) for r in results])
     assert turned.max() < 1.5, f"{int((turned.max(1) > 1.5).sum())} frames with a spine joint turned > 1.5 rad"
 
 
 @needs_mocap
 @pytest.mark.parametrize("source,prefix,stride", [("hdm05", "hdm05/", 6), ("cmu", "cmu/16/", 1)])
-def test_asf_chest_is_not_twisted_in_the_candidate_build(source, prefix, stride):
+def test_asf_chest_is_not_twisted_in_the_build(source, prefix, stride):
     """The ASF rig (HDM05, CMU subject 16) starts both clavicles on the midline where the thorax ends, so with the
-    neck its chest targets lie on one line and cannot fix the turn about the spine: with them (build.yaml, v1) 59 %
-    of the HDM05 frames and 60 % of subject 16's have the spine twisted by more than 1 rad in total; build_v2.yaml
+    neck its chest targets lie on one line and cannot fix the turn about the spine: with them (build_v1.yaml) 59 %
+    of the HDM05 frames and 60 % of subject 16's have the spine twisted by more than 1 rad in total; build.yaml
     leaves them out."""
-    config = BuildConfig.from_yaml(config_path("data/build_v2.yaml"))
+    config = BuildConfig.from_yaml(config_path("data/build.yaml"))
     spec = load_sources()[source].without_targets(config.drop_targets[source])
     spine = [smplx_neutral().index(n) for n in ("spine1", "spine2", "spine3")]
     takes = [t for t in find_takes(spec, MOCAP) if t.take_id.startswith(prefix)][::stride]

@@ -8,8 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from ..body.skeleton import NUM_JOINTS
+from ..paths import config_path
 
 FORMAT_VERSION = 1
 PARTS = ("body", "left_hand", "right_hand", "face")
@@ -31,7 +33,10 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dposer_ros"
 
 
-def default_dataset_path(version: int = FORMAT_VERSION) -> Path:
+def default_dataset_path(version: int | None = None) -> Path:
+    """Where `dposer data build` writes dataset `version` (default: the version of config/data/build.yaml)."""
+    if version is None:
+        version = int(yaml.safe_load(config_path("data/build.yaml").read_text())["version"])
     return default_cache_dir() / "datasets" / f"smplx_mocap_v{version}.npz"
 
 

@@ -39,9 +39,9 @@ class RefineSettings:
     """Settings of the few-step refiner (defaults: config/solvers/refine.yaml)."""
 
     steps: int = 4  # prior evaluations per frame (at most 8)
-    t_max: float = 0.45
+    t_max: float = 0.35
     t_min: float = 0.3
-    prior_weight: float = 1.0  # strength of the prior on the body joints, chosen on the validation split
+    prior_weight: float = 2.5  # strength of the prior on the body joints, chosen on the validation split
     hand_prior_weight: float = 0.1  # ... and on the finger joints (bench/eval/tuning*.md)
     temporal_weight: float = 2.0  # pull towards the previous frame (per radian^2), 0 for none
     hold_weight: float = 50.0  # extra pull towards the previous frame on a joint no keypoint sees (per radian^2) ...
