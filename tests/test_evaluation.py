@@ -424,6 +424,9 @@ def test_compare_merges_runs_and_refuses_different_streams(tmp_path, capsys):
     b.write_text(json.dumps(_result({"full": [2.0, 2.0]})))
     assert main(["compare", str(a), str(b)]) == 0
     assert "| occ | mpjpe_occluded | full | 2 | 1.5 | 2.0 | -0.5 |" in capsys.readouterr().out
+    plot = tmp_path / "ratios.png"
+    assert compare.main([str(a), str(b), "--plot", str(plot)]) == 0
+    assert f"plot: {plot}" in capsys.readouterr().out and plot.stat().st_size > 1000
     assert compare.main([str(a)]) == 2  # nothing to compare with
     assert "--reference" in capsys.readouterr().err
     b.write_text(json.dumps(_result({"full": [2.0, 2.0]}, sha1="other")))

@@ -108,10 +108,47 @@ def markdown(rows: list[dict], reference: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot(rows: list[dict], reference: str, path: Path) -> Path:
+    """Forest plot of `paired` rows: the ratio reference / other with its 95 % interval, one line per corruption and
+    method (left of 1: the reference is better)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    corruptions = list(dict.fromkeys(r["corruption"] for r in rows))
+    colours = plt.get_cmap("tab10")
+    fig, ax = plt.subplots(figsize=(7.0, 0.5 + 0.32 * len(rows) + 0.25 * len(corruptions)))
+    y, ticks, labels = 0.0, [], []
+    for cor in reversed(corruptions):
+        for r in reversed([r for r in rows if r["corruption"] == cor]):
+            colour = colours(methods.index(r["method"]) % 10)
+            low, high = r["ratio_ci95"]
+            ax.errorbar(r["ratio"], y, xerr=[[r["ratio"] - low], [high - r["ratio"]]], fmt="o", color=colour,
+                        capsize=3, label=r["method"])
+            ticks.append(y)
+            labels.append(f"{cor} vs {r['method']}")
+            y += 1.0
+        y += 0.6
+    ax.axvline(1.0, color="grey", lw=1, ls="--")
+    ax.set_yticks(ticks, labels, fontsize=8)
+    ax.set_xlabel(f"error ratio {reference} / other\n(mean over clips, 95 % bootstrap interval; < 1: {reference} better)")
+    handles = {lab: h for h, lab in zip(*ax.get_legend_handles_labels())}
+    ax.legend([handles[m] for m in methods], methods, fontsize=8, loc="best")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("results", type=Path, nargs="+",
                         help="results.json files of `dposer eval`, compared as one run (same seed and corruptions)")
     parser.add_argument("--reference", default="few_step", help="the method the others are compared with")
+    parser.add_argument("--plot", type=Path, default=None, help="also draw the ratios and intervals into this .png")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -128,6 +165,8 @@ def run(args: argparse.Namespace) -> int:
               f"{', '.join(result['methods'])} (choose one with --reference)", file=sys.stderr)
         return 2
     print(markdown(rows, args.reference))
+    if args.plot is not None:
+        print(f"plot: {plot(rows, args.reference, args.plot)}")
     return 0
 
 
