@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import zlib
 import math
 import sys
 from pathlib import Path
@@ -66,7 +67,6 @@ def paired(result: dict, reference: str, resamples: int = 10000, seed: int = 0) 
     metric = {c["name"]: primary_metric(c) for c in result["corruptions"]}
     per_clip = {(r["corruption"], r["method"]): {c["clip"]: c.get(metric[r["corruption"]]) for c in r["clips"]}
                 for r in result["results"] if r.get("error") is None}
-    rng = np.random.default_rng(seed)
     rows = []
     for cor in metric:
         ref = per_clip.get((cor, reference))
@@ -82,6 +82,8 @@ def paired(result: dict, reference: str, resamples: int = 10000, seed: int = 0) 
             a = np.array([ref[k] for k in clips])
             b = np.array([other[k] for k in clips])
             diff = a - b
+            # resamples of its own per row: a row's interval does not depend on which other runs are compared
+            rng = np.random.default_rng([seed, zlib.crc32(f"{cor}/{method}".encode())])
             pick = rng.integers(0, len(diff), (resamples, len(diff)))
             low, high = np.percentile(diff[pick].mean(1), [2.5, 97.5])
             ratio_low, ratio_high = np.percentile(a[pick].mean(1) / b[pick].mean(1), [2.5, 97.5])
