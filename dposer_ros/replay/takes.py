@@ -182,16 +182,16 @@ def retarget_take(name: str, mocap_dir: Path, max_frames: int | None = None) -> 
     from ..retarget.sources import find_takes, load_sources
 
     config = BuildConfig.from_yaml(config_path("data/build.yaml"))
-    specs = load_sources()
-    takes = [t for s in config.sources for t in find_takes(specs[s], mocap_dir)]
+    sources = load_sources()
+    specs = {s: sources[s].without_targets(config.drop_targets.get(s, ())) for s in config.sources}
+    takes = [t for s in config.sources for t in find_takes(specs[s], mocap_dir)]  # each take carries its rig
     split = split_takes([t.take_id for t in takes], [t.source for t in takes], config.split["val"],
                         config.split["test"], config.split["salt"])
     hits = [i for i, t in enumerate(takes) if t.take_id.endswith(name) and specs[t.source].part == "body"]
     if not hits:
         raise ValueError(f"no body take named {name!r} under {mocap_dir}")
     i = hits[0]
-    spec = specs[takes[i].source].without_targets(config.drop_targets.get(takes[i].source, ()))
-    [res] = retarget_source(spec, [takes[i]], config.fit, config.fps, config.segment_frames,
+    [res] = retarget_source(specs[takes[i].source], [takes[i]], config.fit, config.fps, config.segment_frames,
                             max_frames=max_frames)
     n = len(res.pose)
     mask = np.zeros((n, 4), bool)
