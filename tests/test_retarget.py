@@ -199,3 +199,20 @@ def test_a_take_retargeted_alone_follows_the_build():
     spine = [smplx_neutral().index(n) for n in ("spine1", "spine2", "spine3")]
     assert take.source == "hdm05" and len(take.pose) == 10
     assert np.abs(take.pose[:, spine, 1]).sum(1).max() < 1.0
+
+
+@needs_mocap
+def test_the_spec_passed_in_decides_the_targets():
+    """A take remembers the rig it was found with; retargeting it with a spec whose targets were dropped afterwards
+    must still leave them out (here HDM05's collars: 2.8 rad of spine twist with them)."""
+    config = BuildConfig.from_yaml(config_path("data/build.yaml"))
+    spec = load_sources()["hdm05"]
+    [take] = [t for t in find_takes(spec, MOCAP) if t.take_id.endswith("HDM_tr_depositFloorR_028_120")]
+    spine = [smplx_neutral().index(n) for n in ("spine1", "spine2", "spine3")]
+    twist = {}
+    for name, s in (("mapped", spec), ("dropped", spec.without_targets(config.drop_targets["hdm05"]))):
+        [res] = retarget_source(s, [take], config.fit, max_frames=10)
+        twist[name] = np.abs(res.pose[:, spine, 1]).sum(1).max()
+    assert twist["mapped"] > 2.0 and twist["dropped"] < 1.0, twist
+    with pytest.raises(ValueError, match="not found with a rig"):
+        retarget_source(load_sources()["cmu"], [take], config.fit, max_frames=2)

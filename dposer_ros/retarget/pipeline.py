@@ -84,10 +84,19 @@ def hand_hinges(side: str) -> dict:
     return hinges
 
 
+def _rig(spec: SourceSpec, take: Take):
+    """`spec`'s rig for `take`: the targets of the spec passed in apply, also to a take found with another version
+    of it (e.g. before `SourceSpec.without_targets`)."""
+    for rig in spec.rigs:
+        if rig.patterns == take.rig.patterns:
+            return rig
+    raise ValueError(f"take {take.take_id} was not found with a rig of source {spec.name}")
+
+
 def _prepare(spec: SourceSpec, take: Take, motion: Motion, side: str | None, fps: float,
              max_frames: int | None = None) -> _Prepared:
     skel = body_skeleton() if side is None else hand_skeleton(side)
-    points = target_points(take.rig, motion, side)
+    points = target_points(_rig(spec, take), motion, side)
     pairs = [tuple(p.format(side=side) for p in pair) for pair in spec.scale_pairs]
     scale = metric_scale(points, dict(zip(skel.names, skel.rest_joints)), pairs)
     points = {k: v[spec.skip_first_frames :] * scale for k, v in points.items()}
