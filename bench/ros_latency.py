@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from dposer_ros.body import ForwardKinematics  # noqa: E402
+from dposer_ros.solvers.refine import RefineSettings  # noqa: E402
 from dposer_ros.keypoints import get_format  # noqa: E402
 from dposer_ros.ros.convert import diagnostic_values  # noqa: E402
 from dposer_ros.ros.refine_node import default_model_path  # noqa: E402
@@ -195,7 +196,7 @@ def main() -> int:
     ap.add_argument("--load-people", type=int, default=10)
     ap.add_argument("--load-rate", type=float, default=60.0)
     ap.add_argument("--load-seconds", type=float, default=30.0)
-    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=RefineSettings.steps, help="refinement steps per frame")
     ap.add_argument("--threads", type=int, default=1, help="the node's torch threads")
     ap.add_argument("--out", type=Path, default=ROOT / "out" / "bench" / "ros_latency.json")
     args = ap.parse_args()

@@ -243,7 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--threads", type=int, default=1, help="torch threads")
     comp.set_defaults(func=_completion)
 
-    demo = commands.add_parser("demo", help="the end-to-end demo: the refine node on a held-out take with occluded legs")
+    demo = commands.add_parser("demo", help="the end-to-end demo: the refine node on a held-out take, by default "
+                                            "with its left arm hidden (cam_occl_limb, seed 0)")
     add_demo_arguments(demo)
     demo.set_defaults(func=_demo)
 

@@ -363,7 +363,7 @@ def test_node_declares_parameters_with_descriptions_and_ranges(prior_path, domai
         assert described["t_max"].floating_point_range and described["model_path"].read_only
         assert all(d.description for d in described.values())
         # run-time changes are checked: t_min > t_max is refused, a valid change reaches the solver settings
-        bad = node.set_parameters([Parameter("t_min", value=0.95)])[0]  # above the default t_max (0.9)
+        bad = node.set_parameters([Parameter("t_min", value=0.95)])[0]  # above the default t_max (BY_NAME["t_max"])
         assert not bad.successful
         assert node.set_parameters([Parameter("steps", value=2)])[0].successful and node.core.settings.steps == 2
         assert not node.set_parameters([Parameter("steps", value=9)])[0].successful  # outside its IntegerRange

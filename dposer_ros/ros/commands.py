@@ -37,7 +37,8 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
     _stream_arguments(p, DEMO_TAKE, DEMO_CORRUPTION)
     p.add_argument("--model", type=Path, default=None,
                    help="prior checkpoint (default: the shipped models/dposer_cpu/prior.pt)")
-    p.add_argument("--steps", type=int, default=4, help="refinement steps per frame (1-8)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="refinement steps per frame (1-8; default: the node's, RefineSettings.steps)")
     p.add_argument("--rate", default="realtime", help="realtime (default), lockstep, or a speed factor such as 2")
     p.add_argument("--out", type=Path, default=Path("out"), help="folder for the demo's picture")
     p.add_argument("--quiet", action="store_true", help="print the summary only, not every frame")
@@ -193,7 +194,9 @@ def run_demo(args) -> int:
     log_path = args.out / "demo_refine_node.log"
     cmd = [sys.executable, "-m", "dposer_ros.ros.refine_node", "--ros-args",
            "--params-file", str(config_path("refine.yaml")), "-p", f"model_path:={Path(model).resolve()}",
-           "-p", f"input_format:={stream.format_name}", "-p", f"steps:={int(args.steps)}"]
+           "-p", f"input_format:={stream.format_name}"]
+    if args.steps is not None:  # else the node's own default (config/refine.yaml)
+        cmd += ["-p", f"steps:={int(args.steps)}"]
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                                 env=dict(os.environ, ROS_DOMAIN_ID=str(domain), PYTHONUNBUFFERED="1"))

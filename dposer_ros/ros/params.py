@@ -1,14 +1,18 @@
 """The refine node's parameters as data: name, default, description, range, whether it may change at run time.
 
 Pure Python (no rclpy): `refine_node.py` turns each entry into a declared ROS parameter with a
-`ParameterDescriptor` (description, FloatingPointRange / IntegerRange, read_only); `config/refine.yaml`
-holds the same defaults, and the launch file and tests check their names against this table.
+`ParameterDescriptor` (description, FloatingPointRange / IntegerRange, read_only). The defaults of solver
+parameters come from `RefineSettings`, those of track and input-check parameters from `CoreSettings`;
+`config/refine.yaml` and README's table are checked against this table (`dposer_ros.defaults`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+
+from ..solvers.refine import RefineSettings
+from .core import CoreSettings
 
 INPUT_TYPES = ("keypoints_array", "marker_array", "pointcloud2")
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
@@ -26,79 +30,89 @@ class ParamSpec:
     constraints: str = ""  # additional_constraints text of the descriptor
 
 
-PARAMETERS: tuple[ParamSpec, ...] = (
-    ParamSpec("input_type", "keypoints_array",
-              "Message type on the `keypoints` topic: keypoints_array (dposer_msgs/Keypoints3DArray), marker_array "
-              "(visualization_msgs/MarkerArray skeletons, Azure Kinect style: id = body_id * 100 + joint_id) or "
-              "pointcloud2 (sensor_msgs/PointCloud2 with fields x, y, z, confidence [, person_id]).",
-              choices=INPUT_TYPES, read_only=True, constraints="one of " + ", ".join(INPUT_TYPES)),
-    ParamSpec("input_format", "",
-              "Keypoint format name (see `dposer_ros.keypoints.known_formats()`, e.g. coco17, coco_wholebody133, "
-              "h36m17, radar14, azure_kinect32). Empty: a Keypoints3D's own `format` field; azure_kinect32 for "
-              "marker_array; required for pointcloud2. A Keypoints3D with a non-empty `format` always uses that.",
-              constraints="a known keypoint format name or empty"),
-    ParamSpec("model_path", "",
-              "Prior checkpoint (.pt). Empty: the shipped models/dposer_cpu/prior.pt from the package share "
-              "directory (or the source checkout).", read_only=True),
-    ParamSpec("backend", "auto",
-              "Inference backend of the prior (dposer_ros.backends.select_engine): auto = tensorrt (CUDA GPU), else "
-              "onnxruntime, else torch; onnxruntime = onnxruntime, else torch; torch. Fallbacks are logged.",
-              choices=BACKENDS, read_only=True, constraints="one of " + ", ".join(BACKENDS)),
-    ParamSpec("steps", 4, "Prior evaluations (refinement steps) per frame.", range=(1, 8), step=1),
-    ParamSpec("t_max", 0.35, "Diffusion time of the first refinement step (truncated schedule).", range=(0.001, 1.0)),
-    ParamSpec("t_min", 0.3, "Diffusion time of the last refinement step (<= t_max).", range=(0.001, 1.0)),
-    ParamSpec("prior_weight", 2.5,
-              "Strength of the diffusion prior's pull on the body joints (multiplies DPoser's w(t) / sigma^2).",
-              range=(0.0, 100.0)),
-    ParamSpec("hand_prior_weight", 0.1, "Strength of the diffusion prior's pull on the finger joints.",
-              range=(0.0, 100.0)),
-    ParamSpec("sigma_cm", 10.0,
-              "Robust (Geman-McClure) scale of keypoint residuals [cm]: about the input's noise; larger for radar.",
-              range=(0.1, 100.0)),
-    ParamSpec("temporal_weight", 2.0, "Pull of every joint towards its previous-frame rotation (per rad^2).",
-              range=(0.0, 1.0e4)),
-    ParamSpec("hold_weight", 50.0,
-              "Extra pull towards the previous frame on a joint no keypoint sees (per rad^2), for short occlusions.",
-              range=(0.0, 1.0e4)),
-    ParamSpec("hold_decay", 0.7,
-              "Per hidden frame, hold_weight is multiplied by this: a long occlusion is left to the prior.",
-              range=(0.0, 1.0)),
-    ParamSpec("hidden_prior_weight", 10.0,
-              "The prior's pull on a joint no keypoint sees is this many times stronger (it has nothing else).",
-              range=(0.0, 1.0e3)),
-    ParamSpec("person_timeout", 1.0,
-              "Seconds without input after which a person's track (warm start, stamp order) is dropped.",
-              range=(0.05, 60.0)),
-    ParamSpec("max_batch", 16, "Most people refined in one batched solver call.", range=(1, 128), step=1),
-    ParamSpec("output_frame", "",
-              "Frame of the outputs. Empty: keep the input's frame_id. Otherwise the input->output transform is "
-              "looked up with tf2 when tf2_ros is installed, else `output_transform` is used.",),
-    ParamSpec("output_transform", [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0],
-              "Static transform input frame -> output_frame as [x, y, z, qx, qy, qz, qw] (metres, unit "
-              "quaternion), used when output_frame is set and tf2_ros is not available.",
-              constraints="7 numbers"),
-    ParamSpec("publish_markers", True, "Publish the refined skeletons on `skeleton_markers` (MarkerArray)."),
-    ParamSpec("publish_mesh", False, "Publish the mannequin body mesh on `mesh_markers` (TRIANGLE_LIST, heavy)."),
-    ParamSpec("mesh_stride", 4, "Draw every n-th mesh triangle (1 = full mesh, ~48k triangles).", range=(1, 64), step=1),
-    ParamSpec("marker_lifetime", 0.5, "Lifetime of published markers [s] (0 = forever).", range=(0.0, 60.0)),
-    ParamSpec("publish_overlay", False,
-              "Subscribe to `image` + `camera_info` and publish `overlay`: the refined joints projected into the "
-              "image (the joints must be in the camera's optical frame)."),
-    ParamSpec("diagnostics_period", 1.0, "Period of the /diagnostics status [s].", range=(0.1, 60.0)),
-    ParamSpec("max_coordinate_m", 20.0,
-              "Reject a person whose median |coordinate| exceeds this [m] (millimetres sent as metres).",
-              range=(1.0, 1.0e6)),
-    ParamSpec("max_bone_ratio", 5.0,
-              "Reject a person whose median bone length exceeds this multiple of the format's rest lengths.",
-              range=(1.5, 1.0e6)),
-    ParamSpec("log_throttle", 5.0, "Seconds between repeated warnings of the same kind (malformed input).",
-              range=(0.0, 3600.0)),
-    ParamSpec("threads", 1,
-              "Torch intra-op threads for the solver (0 = torch's default). The solver's tensors are small: one "
-              "thread is fastest on a loaded CPU (measured 13 ms vs 570 ms per frame with 2 threads on a busy "
-              "2-core machine).", range=(0, 64), step=1, read_only=True),
-)
+def build_parameters(solver: RefineSettings = RefineSettings()) -> tuple[ParamSpec, ...]:
+    """The node's parameter table, solver defaults from `solver`, track and check defaults from `CoreSettings`."""
+    node = CoreSettings()
+    return (
+        ParamSpec("input_type", "keypoints_array",
+                  "Message type on the `keypoints` topic: keypoints_array (dposer_msgs/Keypoints3DArray), marker_array "
+                  "(visualization_msgs/MarkerArray skeletons, Azure Kinect style: id = body_id * 100 + joint_id) or "
+                  "pointcloud2 (sensor_msgs/PointCloud2 with fields x, y, z, confidence [, person_id]).",
+                  choices=INPUT_TYPES, read_only=True, constraints="one of " + ", ".join(INPUT_TYPES)),
+        ParamSpec("input_format", "",
+                  "Keypoint format name (see `dposer_ros.keypoints.known_formats()`, e.g. coco17, coco_wholebody133, "
+                  "h36m17, mediapipe33, radar14, smplx55, azure_kinect32; smplx_55-style spellings accepted). Empty: "
+                  "a Keypoints3D's own `format` field; azure_kinect32 for marker_array; required for pointcloud2. A "
+                  "Keypoints3D with a non-empty `format` always uses that.",
+                  constraints="a known keypoint format name or empty"),
+        ParamSpec("model_path", "",
+                  "Prior checkpoint (.pt). Empty: the shipped models/dposer_cpu/prior.pt from the package share "
+                  "directory (or the source checkout).", read_only=True),
+        ParamSpec("backend", "auto",
+                  "Inference backend of the prior (dposer_ros.backends.select_engine): auto = tensorrt (CUDA GPU), "
+                  "else onnxruntime (ONNX file beside the prior, or exported once into models/engines/), else torch; "
+                  "onnxruntime = onnxruntime, else torch; torch. Fallbacks are logged.",
+                  choices=BACKENDS, read_only=True, constraints="one of " + ", ".join(BACKENDS)),
+        ParamSpec("steps", solver.steps, "Prior evaluations (refinement steps) per frame.", range=(1, 8), step=1),
+        ParamSpec("t_max", solver.t_max, "Diffusion time of the first refinement step (truncated schedule).",
+                  range=(0.001, 1.0)),
+        ParamSpec("t_min", solver.t_min, "Diffusion time of the last refinement step (<= t_max).", range=(0.001, 1.0)),
+        ParamSpec("prior_weight", solver.prior_weight,
+                  "Strength of the diffusion prior's pull on the body joints (multiplies DPoser's w(t) / sigma^2).",
+                  range=(0.0, 100.0)),
+        ParamSpec("hand_prior_weight", solver.hand_prior_weight,
+                  "Strength of the diffusion prior's pull on the finger joints.", range=(0.0, 100.0)),
+        ParamSpec("sigma_cm", solver.sigma_cm,
+                  "Robust (Geman-McClure) scale of keypoint residuals [cm]: about the input's noise; larger for radar.",
+                  range=(0.1, 100.0)),
+        ParamSpec("temporal_weight", solver.temporal_weight,
+                  "Pull of every joint towards its previous-frame rotation (per rad^2).", range=(0.0, 1.0e4)),
+        ParamSpec("hold_weight", solver.hold_weight,
+                  "Extra pull towards the previous frame on a joint no keypoint sees (per rad^2), for short "
+                  "occlusions.", range=(0.0, 1.0e4)),
+        ParamSpec("hold_decay", solver.hold_decay,
+                  "Per hidden frame, hold_weight is multiplied by this: a long occlusion is left to the prior.",
+                  range=(0.0, 1.0)),
+        ParamSpec("hidden_prior_weight", solver.hidden_prior_weight,
+                  "The prior's pull on a joint no keypoint sees is this many times stronger (it has nothing else).",
+                  range=(0.0, 1.0e3)),
+        ParamSpec("person_timeout", node.person_timeout,
+                  "Seconds without input after which a person's track (warm start, stamp order) is dropped.",
+                  range=(0.05, 60.0)),
+        ParamSpec("max_batch", node.max_batch, "Most people refined in one batched solver call.", range=(1, 128),
+                  step=1),
+        ParamSpec("output_frame", "",
+                  "Frame of the outputs. Empty: keep the input's frame_id. Otherwise the input->output transform is "
+                  "looked up with tf2 when tf2_ros is installed, else `output_transform` is used.",),
+        ParamSpec("output_transform", [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0],
+                  "Static transform input frame -> output_frame as [x, y, z, qx, qy, qz, qw] (metres, unit "
+                  "quaternion), used when output_frame is set and tf2_ros is not available.",
+                  constraints="7 numbers"),
+        ParamSpec("publish_markers", True, "Publish the refined skeletons on `skeleton_markers` (MarkerArray)."),
+        ParamSpec("publish_mesh", False, "Publish the mannequin body mesh on `mesh_markers` (TRIANGLE_LIST, heavy)."),
+        ParamSpec("mesh_stride", 4, "Draw every n-th mesh triangle (1 = full mesh, ~48k triangles).", range=(1, 64),
+                  step=1),
+        ParamSpec("marker_lifetime", 0.5, "Lifetime of published markers [s] (0 = forever).", range=(0.0, 60.0)),
+        ParamSpec("publish_overlay", False,
+                  "Subscribe to `image` + `camera_info` and publish `overlay`: the refined joints projected into the "
+                  "image (the joints must be in the camera's optical frame)."),
+        ParamSpec("diagnostics_period", 1.0, "Period of the /diagnostics status [s].", range=(0.1, 60.0)),
+        ParamSpec("max_coordinate_m", node.max_coordinate_m,
+                  "Reject a person whose median |coordinate| exceeds this [m] (millimetres sent as metres).",
+                  range=(1.0, 1.0e6)),
+        ParamSpec("max_bone_ratio", node.max_bone_ratio,
+                  "Reject a person whose median bone length exceeds this multiple of the format's rest lengths.",
+                  range=(1.5, 1.0e6)),
+        ParamSpec("log_throttle", 5.0, "Seconds between repeated warnings of the same kind (malformed input).",
+                  range=(0.0, 3600.0)),
+        ParamSpec("threads", 1,
+                  "Torch intra-op threads for the solver (0 = torch's default). The solver's tensors are small: one "
+                  "thread is fastest on a loaded CPU (measured 13 ms vs 570 ms per frame with 2 threads on a busy "
+                  "2-core machine).", range=(0, 64), step=1, read_only=True),
+    )
 
+
+PARAMETERS: tuple[ParamSpec, ...] = build_parameters()
 BY_NAME: dict[str, ParamSpec] = {p.name: p for p in PARAMETERS}
 
 
