@@ -14,6 +14,7 @@ import torch
 
 from dposer_ros.body import NUM_JOINTS, ForwardKinematics, smplx_neutral
 from dposer_ros.cli import main
+from dposer_ros.paths import default_mocap_dir
 from dposer_ros.dataset.poses import PoseDataset, default_dataset_path, load_dataset, save_dataset
 from dposer_ros.evaluation.clips import Clip, select_clips
 from dposer_ros.evaluation.corruptions import (
@@ -521,7 +522,7 @@ def test_eval_command_end_to_end(tmp_path, capsys):
     save_dataset(tmp_path / "data.npz", {k: getattr(data, k) for k in
                                          ("pose", "transl", "part_mask", "source", "take", "frame", "fit_error_mm")},
                  data.meta)
-    args = ["eval", "--prior", str(tmp_path / "prior.pt"), "--dataset", str(tmp_path / "data.npz"), "--clips", "2",
+    args = ["eval", "--protocol", "inhouse", "--prior", str(tmp_path / "prior.pt"), "--dataset", str(tmp_path / "data.npz"), "--clips", "2",
             "--hand-clips", "1", "--frames", "6", "--quiet", "--out", str(tmp_path / "out")]
     assert main(args + ["--methods", "few_step,nonesuch"]) == 2
     assert "available methods: few_step" in capsys.readouterr().err
@@ -545,3 +546,85 @@ def test_real_dataset_clips():
     assert all(split[data.meta["takes"].index(c.take)] == "test" and c.part_mask[:, 0].all() for c in clips)
     hands = select_clips(data, 2, 60, "hands", seed=0)
     assert hands and all(c.part_mask[:, 1:3].all() for c in hands)
+
+
+# ---------------------------------------------------------------- foreign skeletons and the user's keypoints
+
+MOCAP = default_mocap_dir()
+
+
+def test_undefined_keypoints_are_never_shown_and_random_occlusion_counts_the_defined():
+    truth = torch.randn(10, 17, 3, dtype=torch.float64)
+    truth[:, [9, 10]] = float("nan")  # a skeleton without the two head keypoints
+    cor = Corruption("r", "h36m17", noise_cm=(1.0, 1.0), occlusion=Occlusion("random", fraction=0.4))
+    data = cor.apply_keypoints(truth, 3)
+    assert not data.visible[:, [9, 10]].any() and torch.isnan(data.points[:, [9, 10]]).all()
+    assert (data.visible.sum(1) == 15 - round(0.4 * 15)).all()
+    bias = Corruption("b", "h36m17", bias=((15,), (0.0, 5.0, 0.0)))
+    moved = bias.apply_keypoints(truth.nan_to_num(), 0).points - truth.nan_to_num().float()
+    head = get_format("h36m17").joints == 15
+    assert torch.allclose(moved[:, torch.as_tensor(head), 1], torch.tensor(0.05)) and moved[:, ~torch.as_tensor(head)].abs().max() < 1e-6
+
+
+@pytest.mark.skipif(not MOCAP.is_dir(), reason="shared/data/mocap is not beside the checkout")
+def test_foreign_clips_are_the_source_skeletons_own_joints():
+    from dposer_ros.evaluation.foreign import foreign_clips, foreign_table, split_of_takes, take_points
+    from dposer_ros.dataset.build import BuildConfig
+    from dposer_ros.paths import config_path
+    from dposer_ros.retarget.sources import load_sources
+
+    clips = foreign_clips(MOCAP, 4, 20, "val", seed=0, formats=("h36m17", "coco17"))
+    assert len({c.take for c in clips}) == 4 and {c.source for c in clips} == {"bandai", "cmu", "hdm05", "reactidle"}
+    build = BuildConfig.from_yaml(config_path("data/build.yaml"))
+    val = {t.take_id for t in split_of_takes(MOCAP, build)["val"]}
+    h36m = get_format("h36m17")
+    for clip in clips:
+        assert clip.take in val
+        h, coco = clip.truth["h36m17"], clip.truth["coco17"]
+        assert h.shape == (20, 17, 3) and torch.isnan(coco[:, 0]).all()  # no skeleton defines COCO's nose
+        thigh = (h[:, h36m.index("left_hip")] - h[:, h36m.index("left_knee")]).norm(dim=-1)
+        assert 0.3 < float(thigh.mean()) < 0.55  # metres, the actor's own
+    bandai = next(c for c in clips if c.source == "bandai")
+    take = next(t for t in split_of_takes(MOCAP, build)["val"] if t.take_id == bandai.take)
+    points = take_points(load_sources()["bandai"], take)
+    start = bandai.start
+    assert torch.allclose(bandai.truth["h36m17"][:, 0], torch.from_numpy(points["pelvis"][start : start + 20]))
+    assert foreign_table()["rigs"]["bandai"][0]["points"]["pelvis"] == "Hips"
+
+
+def test_eval_on_keypoints_a_user_brings(tmp_path, capsys):
+    from dposer_ros.prior.layout import DIM
+    from dposer_ros.prior.model import Normalizer, PosePrior
+    from dposer_ros.prior.network import ScoreNet
+    from dposer_ros.prior.sde import SubVPSDE
+
+    torch.manual_seed(0)
+    PosePrior(ScoreNet(hidden=32, blocks=1, time_dim=16, groups=8, dropout=0.0), SubVPSDE(),
+              Normalizer(torch.zeros(DIM), torch.full((DIM,), 0.5))).save(tmp_path / "prior.pt")
+    fmt = get_format("h36m17")
+    pose, transl = hand_made_poses(16)
+    points = fmt.from_posed(ForwardKinematics()(pose.double(), transl.double())).numpy()
+    points[:, fmt.index("head_top")] += [0.0, 0.04, 0.0]  # another convention
+    conf = np.ones(points.shape[:2])
+    conf[8:, fmt.index("spine")] = 0.0  # the second clip's skeleton has no spine keypoint
+    np.savez(tmp_path / "mine.npz", keypoints=points, clip=np.repeat(["walk", "wave"], 8), confidence=conf)
+    args = ["eval", "--prior", str(tmp_path / "prior.pt"), "--keypoints", str(tmp_path / "mine.npz"), "--format", "h36m17",
+            "--frames", "8",
+            "--methods", "no_prior,few_step", "--corruptions", "cam_noise_2cm,cam_occl_legs", "--quiet",
+            "--out", str(tmp_path / "out")]
+    assert main(args) == 0
+    result = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [c["name"] for c in result["clips"]] == ["walk@0", "wave@0"]
+    assert {c["format"] for c in result["corruptions"]} == {"h36m17"}
+    rows = {(r["corruption"], r["method"]): r for r in result["results"]}
+    assert rows[("cam_occl_legs", "few_step")]["metrics"]["frames"] == 16
+    assert rows[("cam_occl_legs", "few_step")]["metrics"]["occluded_joints"] == 16 * 4  # knees and ankles
+    assert rows[("cam_noise_2cm", "no_prior")]["metrics"]["occluded_joints"] == 0
+    assert result["paired"]
+    capsys.readouterr()
+    assert main(args[:5] + args[7:]) == 2  # no --format
+    assert "--keypoints needs --format" in capsys.readouterr().err
+    np.savez(tmp_path / "bad.npz", keypoints=points[:, :10])
+    assert main(["eval", "--prior", str(tmp_path / "prior.pt"), "--keypoints", str(tmp_path / "bad.npz"), "--format",
+                 "h36m17", "--out", str(tmp_path / "o2")]) == 2
+    assert "must be (N, 17, 3)" in capsys.readouterr().err

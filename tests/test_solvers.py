@@ -186,20 +186,23 @@ def test_hand_prior_weight_moves_the_fingers_only():
 
 def test_spine_from_prior_leaves_the_bend_to_the_prior():
     """Keypoints see the three spine rotations only together: with `spine_from_prior` the spine does not count as
-    seen when the torso is, so the prior's stronger hidden-joint pull splits the bend (here: a zero-mean prior straightens the spine,
-    the pelvis takes the bend) while the keypoints stay fitted."""
+    seen when the torso is, so the prior's pull (`spine_prior_weight`, while the prior completes something: here a
+    hidden ankle) splits the bend (a zero-mean prior straightens the spine, the pelvis takes the bend) while the
+    keypoints stay fitted."""
     names = smplx_neutral().names
     spine = [names.index(n) for n in ("spine1", "spine2", "spine3")]
     pose = torch.zeros(1, 55, 3)
     pose[0, spine, 0] = 0.35  # bent forwards at the spine, pelvis upright
     fmt = get_format("coco17")
     kp = fmt.from_posed(ForwardKinematics()(pose, torch.zeros(1, 3))).float()
-    obs = Observation(kp, torch.ones(kp.shape[:2]), fmt)
+    conf = torch.ones(kp.shape[:2])
+    conf[0, fmt.index("left_ankle")] = 0.0
+    obs = Observation(kp, conf, fmt)
     state = BodyState(pose, torch.zeros(1, 3))
     prior = GaussianPrior(torch.full((DIM,), 0.3))
     runs = {}
     for flag in (False, True):
-        refiner = FewStepRefiner(prior, fmt, RefineSettings(spine_from_prior=flag, hidden_prior_weight=100.0, t_max=0.9,
+        refiner = FewStepRefiner(prior, fmt, RefineSettings(spine_from_prior=flag, spine_prior_weight=100.0, t_max=0.9,
                                                             hidden_prior_ramp=False, temporal_weight=0.0, hold_weight=0.0))
         free = list(refiner.free)
         seen = refiner.seen_joints(obs.confidence)[0]

@@ -52,10 +52,11 @@ class AttachedPoints:
         base[torch.arange(len(self.joint) * 3), 3 * len(self.free) + torch.arange(len(self.joint) * 3) % 3] = 1.0
         self._base = base.reshape(-1)  # dp / d transl = I
 
-    def positions(self, posed: Posed) -> torch.Tensor:
-        """(B, K, 3) world positions of the points."""
+    def positions(self, posed: Posed, extra: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, K, 3) world positions of the points; `extra` (B, K, 3): per-person offsets added to the format's."""
         rot = posed.rotations[:, self.joint]
-        return posed.joints[:, self.joint] + (rot @ self.offset.to(rot)[..., None]).squeeze(-1)
+        offset = self.offset.to(rot) if extra is None else self.offset.to(rot) + extra.to(rot)
+        return posed.joints[:, self.joint] + (rot @ offset[..., None]).squeeze(-1)
 
     def jacobian(self, posed: Posed, points: torch.Tensor) -> torch.Tensor:
         """(B, K*3, 3F + 3): derivatives of the points w.r.t. the free joints' local increments, then translation."""

@@ -20,6 +20,8 @@ import torch
 
 from ..body import ForwardKinematics, Posed
 from ..dataset.poses import PoseDataset
+from ..keypoints import KeypointFormat
+from .metrics import Pool, clip_pool, joint_visibility
 
 KIND_PARTS = {"body": (0,), "hands": (1, 2)}
 
@@ -48,6 +50,16 @@ class Clip:
     def describe(self) -> dict:
         return {"name": self.name, "kind": self.kind, "source": self.source, "take": self.take, "start": self.start,
                 "frames": len(self)}
+
+    def keypoint_truth(self, fmt: KeypointFormat, fk: ForwardKinematics | None = None) -> torch.Tensor:
+        """(T, K, 3) keypoints of `fmt` read off the true body (this project's landmark tables)."""
+        return fmt.from_posed(self.posed(fk))
+
+    def score(self, fmt: KeypointFormat, data, outs: list, seconds: list[float], stride: int, fk) -> Pool:
+        """SMPL-X joint errors of the refined bodies against the true body (`clip_pool`)."""
+        pred = torch.cat([o.joints for o in outs]).double()
+        gt = self.posed(fk).joints[data.frames]
+        return clip_pool(pred, gt, joint_visibility(fmt, data.visible), self.part_mask[data.frames], stride, seconds)
 
 
 def select_clips(data: PoseDataset, count: int, frames: int, kind: str = "body", seed: int = 0,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import platform
 import sys
 import time
@@ -10,9 +11,7 @@ from pathlib import Path
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from ..dataset.poses import default_dataset_path, load_dataset
     from ..prior.model import PosePrior
-    from .clips import select_clips
     from .corruptions import load_corruptions
     from .methods import METHODS, MethodError, build_methods
     from .report import markdown_table, write_report
@@ -25,7 +24,7 @@ def run_eval(args: argparse.Namespace) -> int:
     unknown = [n for n in names if n not in METHODS]
     if unknown or not names:  # before anything slow
         raise MethodError(f"unknown method(s) {', '.join(unknown) or '(none given)'}; available methods: {', '.join(METHODS)}")
-    corruptions = load_corruptions(args.corruption_file)
+    corruptions = load_corruptions(args.corruption_file or _default_corruptions(args))
     if args.corruptions:
         wanted = [c.strip() for c in args.corruptions.split(",") if c.strip()]
         unknown = [c for c in wanted if c not in corruptions]
@@ -39,14 +38,10 @@ def run_eval(args: argparse.Namespace) -> int:
     for name, message in errors.items():
         print(f"dposer eval: method {name!r} could not be built ({message}); going on without it", file=sys.stderr)
         factories[name] = _failed(message)  # reported as FAILED rows
-    data = load_dataset(args.dataset or default_dataset_path())
-    kinds = {c.clips for c in corruptions.values()}
-    clips = []
-    if "body" in kinds:
-        clips += select_clips(data, args.clips, args.frames, "body", args.seed, takes=tuple(args.takes))
-    if "hands" in kinds:
-        clips += select_clips(data, args.hand_clips, args.frames, "hands", args.seed)
-    del data
+    clips = _clips(args, corruptions)
+    if args.keypoints is not None:  # the user's keypoints come in one format: every sensor model reads them in it
+        corruptions = {n: dataclasses.replace(c, format_name=args.format) for n, c in corruptions.items()
+                       if c.clips == "body"}
     start = time.time()
     result = evaluate(factories, corruptions, clips, seed=args.seed, progress=not args.quiet)
     extra = {
@@ -66,6 +61,44 @@ def run_eval(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _default_corruptions(args: argparse.Namespace) -> Path:
+    from ..paths import config_path
+
+    foreign = args.protocol == "foreign" and args.keypoints is None
+    return config_path("eval/corruptions_foreign.yaml" if foreign else "eval/corruptions.yaml")
+
+
+def _clips(args: argparse.Namespace, corruptions: dict) -> list:
+    """The clips of the chosen protocol (see the README of this package)."""
+    from .foreign import foreign_clips, load_keypoint_clips
+
+    kinds = {c.clips for c in corruptions.values()}
+    if args.keypoints is not None:
+        from ..keypoints import get_format
+
+        if not args.format:
+            raise ValueError("--keypoints needs --format: the keypoint format of the arrays (e.g. h36m17, coco17)")
+        return load_keypoint_clips(args.keypoints, get_format(args.format), args.frames)
+    if args.protocol == "foreign":
+        from ..paths import default_mocap_dir
+
+        if "body" not in kinds:
+            raise ValueError("the foreign protocol has body clips only: choose body corruptions, or --protocol inhouse")
+        formats = tuple(sorted({c.format_name for c in corruptions.values() if c.clips == "body"}))
+        return foreign_clips(args.mocap_dir or default_mocap_dir(), args.clips, args.frames, args.split, args.seed, formats,
+                             progress=not args.quiet)
+    from ..dataset.poses import default_dataset_path, load_dataset
+    from .clips import select_clips
+
+    data = load_dataset(args.dataset or default_dataset_path())
+    clips = []
+    if "body" in kinds:
+        clips += select_clips(data, args.clips, args.frames, "body", args.seed, args.split, takes=tuple(args.takes))
+    if "hands" in kinds:
+        clips += select_clips(data, args.hand_clips, args.frames, "hands", args.seed, args.split)
+    return clips
+
+
 def _failed(message: str):
     def factory(fmt):
         raise RuntimeError(message)
@@ -77,6 +110,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from .methods import available_methods
 
     parser.add_argument("--prior", type=Path, required=True, help="prior checkpoint (prior.pt)")
+    parser.add_argument("--protocol", choices=("foreign", "inhouse"), default="foreign",
+                        help="foreign (default): truth = the held-out takes' own source skeleton joints, read as "
+                             "keypoints by name; inhouse: truth = this project's SMPL-X retargeting (needs the dataset)")
+    parser.add_argument("--split", choices=("val", "test"), default="test",
+                        help="takes to draw clips from: val for tuning, test for the held-out comparison")
+    parser.add_argument("--mocap-dir", type=Path, default=None, help="shared/data/mocap (foreign protocol)")
+    parser.add_argument("--keypoints", type=Path, default=None,
+                        help="your own keypoints: an npz with keypoints (N, K, 3) metres, clip (N,) ids and optional "
+                             "confidence (N, K) (0 = not defined); scored on those, with the body corruptions")
+    parser.add_argument("--format", default="", help="keypoint format of --keypoints (e.g. h36m17, coco17)")
     parser.add_argument("--methods", default="few_step", help=f"comma-separated, from: {', '.join(available_methods())}")
     parser.add_argument("--clips", type=int, default=12, help="body clips (test split, different takes and sources)")
     parser.add_argument("--hand-clips", type=int, default=4, help="hand clips (test split takes with both hands)")
@@ -86,7 +129,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", type=int, default=60, help="frames per clip (30 Hz)")
     parser.add_argument("--corruptions", default=None, help="comma-separated names (default: all in the corruption file)")
     parser.add_argument("--corruption-file", type=Path, default=None,
-                        help="corruption models (default: config/eval/corruptions.yaml)")
+                        help="corruption models (default: config/eval/corruptions_foreign.yaml for the foreign protocol, "
+                             "else config/eval/corruptions.yaml)")
     parser.add_argument("--dataset", type=Path, default=None, help=f"dataset file (default: {default_dataset_path()})")
     parser.add_argument("--baselines-dir", type=Path, default=None,
                         help="fitted GMM / VAE baseline priors (default: models/dposer_cpu/baselines, see `dposer baselines`)")

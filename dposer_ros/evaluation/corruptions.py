@@ -45,7 +45,7 @@ OCCLUSION_KINDS = ("none", "limb", "parts", "random")
 CLIP_KINDS = ("body", "hands")
 _CORRUPTION_KEYS = {
     "name", "group", "format", "clips", "noise_cm", "occlusion", "stride", "keypoint_dropout", "frame_dropout",
-    "confidence_floor", "confidence_scale_cm", "description",
+    "confidence_floor", "confidence_scale_cm", "description", "bias",
 }
 _OCCLUSION_KEYS = {"kind", "limbs", "fraction"}
 
@@ -143,6 +143,8 @@ class Corruption:
     confidence_scale_cm: float = 5.0
     description: str = ""
     fps: float = 30.0
+    # a detector's convention: the keypoints of these joints sit this far (cm, world axes) from the truth, always
+    bias: tuple[tuple[int, ...], tuple[float, float, float]] | None = None
 
     def __post_init__(self) -> None:
         lo, hi = self.noise_cm
@@ -173,13 +175,21 @@ class Corruption:
 
     def apply(self, posed: Posed, generator: torch.Generator | int) -> Corrupted:
         """Corrupt a clip's posed body (joints (T, 55, 3), rotations (T, 55, 3, 3)); see the module docstring."""
+        return self.apply_keypoints(self.format.from_posed(posed), generator)
+
+    def apply_keypoints(self, truth: torch.Tensor, generator: torch.Generator | int) -> Corrupted:
+        """Corrupt true keypoints (T, K, 3) of this format. A keypoint that is NaN in the truth (a skeleton that
+        does not define it) is never visible; the random occlusion hides `fraction` of the defined keypoints."""
         gen = torch.Generator().manual_seed(generator) if isinstance(generator, int) else generator
-        fmt = self.format
-        frames = torch.arange(0, posed.joints.shape[0], self.stride)
-        truth = fmt.from_posed(Posed(posed.joints[frames], posed.rotations[frames])).to(torch.float32)
+        frames = torch.arange(0, truth.shape[0], self.stride)
+        truth = truth[frames].to(torch.float32)
         n, k = truth.shape[:2]
+        if self.bias is not None:
+            moved = self.hidden_keypoints(self.bias[0])
+            truth = truth + moved[None, :, None] * torch.tensor(self.bias[1], dtype=truth.dtype) / 100.0
+        defined = torch.isfinite(truth).all(-1)
         occ = self.occlusion
-        hidden = torch.zeros(n, k, dtype=torch.bool)
+        hidden = ~defined
         limb = None
         if occ.kind == "limb":
             i = int(torch.randint(len(occ.limbs), (1,), generator=gen))
@@ -191,8 +201,9 @@ class Corruption:
         sigma = lo + (hi - lo) * float(torch.rand((), generator=gen))
         noise = torch.randn(n, k, 3, generator=gen) * (sigma / 100.0)
         if occ.kind == "random":
-            count = round(occ.fraction * k)
-            order = torch.rand(n, k, generator=gen).argsort(dim=1)
+            count = round(occ.fraction * int(defined[0].sum()))
+            draw = torch.rand(n, k, generator=gen).masked_fill(~defined, float("inf"))  # undefined ones last
+            order = draw.argsort(dim=1)
             hidden |= torch.zeros(n, k, dtype=torch.bool).scatter_(1, order[:, :count], True)
         if self.keypoint_dropout > 0:
             hidden |= torch.rand(n, k, generator=gen) < self.keypoint_dropout
@@ -260,6 +271,14 @@ def load_corruptions(path: str | Path | None = None) -> dict[str, Corruption]:
         missing = [n for n in occ.get("limbs", []) if n not in limbs]
         if missing:
             raise CorruptionError(f"{where}: unknown limbs {missing}; defined limbs: {', '.join(limbs)}")
+        bias = args.pop("bias", None)
+        if bias is not None:
+            if not (isinstance(bias, dict) and set(bias) == {"limbs", "cm"} and len(bias["cm"]) == 3):
+                raise CorruptionError(f"{where}: bias must be {{limbs: [...], cm: [x, y, z]}}")
+            missing = [n for n in bias["limbs"] if n not in limbs]
+            if missing:
+                raise CorruptionError(f"{where}: bias names unknown limbs {missing}; defined limbs: {', '.join(limbs)}")
+            args["bias"] = (tuple(j for n in bias["limbs"] for j in limbs[n]), tuple(float(v) for v in bias["cm"]))
         try:
             occlusion = Occlusion(str(occ.get("kind", "none")), tuple((n, limbs[n]) for n in occ.get("limbs", [])),
                                   float(occ.get("fraction", 0.0)))

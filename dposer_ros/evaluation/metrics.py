@@ -217,3 +217,24 @@ def clip_pool(pred: torch.Tensor, gt: torch.Tensor, joint_visible: torch.Tensor,
     if hands.any():
         pool.add("hand", hand_joint_errors(pred[hands], gt[hands]))
     return pool
+
+
+def keypoint_pool(pred: torch.Tensor, truth: torch.Tensor, visible: torch.Tensor, stride: int = 1,
+                  latency: list[float] | None = None) -> Pool:
+    """Errors of one clip scored on keypoints: pred, truth (T, K, 3), truth NaN where the skeleton does not define
+    the keypoint (not scored). all / visible / occluded: the defined keypoints, those shown to the method, those
+    hidden from it; pa: per frame similarity-aligned over the defined keypoints; accel: on the defined keypoints."""
+    pool = Pool()
+    pool.latency = list(latency or [])
+    defined = torch.isfinite(truth).all(-1)
+    cols = defined.all(0).nonzero().flatten()  # keypoints the skeleton defines (the same in every frame)
+    pred, truth = pred.double()[:, cols], truth.double()[:, cols]
+    vis = visible.bool()[:, cols]
+    err = joint_errors(pred, truth)
+    pool.add("all", err)
+    pool.add("visible", err, vis)
+    pool.add("occluded", err, ~vis)
+    pool.add("pa", pa_joint_errors(pred, truth, range(len(cols))))
+    if pred.shape[0] >= 3:
+        pool.add("accel", accel_joint_errors(pred, truth, stride, range(len(cols))))
+    return pool

@@ -28,7 +28,7 @@ from ..keypoints import KeypointFormat
 from ..solvers.types import BodyState, Observation, Refined
 from .clips import Clip
 from .corruptions import Corrupted, Corruption
-from .metrics import Pool, clip_pool, joint_visibility
+from .metrics import Pool
 
 Solver = Callable[[Observation, BodyState | None], Refined]
 MethodFactory = Callable[[KeypointFormat], Solver]
@@ -95,10 +95,10 @@ class EvalResult:
         }
 
 
-def run_stream(solver: Solver, fmt: KeypointFormat, data: Corrupted) -> tuple[torch.Tensor, list[float]]:
-    """Refine a corrupted stream frame by frame (warm-started); -> joints (T', 55, 3), per-frame seconds."""
+def run_stream(solver: Solver, fmt: KeypointFormat, data: Corrupted) -> tuple[list[Refined], list[float]]:
+    """Refine a corrupted stream frame by frame (warm-started); -> one `Refined` per frame, per-frame seconds."""
     state: BodyState | None = None
-    joints, seconds = [], []
+    outs, seconds = [], []
     for i in range(data.points.shape[0]):
         obs = Observation(data.points[i : i + 1].clone(), data.confidence[i : i + 1].clone(), fmt)
         start = time.perf_counter()
@@ -107,8 +107,8 @@ def run_stream(solver: Solver, fmt: KeypointFormat, data: Corrupted) -> tuple[to
         if not torch.isfinite(out.joints).all():
             raise FloatingPointError(f"non-finite joints at emitted frame {i}")
         state = out.select(0)
-        joints.append(out.joints[0].detach().to(torch.float64))
-    return torch.stack(joints), seconds
+        outs.append(out)
+    return outs, seconds
 
 
 def _describe(err: Exception) -> str:
@@ -118,9 +118,8 @@ def _describe(err: Exception) -> str:
     return f"{type(err).__name__}: {err}{where}"
 
 
-def _input_stats(fmt: KeypointFormat, posed, data: Corrupted) -> dict:
-    truth = fmt.from_posed(type(posed)(posed.joints[data.frames], posed.rotations[data.frames]))
-    err = (data.points.double() - truth).norm(dim=-1)[data.visible]
+def _input_stats(truth: torch.Tensor, data: Corrupted) -> dict:
+    err = (data.points.double() - truth[data.frames].double()).norm(dim=-1)[data.visible]
     return {"sum": float(err.sum()), "count": int(err.numel()), "keypoints": int(data.visible.numel()),
             "sigma_cm": data.sigma_cm, "limb": data.limb, "frames": int(data.frames.numel()),
             "sha1": hashlib.sha1(torch.cat([data.points.nan_to_num(-1e6).flatten(), data.confidence.flatten()])
@@ -144,17 +143,14 @@ def evaluate(methods: dict[str, MethodFactory], corruptions: Iterable[Corruption
         stats = {"clips": [], "sum": 0.0, "count": 0, "keypoints": 0}
         for clip in cor_clips:
             bar.set_postfix_str(cor.name)
-            posed = clip.posed(fk)
-            data = cor.apply(posed, stream_seed(seed, cor.name, clip.name))
+            truth = clip.keypoint_truth(fmt, fk)
+            data = cor.apply_keypoints(truth, stream_seed(seed, cor.name, clip.name))
             if keep_streams:
                 streams[(cor.name, clip.name)] = data
-            s = _input_stats(fmt, posed, data)
+            s = _input_stats(truth, data)
             for key in ("sum", "count", "keypoints"):
                 stats[key] += s.pop(key)
             stats["clips"].append({"clip": clip.name, **s})
-            gt = posed.joints[data.frames]
-            joint_vis = joint_visibility(fmt, data.visible)
-            part_mask = clip.part_mask[data.frames]
             for name, factory in methods.items():
                 row = current[name]
                 if row.error is not None:
@@ -170,11 +166,11 @@ def evaluate(methods: dict[str, MethodFactory], corruptions: Iterable[Corruption
                     row.error = f"could not build for format {fmt.name}: {_describe(err)}"
                     continue
                 try:
-                    pred, seconds = run_stream(solvers[key], fmt, data)
+                    outs, seconds = run_stream(solvers[key], fmt, data)
                 except Exception as err:
                     row.error = f"failed on clip {clip.name}: {_describe(err)}"
                     continue
-                pool = clip_pool(pred, gt, joint_vis, part_mask, cor.stride, seconds)
+                pool = clip.score(fmt, data, outs, seconds, cor.stride, fk)
                 row.pool.merge(pool)
                 row.clips.append({"clip": clip.name, **pool.summary()})
             bar.update(1)

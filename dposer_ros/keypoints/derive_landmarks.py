@@ -90,8 +90,11 @@ def _head(t: _Table) -> None:
          "approximate: vertex 11.5 cm above the eye line (head ~23 cm tall); with the floor at -1.305, 1.73 m tall")
     t.at("head_center", "head", [0, e - 0.005, 0.005],
          "approximate: centre of the head volume, between the ears, for sensors that see the head as one blob")
-    t.at("h36m_neck_nose", "head", [0, e - 0.036, 0.055],
-         "approximate: Human3.6M 'Neck/Nose' site, ~12 cm above the thorax (121 mm x 0.88), behind the nose")
+    neck = _j("neck")[1]
+    t.at("h36m_neck_nose", "head", [0, neck + 0.12, 0.03],
+         "approximate: Human3.6M 'Neck/Nose', 12 cm above its thorax (the SMPL-X neck joint), as in its skeleton")
+    t.at("h36m_head", "head", [0, neck + 0.24, 0.005],
+         "approximate: Human3.6M 'Head', 24 cm above its thorax, as in its skeleton (below the vertex, head_top)")
 
 
 def _eyes(t: _Table) -> None:

@@ -80,3 +80,16 @@ def mirror_pose(pose: torch.Tensor) -> torch.Tensor:
 def mirror_part_mask(part_mask: np.ndarray | torch.Tensor):
     """Swap the left and right hand entries of (..., 4) part masks."""
     return part_mask[..., [0, 2, 1, 3]]
+
+
+def mirror_vector_map() -> tuple[torch.Tensor, torch.Tensor]:
+    """The mirror image as a signed permutation of the prior vector: mirrored = sign * vec[perm] (both hand slots
+    swap, body entries swap sides with y and z negated; expression entries stay)."""
+    eye = torch.eye(DIM, dtype=torch.float64)
+    pose, expr = from_vector(eye)
+    mirrored = to_vector(mirror_pose(pose), expr)  # row i: the mirror image of basis vector i
+    perm = mirrored.abs().argmax(0)  # output entry o comes from input entry perm[o]
+    sign = mirrored[perm, torch.arange(DIM)]
+    if not torch.equal(mirrored.abs().sum(0), torch.ones(DIM, dtype=torch.float64)):
+        raise AssertionError("the mirror image is not a signed permutation of the prior vector")
+    return perm, sign.float()

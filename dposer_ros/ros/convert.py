@@ -41,7 +41,8 @@ def header(stamp, frame_id: str) -> Header:
 
 
 def pose_msg(res: PersonResult, hdr: Header) -> SmplxPose:
-    """Every field of SmplxPose from one person's result (expression and betas: 10 zeros each)."""
+    """Every field of SmplxPose from one person's result (expression: 10 zeros; betas: the track's calibrated
+    shape, zeros before it has one)."""
     pose = np.asarray(res.pose, dtype=np.float64)
     m = SmplxPose()
     m.header = hdr
@@ -55,7 +56,7 @@ def pose_msg(res: PersonResult, hdr: Header) -> SmplxPose:
     m.left_hand_pose = pose[25:40].reshape(-1).copy()
     m.right_hand_pose = pose[40:55].reshape(-1).copy()
     m.expression = [0.0] * NUM_EXPRESSION
-    m.betas = [0.0] * NUM_BETAS
+    m.betas = [0.0] * NUM_BETAS if res.betas is None else [float(b) for b in res.betas]
     m.joints = _points(res.joints)
     m.part_confidence = np.asarray(res.part_confidence, dtype=np.float32).copy()
     m.part_completed = [bool(b) for b in res.part_completed]

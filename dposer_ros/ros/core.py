@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ..body import NUM_JOINTS, ForwardKinematics, smplx_neutral
+from ..body.shape import rest_joints
 from ..keypoints import KeypointFormat, KeypointFormatError, get_format, known_formats
 from ..solvers.refine import FewStepRefiner, RefineSettings
 from ..solvers.types import BodyState, Observation
@@ -159,6 +160,7 @@ class PersonResult:
     format_name: str = ""
     points: np.ndarray | None = None  # the input keypoints (K, 3), for pictures / overlays
     confidences: np.ndarray | None = None
+    betas: np.ndarray | None = None  # (10,) the track's calibrated SMPL-X shape (None: the mean shape)
 
 
 @dataclass
@@ -509,6 +511,7 @@ class RefineCore:
                     part_completed=completed[i].astype(bool),
                     refine_ms=ms,
                     format_name=fmt.name,
+                    betas=None if refined.betas is None else refined.betas[i].double().numpy(),
                     points=np.asarray(p.person.points, np.float64),
                     confidences=np.asarray(p.person.confidences, np.float64),
                 ))
@@ -532,7 +535,7 @@ def transform_result(res: PersonResult, rot: np.ndarray, trans: np.ndarray) -> P
     """The same body expressed in another frame (p' = rot p + trans): global orientation, translation, joints."""
     import roma
 
-    rest_root = smplx_neutral().rest_joints[0]
+    rest_root = smplx_neutral().rest_joints[0] if res.betas is None else rest_joints(torch.as_tensor(res.betas))[0].numpy()
     g = roma.rotvec_to_rotmat(torch.as_tensor(res.pose[0]))
     pose = res.pose.copy()
     pose[0] = roma.rotmat_to_rotvec(torch.as_tensor(rot) @ g).numpy()
@@ -540,4 +543,4 @@ def transform_result(res: PersonResult, rot: np.ndarray, trans: np.ndarray) -> P
     joints = res.joints @ rot.T + trans
     pts = None if res.points is None else res.points @ rot.T + trans
     return PersonResult(res.person_id, pose, transl, joints, res.part_confidence, res.part_completed, res.refine_ms,
-                        res.format_name, pts, res.confidences)
+                        res.format_name, pts, res.confidences, res.betas)

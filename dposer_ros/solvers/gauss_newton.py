@@ -66,11 +66,15 @@ def gauss_newton_step(
     damping: float,
     sigma_cm: float | None = None,
     posed: Posed | None = None,
+    rest_joints: torch.Tensor | None = None,
+    offsets: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One step for a batch: local (B, J, 3, 3), transl (B, 3), target (B, K, 3) metres, weight (B, K)."""
+    """One step for a batch: local (B, J, 3, 3), transl (B, 3), target (B, K, 3) metres, weight (B, K);
+    `rest_joints` (B, J, 3) the people's own rest joints (None: the mean shape), `offsets` (B, K, 3) their
+    keypoints' calibrated offsets (None: the format's)."""
     batch = local.shape[0]
-    posed = posed or fk.from_rotmat(local, transl)
-    kp = points.positions(posed)
+    posed = posed or fk.from_rotmat(local, transl, rest_joints)
+    kp = points.positions(posed, offsets)
     diff = (kp - target) * 100.0  # cm
     w = weight
     if sigma_cm is not None:

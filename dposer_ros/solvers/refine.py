@@ -22,10 +22,14 @@ import torch
 
 from ..body.jacobian import AttachedPoints
 from ..body.kinematics import ForwardKinematics
+from ..body.shape import NUM_BETAS
+from ..body.shape import rest_joints as shape_rest_joints
 from ..body.skeleton import NUM_JOINTS, PART_JOINTS, smplx_neutral
-from ..prior.layout import PARTS, from_vector, to_vector
+from ..prior.layout import DIM, PARTS, from_vector, to_vector
 from ..prior.schedule import TruncatedSchedule, UniformSchedule
+from ..prior.symmetric import MirrorSymmetric
 from ..retarget.fit import kabsch
+from .calibration import calibrate, empty_calibration
 from .gauss_newton import Pull, gauss_newton_step
 from .types import BodyState, Observation, Refined
 
@@ -39,12 +43,15 @@ class RefineSettings:
     """Settings of the few-step refiner (defaults: config/solvers/refine.yaml)."""
 
     steps: int = 4  # prior evaluations per frame (at most 8)
-    t_max: float = 0.35
-    t_min: float = 0.3
+    t_max: float = 0.5
+    t_min: float = 0.4
     prior_weight: float = 2.5  # strength of the prior on the body joints, chosen on the validation split
     hand_prior_weight: float = 0.1  # ... and on the finger joints (bench/eval/tuning*.md)
     temporal_weight: float = 2.0  # pull towards the previous frame (per radian^2), 0 for none
     hold_weight: float = 50.0  # extra pull towards the previous frame on a joint no keypoint sees (per radian^2) ...
+    seen_prior_weight: float = 1.0  # the prior's pull on joints confident keypoints see, while some joint is hidden
+    # (the completion needs a seen body on the prior's manifold); none while the whole body is seen: the data decides
+    spine_prior_weight: float = 1.0  # ... and on the spine joints when the torso is seen (spine_from_prior)
     hidden_prior_weight: float = 10.0  # the prior's pull on a joint no keypoint sees is this many times stronger
     hold_decay: float = 0.7  # ... times hold_decay^(frames it has been hidden - 1): the prior takes over a long gap
     hidden_prior_ramp: bool = True  # ... growing as the hold fades: 1 + (w - 1)(1 - hold_decay^(frames hidden - 1))
@@ -58,12 +65,24 @@ class RefineSettings:
     cold_prior_steps: int = 4  # then prior steps on their own schedule, so that a new track starts on the pose
     cold_t_max: float = 1.0  # manifold: from t = 1, where the prior knows nothing of the pose, it proposes a typical one
     cold_t_min: float = 0.3
+    cold_samples: int = 1  # ... from this many noise draws, averaged (1: one deterministic path from zero noise)
     min_part_points: int = 3  # keypoints with confidence > 0.1 needed to call a part observed
     schedule: str = "truncated"  # "truncated" (t_max -> t_min) or "uniform" (t ~ U(1e-3, 1) per step: the ablation)
     min_prior_std: float = 1e-3  # floor (radians) of the per-entry scale that weights the prior pull
     noise: bool = False  # True: a frame's first x_t gets fresh Gaussian noise as in DPoser (measured worse here)
     carry_noise: bool = True  # later steps re-use the noise the prior predicted (DDIM eta = 0); False: as the first
     seed: int = 0
+    mirror_symmetric: bool = True  # ask the prior about the pose and its mirror image (prior/symmetric.py)
+    calibrate_shape: bool = True  # estimate each track's 10 SMPL-X shape coefficients (solvers/calibration.py)
+    shape_sigma_cm: float = 2.0  # expected keypoint error that the shape may not explain (pose and detector error)
+    shape_frames: int = 30  # frames of a track that calibrate its shape at full weight (1 s at 30 Hz) ...
+    shape_slow: float = 0.02  # ... each later frame counts this much: the shape is held, following slow changes
+    shape_prior_weight: float = 1.0  # unit Gaussian prior on the shape coefficients, times this
+    max_beta: float = 4.0  # shape coefficients are clamped to +-max_beta standard deviations
+    calibrate_offsets: bool = True  # calibrate each keypoint's offset from its anchor per track (same schedule)
+    calibration_prior_weight: float = 1.0  # the prior's pull on seen joints while offsets calibrate (shape_frames)
+    offset_prior_frames: float = 10.0  # a zero-offset prior worth this many frames of evidence
+    max_offset_cm: float = 6.0  # bound of a calibrated keypoint offset
 
     def __post_init__(self) -> None:
         if self.schedule not in ("truncated", "uniform"):
@@ -96,14 +115,18 @@ TORSO_JOINTS = ("pelvis", "left_hip", "right_hip", "spine1", "spine2", "spine3",
                 "head", "left_shoulder", "right_shoulder", "jaw", "left_eye_smplhf", "right_eye_smplhf")
 
 
-def cold_start(fk, points: AttachedPoints, obs: Observation, rest_scale: torch.Tensor, s: RefineSettings):
+def cold_start(fk, points: AttachedPoints, obs: Observation, rest_scale: torch.Tensor, s: RefineSettings,
+               rest: torch.Tensor | None = None, offsets: torch.Tensor | None = None):
     """A new track: rigid (Kabsch) alignment of the rest pose to the keypoints, then data-only Gauss-Newton steps
-    with a firm pull towards the rest pose and a wide robust scale. Returns local rotations and translation."""
+    with a firm pull towards the rest pose and a wide robust scale. `rest` (B, 55, 3): the people's rest joints (None:
+    the mean shape), `offsets` (B, K, 3) their keypoints' calibrated offsets. Returns local rotations, translation."""
     batch = obs.points.shape[0]
-    rest_pts = points.positions(fk(torch.zeros(1, NUM_JOINTS, 3))).expand(batch, -1, -1)
+    if rest is None:
+        rest = fk.rest_joints.float().expand(batch, -1, -1)
+    rest_pts = points.positions(fk(torch.zeros(batch, NUM_JOINTS, 3), rest_joints=rest), offsets)
     w = obs.confidence + 1e-6
     rot = kabsch(rest_pts, obs.points, w)
-    root = fk.rest_joints[0].float()
+    root = rest[:, 0]
     wn = (w / w.sum(1, keepdim=True))[..., None]
     transl = (wn * obs.points).sum(1) - ((rot @ ((wn * rest_pts).sum(1) - root)[..., None]).squeeze(-1) + root)
     local = torch.eye(3).repeat(batch, NUM_JOINTS, 1, 1)
@@ -111,7 +134,7 @@ def cold_start(fk, points: AttachedPoints, obs: Observation, rest_scale: torch.T
     zero = Pull(torch.zeros(batch, len(points.free), 3), rest_scale * 10.0)
     for _ in range(s.cold_start_iters):
         local, transl = gauss_newton_step(fk, points, local, transl, obs.points, obs.confidence, [zero], s.damping,
-                                          s.sigma_cm * 4)
+                                          s.sigma_cm * 4, rest_joints=rest, offsets=offsets)
     return local, transl
 
 
@@ -131,7 +154,8 @@ class FewStepRefiner:
     """
 
     def __init__(self, prior, fmt, settings: RefineSettings = RefineSettings(), completion=None) -> None:
-        self.prior, self.format, self.settings = prior, fmt, settings
+        self.prior = MirrorSymmetric(prior) if settings.mirror_symmetric else prior
+        self.format, self.settings = fmt, settings
         self.completion = completion  # a `prior.completion.Completion`: the target of hidden body joints
         self.fk = ForwardKinematics()
         self.points = AttachedPoints(self.fk, fmt.joints, fmt.offsets, FREE_JOINTS)
@@ -167,6 +191,8 @@ class FewStepRefiner:
         names = smplx_neutral().names
         self.spine = [FREE_JOINTS.index(names.index(n)) for n in ("spine1", "spine2", "spine3")]
         self.torso = torch.tensor([float(names[int(j)] in TORSO_JOINTS) for j in fmt.joints])  # (K,)
+        body = torch.tensor([0 < j < 22 for j in FREE_JOINTS])
+        self.observable = body & (self.sees.sum(0) > 0)  # (F,) body joints some keypoint of the format moves
 
     def seen_joints(self, confidence: torch.Tensor) -> torch.Tensor:
         """(B, K) confidences -> (B, F) bool: free joints whose rotation moves a confident keypoint (with
@@ -188,32 +214,48 @@ class FewStepRefiner:
         batch = obs.points.shape[0]
         gen = torch.Generator().manual_seed(s.seed)
         schedule = self.schedule.timesteps(s.steps, gen).tolist()
+        betas = torch.zeros(batch, NUM_BETAS) if init is None or init.betas is None else init.betas.float()
+        calib = init.calibration if init is not None and init.calibration is not None else None
+        if calib is None or calib.offsets.shape[1] != self.format.num_keypoints:
+            calib = empty_calibration(batch, self.format.num_keypoints)
+        rest = shape_rest_joints(betas)
         if init is None:
-            local, transl = cold_start(self.fk, self.points, obs, self.rest_scale, s)
+            local, transl = cold_start(self.fk, self.points, obs, self.rest_scale, s, rest, calib.offsets)
             previous = None
-            cold = TruncatedSchedule(s.cold_t_max, s.cold_t_min).timesteps(s.cold_prior_steps).tolist()
-            schedule = cold + schedule
         else:
             local, transl = roma.rotvec_to_rotmat(init.pose.float()), init.transl.float().clone()
             previous = init.pose.float()[:, self.free]
         seen = self.seen_joints(obs.confidence)
+        by_data = ((obs.confidence > 0.1).float() @ self.sees) > 0  # seen, the spine included
         hidden = torch.zeros(batch, len(FREE_JOINTS)) if init is None or init.hidden_frames is None else init.hidden_frames
-        hidden = torch.where(seen, 0.0, hidden.float() + 1.0)
+        hidden = torch.where(by_data, 0.0, hidden.float() + 1.0)
         hold = (s.temporal_weight + (hidden > 0) * s.hold_weight * s.hold_decay ** (hidden - 1).clamp(min=0))[..., None].sqrt()
-        zero = torch.zeros(batch, len(FREE_JOINTS), 3)
         observed = self.observed_parts(obs.confidence)
         # a joint no keypoint sees has only the prior to go by: its pull is hidden_prior_weight times stronger
         boost = torch.full_like(hidden, s.hidden_prior_weight)
         if s.hidden_prior_ramp and previous is not None:  # ... once the hold has faded (a new track has no hold)
             boost = 1.0 + (s.hidden_prior_weight - 1.0) * (1.0 - s.hold_decay ** (hidden - 1).clamp(min=0))
-        factor = torch.where(seen, 1.0, boost.sqrt())[..., None] * self.part_weight.sqrt()
+        # seen joints: off while the whole body is seen (the data decides), on while the prior completes something
+        complete = (self.observable & ~by_data).any(1, keepdim=True)  # a body joint the format can see is hidden
+        seen_weight = torch.where(complete, s.seen_prior_weight, 0.0)
+        # ... and while the track calibrates its keypoint offsets: a persistent residual then goes into the offsets
+        # instead of bending the body towards another detector's keypoints
+        calibrating = (calib.frames < s.shape_frames)[:, None] & torch.tensor(s.calibrate_offsets)
+        seen_weight = torch.maximum(seen_weight, calibrating * s.calibration_prior_weight)
+        weight = torch.where(seen, seen_weight, torch.where(by_data, s.spine_prior_weight * complete, boost))
+        factor = weight.sqrt()[..., None] * self.part_weight.sqrt()
         # the body captures never rotate the wrists, so the prior pins them at zero; when a hand is seen, its
         # orientation comes from the wrist: release that wrist from the prior (measured: hands 86 -> 6 mm)
         for k, part in self.wrists:
             factor[:, k, 0] *= (~observed[:, part]).float()
         use_prior = bool(self.part_weight.any())
         # what a prior term hands from one step to the next within this frame (and which joints keypoints see)
-        carry: dict = {"seen": ((obs.confidence > 0.1).float() @ self.sees) > 0}
+        carry: dict = {"seen": by_data}
+        evals = 0
+        if init is None and use_prior and s.cold_prior_steps > 0:
+            local, transl = self._cold_prior(obs, local, transl, factor, rest, calib.offsets, by_data, gen)
+            evals += s.cold_prior_steps * s.cold_samples
+        zero = torch.zeros(batch, len(FREE_JOINTS), 3)
         for t in schedule:
             pose = roma.rotmat_to_rotvec(local)
             pulls = [_scaled(p, factor) for p in self.prior_pulls(pose, t, gen, carry)] if use_prior else []
@@ -221,15 +263,43 @@ class FewStepRefiner:
             if previous is not None and (s.temporal_weight > 0 or s.hold_weight > 0):
                 pulls.append(Pull(previous, hold))
             local, transl = gauss_newton_step(self.fk, self.points, local, transl, obs.points, obs.confidence,
-                                              pulls, s.damping, s.sigma_cm)
+                                              pulls, s.damping, s.sigma_cm, rest_joints=rest, offsets=calib.offsets)
+        evals += len(schedule) if use_prior else 0
+        posed = self.fk.from_rotmat(local, transl, rest)
+        # for the next frame: this one is answered with the shape and offsets it was solved with
+        betas, calib = calibrate(self.fk, self.points, posed, local, obs.points, obs.confidence, betas, calib, s)
         pose = roma.rotmat_to_rotvec(local)
         completed = ~observed
         completed[:, PARTS.index("face")] = False  # no face prior: the face is neither observed nor completed
-        joints = self.fk.from_rotmat(local, transl).joints
-        evals = len(schedule) * self.evals_per_step if use_prior else 0
-        return Refined(pose, transl, joints, observed, completed, network_evals=evals, hidden_frames=hidden)
+        evals *= self.evals_per_step
+        return Refined(pose, transl, posed.joints, observed, completed, network_evals=evals, hidden_frames=hidden,
+                       betas=betas, calibration=calib, rest_joints=rest)
 
     evals_per_step = 1
+
+    def _cold_prior(self, obs: Observation, local, transl, factor, rest, offsets, seen, gen):
+        """A new track's prior phase: `cold_prior_steps` steps from t = `cold_t_max`, where the prior knows nothing
+        of the pose, down to `cold_t_min`. With `cold_samples` > 1 each person is solved from that many noise draws
+        at once and the answers are averaged: one deterministic path from the origin of the latent space lands on
+        one mode of the prior (measured: knees folded 2.2-2.7 rad under an upright idle body, legs hidden), the
+        average of several is the body the seen keypoints make likely."""
+        s, n = self.settings, self.settings.cold_samples
+        rep = (lambda x: x.repeat_interleave(n, dim=0)) if n > 1 else (lambda x: x)
+        local, transl, points, conf, factor, rest, offsets = map(rep, (local, transl, obs.points, obs.confidence,
+                                                                      factor, rest, offsets))
+        zero = torch.zeros(local.shape[0], len(FREE_JOINTS), 3)
+        carry: dict = {"seen": rep(seen)}
+        if n > 1:
+            carry.update(eps=torch.randn(2 * local.shape[0], DIM, generator=gen), t=float("inf"))
+        for t in TruncatedSchedule(s.cold_t_max, s.cold_t_min).timesteps(s.cold_prior_steps).tolist():
+            pose = roma.rotmat_to_rotvec(local)
+            pulls = [_scaled(p, factor) for p in self.prior_pulls(pose, t, gen, carry)] + [Pull(zero, self.rest_scale)]
+            local, transl = gauss_newton_step(self.fk, self.points, local, transl, points, conf, pulls, s.damping,
+                                              s.sigma_cm, rest_joints=rest, offsets=offsets)
+        if n == 1:
+            return local, transl
+        mean = roma.rotmat_to_rotvec(local).reshape(-1, n, *local.shape[1:-2], 3).mean(1)
+        return roma.rotvec_to_rotmat(mean), transl.reshape(-1, n, 3).mean(1)
 
     def prior_pulls(self, pose: torch.Tensor, t: float, generator: torch.Generator, carry: dict) -> list[Pull]:
         """The prior's term at step time t at unit strength (the solver scales it per joint): here a pull towards

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 
@@ -37,18 +37,48 @@ class BodyState:
     transl: torch.Tensor
     # (B, F) for the solver's free joints: consecutive frames each has gone unseen by any keypoint (None: unknown)
     hidden_frames: torch.Tensor | None = field(default=None, kw_only=True)
+    betas: torch.Tensor | None = field(default=None, kw_only=True)  # (B, 10) body shape (None: the mean shape)
+    calibration: Calibration | None = field(default=None, kw_only=True)  # the track's shape and keypoint calibration
+
+    _PER_PERSON = ("pose", "transl", "hidden_frames", "betas")
 
     def select(self, i: int) -> BodyState:
         """Person i as a detached one-person state (a copy)."""
-        hidden = None if self.hidden_frames is None else self.hidden_frames[i : i + 1].clone()
-        return BodyState(self.pose[i : i + 1].detach().clone(), self.transl[i : i + 1].detach().clone(), hidden_frames=hidden)
+        parts = {k: None if getattr(self, k) is None else getattr(self, k)[i : i + 1].detach().clone()
+                 for k in self._PER_PERSON}
+        calibration = None if self.calibration is None else self.calibration.select(i)
+        return BodyState(parts.pop("pose"), parts.pop("transl"), **parts, calibration=calibration)
 
     @staticmethod
     def cat(states: Sequence[BodyState]) -> BodyState:
-        """One batched state of several (hidden_frames only when every state has them)."""
-        hidden = [s.hidden_frames for s in states]
-        return BodyState(torch.cat([s.pose for s in states]), torch.cat([s.transl for s in states]),
-                         hidden_frames=None if any(h is None for h in hidden) else torch.cat(hidden))
+        """One batched state of several (an optional field only when every state has it)."""
+        def joined(key: str):
+            values = [getattr(s, key) for s in states]
+            return None if any(v is None for v in values) else torch.cat(values)
+        calibrations = [s.calibration for s in states]
+        same = all(c is not None and c.offsets.shape[1:] == calibrations[0].offsets.shape[1:] for c in calibrations)
+        return BodyState(joined("pose"), joined("transl"), hidden_frames=joined("hidden_frames"),
+                         betas=joined("betas"), calibration=Calibration.cat(calibrations) if same else None)
+
+
+@dataclass
+class Calibration:
+    """What a track has learnt of its person (solvers/calibration.py): the accumulated normal equations of the body
+    shape, information (B, 10, 10) and right-hand side (B, 10), the frames that calibrated it (B,), and each
+    keypoint's offset from its anchor in the anchor joint's frame (B, K, 3) with its accumulated weight (B, K)."""
+
+    information: torch.Tensor
+    rhs: torch.Tensor
+    frames: torch.Tensor
+    offsets: torch.Tensor
+    offset_weight: torch.Tensor
+
+    def select(self, i: int) -> Calibration:
+        return Calibration(*(getattr(self, f.name)[i : i + 1].clone() for f in fields(self)))
+
+    @staticmethod
+    def cat(items: Sequence[Calibration]) -> Calibration:
+        return Calibration(*(torch.cat([getattr(c, f.name) for c in items]) for f in fields(Calibration)))
 
 
 @dataclass
@@ -59,3 +89,4 @@ class Refined(BodyState):
     part_observed: torch.Tensor  # (B, 4) bool: the input had evidence for the part (body, left hand, right hand, face)
     part_completed: torch.Tensor  # (B, 4) bool: the part was filled in by the prior alone
     network_evals: int = 0
+    rest_joints: torch.Tensor | None = field(default=None, kw_only=True)  # (B, 55, 3) the rest joints it was posed with

@@ -1,0 +1,210 @@
+"""Keypoint ground truth we did not make: the source skeletons' own joints, or keypoint arrays a user brings.
+
+The in-house protocol (`clips.py`) reads its truth off SMPL-X bodies retargeted by this project, through this
+project's landmark tables: a method tuned on it is tuned to ourselves. Here the truth is
+  - **foreign**: the held-out takes' source skeleton joints (BVH / ASF of Bandai, HDM05, ReActIdle, CMU) in metres,
+    with each actor's proportions and each rig's joint placement, mapped to keypoint formats by joint name
+    (`foreign_skeletons.yaml`), never through SMPL-X;
+  - **user keypoints**: an npz of keypoint arrays in one format (`load_keypoint_clips`).
+A keypoint a skeleton does not define is NaN in the truth: never shown to a method and never scored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from ..keypoints import KeypointFormat, get_format
+from ..retarget.sources import SourceSpec, Take, find_takes, load_sources, read_take, resample
+from .metrics import Pool, keypoint_pool
+
+BODY_SOURCES = ("bandai", "hdm05", "reactidle", "cmu")
+
+
+@dataclass
+class KeypointClip:
+    """T consecutive frames (30 Hz) of true keypoints, in one or more formats."""
+
+    name: str
+    source: str
+    take: str
+    start: int
+    truth: dict[str, torch.Tensor] = field(repr=False)  # format name -> (T, K, 3) metres, NaN where undefined
+    kind: str = "body"
+
+    def __len__(self) -> int:
+        return next(iter(self.truth.values())).shape[0]
+
+    def describe(self) -> dict:
+        return {"name": self.name, "kind": self.kind, "source": self.source, "take": self.take, "start": self.start,
+                "frames": len(self), "truth": "keypoints"}
+
+    def keypoint_truth(self, fmt: KeypointFormat, fk=None) -> torch.Tensor:
+        if fmt.name not in self.truth:
+            raise ValueError(f"clip {self.name} has no ground truth in format {fmt.name!r} (it has "
+                             f"{', '.join(self.truth)}); use a corruption of one of those formats")
+        return self.truth[fmt.name]
+
+    def score(self, fmt: KeypointFormat, data, outs: list, seconds: list[float], stride: int, fk) -> Pool:
+        """Keypoint errors of the refined bodies, read through `fmt` and the track's calibrated keypoint offsets
+        (where the method keeps them: its answer in the input's convention), against the truth (`keypoint_pool`)."""
+        posed = fk(torch.cat([o.pose for o in outs]).double(), torch.cat([o.transl for o in outs]).double(),
+                   _rest_joints(outs, fk))
+        pred = fmt.from_posed(posed)
+        if all(o.calibration is not None for o in outs):
+            offsets = torch.cat([o.calibration.offsets for o in outs]).double()
+            pred = pred + (posed.rotations[:, torch.tensor(fmt.joints)] @ offsets[..., None])[..., 0]
+        truth = self.keypoint_truth(fmt)[data.frames].double()
+        return keypoint_pool(pred, truth, data.visible, stride, seconds)
+
+
+def _rest_joints(outs: list, fk) -> torch.Tensor | None:
+    """The refined people's own rest joints (T, 55, 3) when the solver calibrated a body shape, else None."""
+    if any(getattr(o, "rest_joints", None) is None for o in outs):
+        return None
+    return torch.cat([o.rest_joints for o in outs]).double()
+
+
+@cache
+def foreign_table() -> dict:
+    """The packaged foreign_skeletons.yaml: per-source rigs (unit, points) and per-format keypoint -> point."""
+    return yaml.safe_load(resources.files(__package__).joinpath("foreign_skeletons.yaml").read_text())
+
+
+def _rig_points(spec: SourceSpec, take: Take) -> dict:
+    for rig in foreign_table()["rigs"][spec.name]:
+        if tuple(rig["patterns"]) == take.rig.patterns:
+            return rig
+    raise ValueError(f"foreign_skeletons.yaml has no rig of {spec.name} for the patterns {take.rig.patterns}")
+
+
+def take_points(spec: SourceSpec, take: Take, fps: float = 30.0) -> dict[str, np.ndarray]:
+    """Point name -> (F, 3) metres at `fps`: a take's own source joints (foreign_skeletons.yaml), first frames
+    skipped as the dataset build skips them (reference poses)."""
+    rig = _rig_points(spec, take)
+    motion = read_take(take)[0]
+    out = {}
+    for point, joint in rig["points"].items():
+        xyz = motion.positions[spec.skip_first_frames :, motion.index(joint)] * float(rig["unit_m"])
+        out[point] = resample(xyz, motion.fps, fps)
+    return out
+
+
+def format_truth(points: dict[str, np.ndarray], fmt: KeypointFormat) -> torch.Tensor:
+    """(F, K, 3) keypoints of `fmt` from named points (foreign_skeletons.yaml `formats`); NaN where undefined."""
+    table = foreign_table()["formats"].get(fmt.name)
+    if table is None:
+        raise ValueError(f"foreign_skeletons.yaml maps no keypoints of format {fmt.name!r}; "
+                         f"mapped formats: {', '.join(foreign_table()['formats'])}")
+    frames = len(next(iter(points.values())))
+    out = np.full((frames, fmt.num_keypoints, 3), np.nan)
+    for k, name in enumerate(fmt.keypoint_names):
+        point = table.get(name)
+        if point in points:
+            out[:, k] = points[point]
+    return torch.from_numpy(out)
+
+
+def split_of_takes(mocap_dir: Path, build) -> dict[str, list[Take]]:
+    """Takes of each body source in the requested split, as the dataset build assigns them (same salt, same
+    take ids). -> {"train"|"val"|"test": [Take, ...]}."""
+    from ..dataset.split import split_takes
+
+    specs = load_sources()
+    takes = [t for name in build.sources for t in find_takes(specs[name], Path(mocap_dir))]
+    split = split_takes([t.take_id for t in takes], [t.source for t in takes], build.split["val"],
+                        build.split["test"], build.split["salt"])
+    out: dict[str, list[Take]] = {}
+    for take, which in zip(takes, split):
+        if take.source in BODY_SOURCES:
+            out.setdefault(which, []).append(take)
+    return out
+
+
+def foreign_clips(mocap_dir: Path, count: int, frames: int, split: str = "test", seed: int = 0,
+                  formats: tuple[str, ...] = ("h36m17", "coco17", "radar14"), build=None,
+                  progress: bool = False) -> list[KeypointClip]:
+    """`count` clips of `frames` frames (30 Hz) from different `split` takes, round-robin over the body sources
+    (sorted by name), each take's window drawn at random; deterministic for `seed`."""
+    from tqdm.auto import tqdm
+
+    from ..dataset.build import BuildConfig
+    from ..paths import config_path
+
+    build = build or BuildConfig.from_yaml(config_path("data/build.yaml"))
+    takes = split_of_takes(mocap_dir, build).get(split, [])
+    rng = np.random.default_rng(seed)
+    queues: dict[str, list[Take]] = {}
+    for take in takes:
+        queues.setdefault(take.source, []).append(take)
+    for source in queues:
+        rng.shuffle(queues[source])
+    specs = load_sources()
+    fmts = [get_format(f) for f in formats]
+    clips: list[KeypointClip] = []
+    bar = tqdm(total=count, unit="clip", desc=f"foreign {split} clips", disable=not progress)
+    while len(clips) < count and any(queues.values()):
+        for source in sorted(queues):
+            if len(clips) == count or not queues[source]:
+                continue
+            take = queues[source].pop(0)
+            points = take_points(specs[source], take, build.fps)
+            length = len(next(iter(points.values())))
+            if length < frames:
+                continue
+            start = int(rng.integers(0, length - frames + 1))
+            window = {k: v[start : start + frames] for k, v in points.items()}
+            if not all(np.isfinite(v).all() for v in window.values()):
+                continue
+            clips.append(KeypointClip(f"{take.take_id}@{start}", source, take.take_id, start,
+                                      {f.name: format_truth(window, f) for f in fmts}))
+            bar.update(1)
+    bar.close()
+    if len(clips) < count:
+        raise ValueError(f"only {len(clips)} of {count} foreign {split} clips of {frames} frames could be made "
+                         f"(too few {split} takes that long under {mocap_dir})")
+    return clips
+
+
+def load_keypoint_clips(path: Path, fmt: KeypointFormat, frames: int | None = None) -> list[KeypointClip]:
+    """Clips from a user's npz: `keypoints` (N, K, 3) metres in format `fmt`, `clip` (N,) clip ids (frames of a
+    clip in order, 30 Hz), optional `confidence` (N, K): 0 marks a keypoint the truth does not define.
+    `frames` cuts each clip into pieces of at most that many frames."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"keypoint file {path} not found")
+    with np.load(path, allow_pickle=False) as data:
+        if "keypoints" not in data:
+            raise ValueError(f"{path}: needs an array 'keypoints' (N, {fmt.num_keypoints}, 3) in metres; "
+                             f"it has {', '.join(data.files) or 'nothing'}")
+        points = np.asarray(data["keypoints"], dtype=np.float64)
+        ids = np.asarray(data["clip"]) if "clip" in data else np.zeros(len(points), dtype=np.int64)
+        conf = np.asarray(data["confidence"], dtype=np.float64) if "confidence" in data else None
+    if points.ndim != 3 or points.shape[1:] != (fmt.num_keypoints, 3):
+        raise ValueError(f"{path}: 'keypoints' must be (N, {fmt.num_keypoints}, 3) for format {fmt.name}, "
+                         f"got {points.shape}")
+    if ids.shape != (len(points),):
+        raise ValueError(f"{path}: 'clip' must hold one id per frame ({len(points)}), got shape {ids.shape}")
+    if conf is not None:
+        if conf.shape != points.shape[:2]:
+            raise ValueError(f"{path}: 'confidence' must be (N, K) = {points.shape[:2]}, got {conf.shape}")
+        points[conf <= 0] = np.nan
+    defined = np.isfinite(points).all(-1)
+    if not defined.any(0).any():
+        raise ValueError(f"{path}: no finite keypoint with confidence > 0")
+    clips = []
+    for cid in dict.fromkeys(ids.tolist()):
+        rows = np.flatnonzero(ids == cid)
+        step = frames or len(rows)
+        for s in range(0, len(rows) - step + 1 if frames else 1, step):
+            piece = points[rows[s : s + step]]
+            clips.append(KeypointClip(f"{cid}@{s}", path.stem, str(cid), s, {fmt.name: torch.from_numpy(piece)}))
+    if not clips:
+        raise ValueError(f"{path}: no clip has {frames} frames")
+    return clips

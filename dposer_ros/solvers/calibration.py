@@ -1,0 +1,80 @@
+"""Per-track calibration: the body's 10 SMPL-X shape coefficients and each keypoint's offset, estimated online.
+
+Shape.
+
+With the pose of a frame fixed, keypoints are linear in the shape: kp(beta) = kp(beta0) + A (beta - beta0), with
+A[k, :, i] = the keypoint's joint under forward kinematics of the shape direction D_i (`body.shape`) and no
+translation. Each frame adds its normal equations, centred per frame (the translation is the pose solver's), with
+Geman-McClure weights on the residuals and the keypoints' confidences:
+    information += phi * sum_k w_k A_k^T A_k / s^2,    rhs += phi * sum_k w_k A_k^T (r_k + A_k beta0) / s^2
+(r = y - kp(beta0), centred, in cm; s = `shape_sigma_cm`), and beta = (information + prior I)^-1 rhs: a unit
+Gaussian prior on beta. phi is 1 for a track's first `shape_frames` calibrating frames, then `shape_slow`: the
+shape converges within about a second and is then held, following slow changes only.
+
+Keypoint offsets. A detector's keypoint is not where this package's format table puts it (every dataset has its
+own head, hip and shoulder conventions). What the body cannot explain after a frame's solve, r_k = y_k - kp_k, is
+read in the anchor joint's frame and averaged per keypoint over the track (same weights, same full-then-slow
+schedule) against a zero-offset prior worth `offset_prior_frames` frames, and bounded by `max_offset_cm`:
+    o_k = sum_f w_f R_f^T (r_f + R_f o_k,f) / (sum_f w_f + offset_prior_frames).
+The pose is then solved for keypoints at their calibrated place: a few centimetres of convention no longer bend it.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..body.jacobian import AttachedPoints
+from ..body.kinematics import ForwardKinematics
+from ..body.shape import NUM_BETAS, shape_tables
+from .gauss_newton import robust_weights
+from .types import Calibration
+
+
+def empty_calibration(batch: int, keypoints: int) -> Calibration:
+    return Calibration(torch.zeros(batch, NUM_BETAS, NUM_BETAS), torch.zeros(batch, NUM_BETAS), torch.zeros(batch),
+                       torch.zeros(batch, keypoints, 3), torch.zeros(batch, keypoints))
+
+
+def shape_jacobian(fk: ForwardKinematics, points: AttachedPoints, local: torch.Tensor) -> torch.Tensor:
+    """(B, K, 3, 10): how each keypoint moves per unit of each shape coefficient, in the pose `local`."""
+    batch = local.shape[0]
+    dirs = shape_tables()[1].to(local.dtype).permute(2, 0, 1)  # (10, J, 3)
+    rot = local.repeat_interleave(NUM_BETAS, dim=0)
+    moved = fk.from_rotmat(rot, None, dirs.repeat(batch, 1, 1)).joints  # linear in the rest joints
+    return moved[:, points.joint].reshape(batch, NUM_BETAS, -1, 3).permute(0, 2, 3, 1)
+
+
+def calibrate(fk: ForwardKinematics, points: AttachedPoints, posed, local: torch.Tensor, target: torch.Tensor,
+              confidence: torch.Tensor, betas: torch.Tensor, calib: Calibration,
+              settings) -> tuple[torch.Tensor, Calibration]:
+    """One frame's calibration of shape and keypoint offsets (see the module docstring): -> betas (B, 10) and the
+    track's new `Calibration`."""
+    keypoints = points.positions(posed, calib.offsets)
+    r = (target - keypoints) * 100.0  # cm
+    w = confidence * (confidence > 0.1) * robust_weights(r.norm(dim=-1), settings.sigma_cm)  # (B, K)
+    enough = ((confidence > 0.1).sum(1) >= settings.min_part_points * 2).float()  # a frame with a body in it
+    phi = torch.where(calib.frames < settings.shape_frames, 1.0, settings.shape_slow) * enough  # (B,)
+    information, rhs = calib.information, calib.rhs
+    if settings.calibrate_shape:
+        a = shape_jacobian(fk, points, local) * 100.0  # cm per unit
+        total = w.sum(1).clamp(min=1e-9)[:, None]
+        a = a - (w[..., None, None] * a).sum(1, keepdim=True) / total[..., None, None]
+        rc = r - (w[..., None] * r).sum(1, keepdim=True) / total[..., None]
+        scale = (phi / settings.shape_sigma_cm**2)[:, None]
+        flat = a.reshape(a.shape[0], -1, NUM_BETAS)
+        at = flat.transpose(1, 2) * w.repeat_interleave(3, dim=1)[:, None]  # A^T W
+        information = information + scale[..., None] * (at @ flat)
+        rhs = rhs + scale * (at @ (rc.reshape(rc.shape[0], -1, 1) + flat @ betas[..., None]))[..., 0]
+        eye = torch.eye(NUM_BETAS) * settings.shape_prior_weight
+        betas = torch.linalg.solve(information + eye, rhs[..., None])[..., 0].clamp(-settings.max_beta, settings.max_beta)
+    offsets, weight = calib.offsets, calib.offset_weight
+    if settings.calibrate_offsets:
+        rot = posed.rotations[:, points.joint]  # (B, K, 3, 3) anchor frames
+        local_r = (rot.transpose(-1, -2) @ (r / 100.0)[..., None])[..., 0] + offsets  # the offset this frame asks for
+        wf = w * phi[:, None]
+        prior = settings.offset_prior_frames
+        new = (offsets * (weight + prior)[..., None] + wf[..., None] * local_r) / (weight + wf + prior)[..., None]
+        norm = new.norm(dim=-1, keepdim=True)
+        offsets = new * (settings.max_offset_cm / 100.0 / norm.clamp(min=1e-9)).clamp(max=1.0)
+        weight = weight + wf
+    return betas, Calibration(information, rhs, calib.frames + enough, offsets, weight)
