@@ -54,7 +54,7 @@ setup(
     name=PACKAGE_NAME,
     version="0.1.0",
     packages=find_packages(where=HERE, exclude=["tests", "tests.*"]),
-    package_data={"": ["*.json", "*.yaml", "*.yml"]},
+    package_data={"": ["*.json", "*.yaml", "*.yml", "*.npz"]},
     include_package_data=False,
     data_files=data_files,
     python_requires=">=3.10",

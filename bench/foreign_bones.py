@@ -56,7 +56,7 @@ def main() -> None:
             state = out.select(0)
         zero = torch.zeros(1, NUM_JOINTS, 3, dtype=torch.float64)
         rest = fk(zero, rest_joints=out.rest_joints.double())
-        calibrated = (fmt.from_posed(rest) + out.calibration.offsets.double())[0]  # rest frames are the identity
+        calibrated = (fmt.from_posed(rest) + out.keypoint_offsets.double())[0]  # rest frames are the identity
         neutral = fmt.from_posed(fk(zero))[0]
         row = {"clip": clip.name, "source": clip.source}
         for bone, (a, b) in BONES.items():

@@ -1,15 +1,20 @@
-"""Choose each prior's strength on the validation split, by the same grid for every method (config/eval/tuning.yaml).
+"""Choose each prior's strength on the in-house validation split, by the same grid for every method.
+
+    python bench/tune_priors.py bench/experiments/<date>-<name>/config.yaml --jobs 2
 
 Every setting of every method's grid streams the same validation clips through the same corruptions; the score is
-the mean over corruptions of the setting's primary error divided by the reference method's. The table goes to
-bench/eval/tuning.md (and .json); the chosen settings are copied into config/solvers/methods.yaml by hand.
-
-Run: python bench/tune_priors.py --jobs 2
+the mean over corruptions of the setting's primary error divided by the reference method's. The table goes beside
+the config (results.md and .json), once: an experiment with results is never run again (make a new folder). A config
+must pin its dataset file (`dataset`; `dataset_version` names its build) and its prior (`prior`, `prior_sha256`): the rounds of
+2026-11-21 (bench/experiments/2026-11-21-inhouse-*) pinned neither and are kept as records, not re-run. The chosen
+settings are copied into config/solvers/methods.yaml by hand. For the foreign-skeleton protocol, the primary one since
+2026-11-29, use bench/foreign_tuning.py.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import itertools
 import json
 from concurrent.futures import ProcessPoolExecutor
@@ -53,11 +58,19 @@ def _run(job: tuple[str, dict, dict]) -> tuple[str, dict, dict[str, float]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=Path, default=ROOT / "config" / "eval" / "tuning.yaml")
+    parser.add_argument("config", type=Path, help="bench/experiments/<date>-<name>/config.yaml")
     parser.add_argument("--jobs", type=int, default=2, help="worker processes (one torch thread each)")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "eval" / "tuning")
     args = parser.parse_args()
     cfg = yaml.safe_load(args.config.read_text())
+    missing = [k for k in ("dataset", "dataset_version", "prior", "prior_sha256") if k not in cfg]
+    if missing:
+        raise SystemExit(f"{args.config}: pins no {', '.join(missing)}; an experiment must say what it ran on")
+    digest = hashlib.sha256((ROOT / cfg["prior"]).read_bytes()).hexdigest()
+    if digest != cfg["prior_sha256"]:
+        raise SystemExit(f"{args.config}: {cfg['prior']} has sha256 {digest}, the experiment pins {cfg['prior_sha256']}")
+    args.out = args.config.resolve().parent / "results"
+    if args.out.with_suffix(".json").exists():
+        raise SystemExit(f"{args.out}.json exists: an experiment is recorded once; make a new folder")
     ref = cfg["reference"]
     jobs = [(ref["method"], ref["settings"], cfg)]
     for method, grid in cfg["grids"].items():

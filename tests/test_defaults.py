@@ -73,3 +73,30 @@ def test_readme_generator_is_idempotent():
     assert update_readme(text) == text
     assert update_readme(update_readme(text)) == update_readme(text)
     assert render_readme_table() in text
+
+
+def test_quoted_result_tables_are_the_results_files():
+    """README, RESULTS and the model card quote result tables generated from the runs' results.json
+    (scripts/gen_results_tables.py); a hand edit or a re-run without regenerating fails here."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    run = subprocess.run([sys.executable, str(root / "scripts" / "gen_results_tables.py"), "--check"],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_a_hand_edited_result_table_is_caught():
+    import importlib.util
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("gen_results_tables", root / "scripts" / "gen_results_tables.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    text = (root / "README.md").read_text()
+    block = gen.BLOCK.search(text)
+    assert block is not None, "README quotes no generated result table"
+    edited = text.replace(block.group(3), block.group(3).replace("|", "| 1", 1))
+    regenerate = lambda t: gen.BLOCK.sub(lambda m: m.group(1) + gen.render(m.group(2)) + m.group(4), t)  # noqa: E731
+    assert regenerate(edited) != edited and regenerate(text) == text

@@ -34,7 +34,8 @@ from rclpy.qos import QoSProfile  # noqa: E402
 from sensor_msgs.msg import PointCloud2, PointField  # noqa: E402
 from visualization_msgs.msg import Marker, MarkerArray  # noqa: E402
 
-from dposer_ros.body import ForwardKinematics  # noqa: E402
+from dposer_ros.body import ForwardKinematics
+from dposer_ros.body.shape import rest_joints  # noqa: E402
 from dposer_ros.keypoints import get_format  # noqa: E402
 from dposer_ros.prior.layout import DIM  # noqa: E402
 from dposer_ros.prior.model import Normalizer, PosePrior  # noqa: E402
@@ -242,7 +243,8 @@ def test_round_trip_matches_the_library_and_fills_every_field(client, prior_path
                          ("right_hand_pose", 45), ("jaw_pose", 3), ("leye_pose", 3), ("reye_pose", 3)):
             v = np.asarray(getattr(p, field))
             assert v.shape == (n,) and np.isfinite(v).all(), field
-        assert list(p.expression) == [0.0] * 10 and list(p.betas) == [0.0] * 10
+        assert list(p.expression) == [0.0] * 10
+        np.testing.assert_allclose(np.asarray(p.betas), ref.betas[0].numpy(), atol=1e-5)  # the shape it is posed with
         assert np.allclose(np.asarray(p.global_orient), 0) is False  # a real rotation was estimated
         assert p.refine_time_ms > 0
         conf_parts = np.asarray(p.part_confidence)
@@ -466,15 +468,34 @@ def test_core_latest_wins_batches_people_and_warm_starts(tiny_core):
     c.refine_pending()
 
 
+def test_core_publishes_betas_and_reports_a_persistent_keypoint_bias(tiny_core):
+    """Hips 6 cm wider than the format's, frame after frame: the track calibrates the offset and /diagnostics'
+    keypoint bias names it; the answer carries the track's calibrated shape."""
+    a, _ = body_keypoints(9)
+    fmt = get_format(FORMAT)
+    a[fmt.index("left_hip"), 0] += 0.06
+    a[fmt.index("right_hip"), 0] -= 0.06
+    for i in range(25):
+        tiny_core.submit(_frame([core.PersonInput("bias", a, np.ones(17))], 100.0 + i / 30, frame_id="bias"))
+        res = tiny_core.refine_pending()[0].people[0]
+    assert res.betas is not None and res.betas.shape == (10,) and np.isfinite(res.betas).all()
+    report = tiny_core.keypoint_bias()
+    assert report["calibrated_tracks"] >= 1 and report["keypoint_bias_max_cm"] > 2.0
+    assert report["keypoint_bias_at"].endswith("_hip")
+
+
 def test_output_transform_moves_the_body_rigidly(tiny_core):
     a, _ = body_keypoints(8)
-    tiny_core.submit(_frame([core.PersonInput("T", a, np.ones(17))], 1.0, frame_id="tf_test"))
-    res = tiny_core.refine_pending()[0].people[0]
+    for i in range(2):  # the second frame is posed with a calibrated (non-zero) shape
+        tiny_core.submit(_frame([core.PersonInput("T", a, np.ones(17))], 1.0 + i, frame_id="tf_test"))
+        res = tiny_core.refine_pending()[0].people[0]
+    assert np.abs(res.betas).max() > 0
     q = np.array([0.1, -0.3, 0.2, 0.9])
     rot, trans = core.quat_to_matrix(q), np.array([1.0, -2.0, 0.5])
     moved = core.transform_result(res, rot, trans)
     fk = ForwardKinematics()
-    joints = fk(torch.tensor(moved.pose)[None], torch.tensor(moved.transl)[None]).joints[0].numpy()
+    rest = rest_joints(torch.as_tensor(moved.betas))[None]  # the track's calibrated shape
+    joints = fk(torch.tensor(moved.pose)[None], torch.tensor(moved.transl)[None], rest).joints[0].numpy()
     np.testing.assert_allclose(joints, res.joints @ rot.T + trans, atol=1e-5)
     np.testing.assert_allclose(moved.joints, joints, atol=1e-5)
     assert math.isclose(np.linalg.det(rot), 1.0, abs_tol=1e-9)

@@ -46,6 +46,7 @@ def run_eval(args: argparse.Namespace) -> int:
     result = evaluate(factories, corruptions, clips, seed=args.seed, progress=not args.quiet)
     extra = {
         "command": " ".join(sys.argv),
+        "date": time.strftime("%Y-%m-%d", time.gmtime()),
         "prior": {"path": str(args.prior), "sha256": prior.meta.get("sha256"), "steps": prior.meta.get("steps")},
         "methods_failed_to_build": errors,
         "torch_threads": torch.get_num_threads(),

@@ -57,8 +57,8 @@ class KeypointClip:
         posed = fk(torch.cat([o.pose for o in outs]).double(), torch.cat([o.transl for o in outs]).double(),
                    _rest_joints(outs, fk))
         pred = fmt.from_posed(posed)
-        if all(o.calibration is not None for o in outs):
-            offsets = torch.cat([o.calibration.offsets for o in outs]).double()
+        if all(o.keypoint_offsets is not None for o in outs):
+            offsets = torch.cat([o.keypoint_offsets for o in outs]).double()
             pred = pred + (posed.rotations[:, torch.tensor(fmt.joints)] @ offsets[..., None])[..., 0]
         truth = self.keypoint_truth(fmt)[data.frames].double()
         return keypoint_pool(pred, truth, data.visible, stride, seconds)

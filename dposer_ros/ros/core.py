@@ -195,7 +195,7 @@ class Track:
 
 _SOLVER = RefineSettings()
 SOLVER_FIELDS = ("steps", "t_max", "t_min", "prior_weight", "hand_prior_weight", "sigma_cm", "temporal_weight", "hold_weight", "hold_decay",
-                 "hidden_prior_weight")
+                 "hidden_prior_weight", "calibrate_shape", "calibrate_offsets")
 
 
 @dataclass
@@ -211,6 +211,8 @@ class CoreSettings:
     hold_weight: float = _SOLVER.hold_weight
     hold_decay: float = _SOLVER.hold_decay
     hidden_prior_weight: float = _SOLVER.hidden_prior_weight
+    calibrate_shape: bool = _SOLVER.calibrate_shape
+    calibrate_offsets: bool = _SOLVER.calibrate_offsets
     person_timeout: float = 1.0
     max_batch: int = 16
     max_coordinate_m: float = 20.0
@@ -335,6 +337,24 @@ class RefineCore:
     def active_tracks(self) -> int:
         with self._lock:
             return len(self._tracks)
+
+    def keypoint_bias(self) -> dict[str, float | str]:
+        """The largest calibrated keypoint offset over the tracks (a detector convention this body format does not
+        share: a persistent bias), once a track has more evidence for it than the zero-offset prior."""
+        worst, where, calibrated = 0.0, "", 0
+        with self._lock:
+            tracks = [(k, t) for k, t in self._tracks.items() if t.state is not None and t.state.calibration is not None]
+        for key, track in tracks:
+            calib = track.state.calibration
+            settled = calib.offset_weight[0] > self.settings.refine_settings().offset_prior_frames
+            if not settled.any():
+                continue
+            calibrated += 1
+            norm = calib.offsets[0].norm(dim=-1) * settled
+            k = int(norm.argmax())
+            if float(norm[k]) * 100.0 > worst:
+                worst, where = float(norm[k]) * 100.0, f"{key}: {get_format(track.format_name).keypoint_names[k]}"
+        return {"calibrated_tracks": calibrated, "keypoint_bias_max_cm": round(worst, 1), "keypoint_bias_at": where}
 
     @property
     def pending(self) -> int:

@@ -76,6 +76,12 @@ def build_parameters(solver: RefineSettings = RefineSettings()) -> tuple[ParamSp
         ParamSpec("hidden_prior_weight", solver.hidden_prior_weight,
                   "The prior's pull on a joint no keypoint sees is this many times stronger (it has nothing else).",
                   range=(0.0, 1.0e3)),
+        ParamSpec("calibrate_shape", solver.calibrate_shape,
+                  "Estimate each track's body shape (10 SMPL-X betas, published in SmplxPose.betas) from its keypoints "
+                  "in its first second, then hold it. Off: everyone is the mean SMPL-X body."),
+        ParamSpec("calibrate_offsets", solver.calibrate_offsets,
+                  "Calibrate each track's keypoint offsets from their SMPL-X anchors (a detector's own conventions: "
+                  "head, hip, shoulder placement); the largest is reported in /diagnostics (keypoint_bias_*)."),
         ParamSpec("person_timeout", node.person_timeout,
                   "Seconds without input after which a person's track (warm start, stamp order) is dropped.",
                   range=(0.05, 60.0)),

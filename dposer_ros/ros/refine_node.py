@@ -367,6 +367,7 @@ class RefineNode(Node):
             "model": str(self.model_path),
             "input_type": self.input_type,
             "input_format": s.input_format or "from messages",
+            **self.core.keypoint_bias(),
             **{f: getattr(s, f) for f in SOLVER_FIELDS},
         }
         self.pub_diag.publish(convert.diagnostic_array(

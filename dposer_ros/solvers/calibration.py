@@ -31,8 +31,8 @@ from .types import Calibration
 
 
 def empty_calibration(batch: int, keypoints: int) -> Calibration:
-    return Calibration(torch.zeros(batch, NUM_BETAS, NUM_BETAS), torch.zeros(batch, NUM_BETAS), torch.zeros(batch),
-                       torch.zeros(batch, keypoints, 3), torch.zeros(batch, keypoints))
+    return Calibration(torch.zeros(batch, NUM_BETAS), torch.zeros(batch, NUM_BETAS, NUM_BETAS), torch.zeros(batch, NUM_BETAS),
+                       torch.zeros(batch), torch.zeros(batch, keypoints, 3), torch.zeros(batch, keypoints))
 
 
 def shape_jacobian(fk: ForwardKinematics, points: AttachedPoints, local: torch.Tensor) -> torch.Tensor:
@@ -45,10 +45,10 @@ def shape_jacobian(fk: ForwardKinematics, points: AttachedPoints, local: torch.T
 
 
 def calibrate(fk: ForwardKinematics, points: AttachedPoints, posed, local: torch.Tensor, target: torch.Tensor,
-              confidence: torch.Tensor, betas: torch.Tensor, calib: Calibration,
-              settings) -> tuple[torch.Tensor, Calibration]:
-    """One frame's calibration of shape and keypoint offsets (see the module docstring): -> betas (B, 10) and the
-    track's new `Calibration`."""
+              confidence: torch.Tensor, calib: Calibration, settings) -> Calibration:
+    """One frame's calibration of shape and keypoint offsets (see the module docstring), from the frame's answer
+    `posed` / `local` (posed with `calib`): -> the track's `Calibration` for its next frame."""
+    betas = calib.betas
     keypoints = points.positions(posed, calib.offsets)
     r = (target - keypoints) * 100.0  # cm
     w = confidence * (confidence > 0.1) * robust_weights(r.norm(dim=-1), settings.sigma_cm)  # (B, K)
@@ -77,4 +77,4 @@ def calibrate(fk: ForwardKinematics, points: AttachedPoints, posed, local: torch
         norm = new.norm(dim=-1, keepdim=True)
         offsets = new * (settings.max_offset_cm / 100.0 / norm.clamp(min=1e-9)).clamp(max=1.0)
         weight = weight + wf
-    return betas, Calibration(information, rhs, calib.frames + enough, offsets, weight)
+    return Calibration(betas, information, rhs, calib.frames + enough, offsets, weight)

@@ -8,9 +8,13 @@ denoised pose x0_hat, and takes a Gauss-Newton step on
 where kp_k are the format's keypoints through SMPL-X kinematics, c_k their confidences, rho a robust
 (Geman-McClure) loss, and sigma the prior's per-entry scale. The root rotation and translation are not
 pulled by the prior: a new track starts from a rigid alignment of the rest pose and prior steps from t = 1, later
-frames from the last. A joint no keypoint sees (and, when the torso is seen, the spine, whose three rotations the
-keypoints see only together) is held at its last pose while the hold fades, and pulled by the prior
-`hidden_prior_weight` times harder as it does.
+frames from the last. The prior pulls by evidence: a joint no keypoint sees is held at its last pose while the hold
+fades, and pulled by the prior `hidden_prior_weight` times harder as it does; a joint keypoints see is pulled with
+`seen_prior_weight` while some body joint is hidden (the completion must fit the seen body) and not at all while
+the whole body is seen (the data decides), except during a track's calibration (`calibration_prior_weight`). When
+the torso is seen the spine, whose three rotations keypoints see only together, gets `spine_prior_weight`.
+The prior is queried mirror-symmetrically (`prior.symmetric`), and keypoints come through the track's calibrated
+body shape and keypoint offsets (`solvers.calibration`).
 """
 
 from __future__ import annotations
@@ -22,7 +26,6 @@ import torch
 
 from ..body.jacobian import AttachedPoints
 from ..body.kinematics import ForwardKinematics
-from ..body.shape import NUM_BETAS
 from ..body.shape import rest_joints as shape_rest_joints
 from ..body.skeleton import NUM_JOINTS, PART_JOINTS, smplx_neutral
 from ..prior.layout import DIM, PARTS, from_vector, to_vector
@@ -55,7 +58,7 @@ class RefineSettings:
     hidden_prior_weight: float = 10.0  # the prior's pull on a joint no keypoint sees is this many times stronger
     hold_decay: float = 0.7  # ... times hold_decay^(frames it has been hidden - 1): the prior takes over a long gap
     hidden_prior_ramp: bool = True  # ... growing as the hold fades: 1 + (w - 1)(1 - hold_decay^(frames hidden - 1))
-    rest_weight: float = 0.3  # weak pull of the body joints towards the rest pose (per radian^2)
+    rest_weight: float = 1.0  # pull of the body joints towards the rest pose (per radian^2)
     hand_rest_weight: float = 0.01  # ... and of the finger joints
     spine_from_prior: bool = True  # when the torso is seen, the spine joints do not count as seen: keypoints see the
     # three spine rotations only together, so the prior (with hidden_prior_weight) splits the bend, pelvis included
@@ -214,10 +217,10 @@ class FewStepRefiner:
         batch = obs.points.shape[0]
         gen = torch.Generator().manual_seed(s.seed)
         schedule = self.schedule.timesteps(s.steps, gen).tolist()
-        betas = torch.zeros(batch, NUM_BETAS) if init is None or init.betas is None else init.betas.float()
         calib = init.calibration if init is not None and init.calibration is not None else None
         if calib is None or calib.offsets.shape[1] != self.format.num_keypoints:
             calib = empty_calibration(batch, self.format.num_keypoints)
+        betas = calib.betas.float()
         rest = shape_rest_joints(betas)
         if init is None:
             local, transl = cold_start(self.fk, self.points, obs, self.rest_scale, s, rest, calib.offsets)
@@ -267,13 +270,14 @@ class FewStepRefiner:
         evals += len(schedule) if use_prior else 0
         posed = self.fk.from_rotmat(local, transl, rest)
         # for the next frame: this one is answered with the shape and offsets it was solved with
-        betas, calib = calibrate(self.fk, self.points, posed, local, obs.points, obs.confidence, betas, calib, s)
+        used_offsets = calib.offsets
+        calib = calibrate(self.fk, self.points, posed, local, obs.points, obs.confidence, calib, s)
         pose = roma.rotmat_to_rotvec(local)
         completed = ~observed
         completed[:, PARTS.index("face")] = False  # no face prior: the face is neither observed nor completed
         evals *= self.evals_per_step
         return Refined(pose, transl, posed.joints, observed, completed, network_evals=evals, hidden_frames=hidden,
-                       betas=betas, calibration=calib, rest_joints=rest)
+                       betas=betas, calibration=calib, rest_joints=rest, keypoint_offsets=used_offsets)
 
     evals_per_step = 1
 

@@ -37,7 +37,7 @@ class BodyState:
     transl: torch.Tensor
     # (B, F) for the solver's free joints: consecutive frames each has gone unseen by any keypoint (None: unknown)
     hidden_frames: torch.Tensor | None = field(default=None, kw_only=True)
-    betas: torch.Tensor | None = field(default=None, kw_only=True)  # (B, 10) body shape (None: the mean shape)
+    betas: torch.Tensor | None = field(default=None, kw_only=True)  # (B, 10) the body shape the pose is posed with
     calibration: Calibration | None = field(default=None, kw_only=True)  # the track's shape and keypoint calibration
 
     _PER_PERSON = ("pose", "transl", "hidden_frames", "betas")
@@ -63,10 +63,12 @@ class BodyState:
 
 @dataclass
 class Calibration:
-    """What a track has learnt of its person (solvers/calibration.py): the accumulated normal equations of the body
-    shape, information (B, 10, 10) and right-hand side (B, 10), the frames that calibrated it (B,), and each
-    keypoint's offset from its anchor in the anchor joint's frame (B, K, 3) with its accumulated weight (B, K)."""
+    """What a track has learnt of its person (solvers/calibration.py), for its next frame: the body shape (B, 10)
+    with its accumulated normal equations, information (B, 10, 10) and right-hand side (B, 10), the frames that
+    calibrated it (B,), and each keypoint's offset from its anchor in the anchor joint's frame (B, K, 3) with its
+    accumulated weight (B, K)."""
 
+    betas: torch.Tensor
     information: torch.Tensor
     rhs: torch.Tensor
     frames: torch.Tensor
@@ -89,4 +91,5 @@ class Refined(BodyState):
     part_observed: torch.Tensor  # (B, 4) bool: the input had evidence for the part (body, left hand, right hand, face)
     part_completed: torch.Tensor  # (B, 4) bool: the part was filled in by the prior alone
     network_evals: int = 0
-    rest_joints: torch.Tensor | None = field(default=None, kw_only=True)  # (B, 55, 3) the rest joints it was posed with
+    rest_joints: torch.Tensor | None = field(default=None, kw_only=True)  # (B, 55, 3) the rest joints of `betas`
+    keypoint_offsets: torch.Tensor | None = field(default=None, kw_only=True)  # (B, K, 3) calibrated offsets it used

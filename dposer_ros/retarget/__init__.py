@@ -1,0 +1,1 @@
+"""Retargeting motion capture onto SMPL-X: source skeletons, sequence fits, whole takes."""
