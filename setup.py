@@ -6,12 +6,15 @@ Built two ways:
     ``ros2 run dposer_ros refine_node`` and ``ros2 launch dposer_ros ...`` on a ROS 2 install.
 """
 import os
+import re
 from glob import glob
 
 from setuptools import find_packages, setup
 
 PACKAGE_NAME = "dposer_ros"
 HERE = os.path.dirname(os.path.abspath(__file__))
+with open(os.path.join(HERE, "package.xml")) as _f:  # the version lives in package.xml (ROS needs it there)
+    VERSION = re.search(r"<version>([^<]+)</version>", _f.read()).group(1)
 
 
 def _files(pattern):
@@ -52,7 +55,7 @@ data_files = [
 
 setup(
     name=PACKAGE_NAME,
-    version="0.1.0",
+    version=VERSION,
     packages=find_packages(where=HERE, exclude=["tests", "tests.*"]),
     package_data={"": ["*.json", "*.yaml", "*.yml", "*.npz"]},
     include_package_data=False,

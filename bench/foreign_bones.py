@@ -33,7 +33,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench/eval/foreign_bones.json"))
     args = parser.parse_args()
     torch.set_num_threads(1)
-    from dposer_ros.body import ForwardKinematics, NUM_JOINTS
+    from dposer_ros.body import NUM_JOINTS, ForwardKinematics
     from dposer_ros.evaluation.foreign import foreign_clips
     from dposer_ros.keypoints import get_format
     from dposer_ros.paths import default_mocap_dir

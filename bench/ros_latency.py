@@ -35,19 +35,20 @@ import rclpy
 import torch
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
-from dposer_msgs.msg import Keypoints3D, Keypoints3DArray, SmplxPoseArray
 from geometry_msgs.msg import Point
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile
+
+from dposer_msgs.msg import Keypoints3D, Keypoints3DArray, SmplxPoseArray
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from dposer_ros.body import ForwardKinematics  # noqa: E402
-from dposer_ros.solvers.refine import RefineSettings  # noqa: E402
 from dposer_ros.keypoints import get_format  # noqa: E402
 from dposer_ros.ros.convert import diagnostic_values  # noqa: E402
 from dposer_ros.ros.refine_node import default_model_path  # noqa: E402
+from dposer_ros.solvers.refine import RefineSettings  # noqa: E402
 
 
 def make_people(fmt_name: str, people: int, frames: int, seed: int = 0) -> list[list[Keypoints3D]]:
@@ -247,7 +248,7 @@ def main() -> int:
                 proc.kill()
     args.out.write_text(json.dumps(result, indent=2))
     lat, load = result["latency"], result["load"]
-    print(f"\n| phase | people x rate | frames sent / answered | end-to-end p50 / p99 (ms) | solver p50 (ms) |")
+    print("\n| phase | people x rate | frames sent / answered | end-to-end p50 / p99 (ms) | solver p50 (ms) |")
     print("|---|---|---:|---:|---:|")
     print(f"| latency | 1 x {lat['rate_hz']:.0f} Hz | {lat['sent']} / {lat['answered']} | "
           f"{lat['latency_p50_ms']:.1f} / {lat['latency_p99_ms']:.1f} | {lat['solver_p50_ms']:.1f} |")

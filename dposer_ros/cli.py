@@ -288,7 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--steps", default="1,2,4,8", help="refinement steps, comma-separated")
     be.add_argument("--formats", default="coco17", help="keypoint formats of the grid (1-person profile: coco17, smplx55)")
     be.add_argument("--budget", type=float, default=90.0, help="seconds for the whole grid (at least 3 calls per cell)")
-    be.add_argument("--threads", type=int, default=1, help="torch and onnxruntime intra-op threads (default 1: with 2 on the 2-core dev machine, torch's network call took ~70x longer while another process was busy)")
+    be.add_argument("--threads", type=int, default=1,
+                    help="torch and onnxruntime intra-op threads (default 1: with 2 on the 2-core dev machine, torch's "
+                         "network call took ~70x longer while another process was busy)")
     be.add_argument("--no-full", action="store_true", help="skip timing the full DPoser optimisation")
     be.add_argument("--json", type=Path, default=Path("out/bench/backends.json"), help="raw results")
     be.add_argument("--figure", type=Path, default=Path("bench/figures/backends.png"), help="plot (PNG)")

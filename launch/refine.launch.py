@@ -11,10 +11,11 @@ share/dposer_ros/config/refine.yaml), so the defaults live in one place.
 import os
 
 from ament_index_python.packages import get_package_share_directory
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
+
+from launch import LaunchDescription
 
 PACKAGE = "dposer_ros"
 EXECUTABLE = "refine_node"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up everything (first run only) and run the test suite.
-#   ./scripts/test.sh                 -> python -m pytest -q tests
+#   ./scripts/test.sh                 -> ruff check (pyproject.toml), then python -m pytest -q tests
 #   ./scripts/test.sh tests/x.py -k y -> python -m pytest -q tests/x.py -k y
 # Exit code is pytest's, except "no tests collected" (5), which is a failure (1) here.
 # Per-test timeout: DPOSER_TEST_TIMEOUT seconds (default 900, pytest-timeout).
@@ -17,6 +17,10 @@ export MPLBACKEND="${MPLBACKEND:-Agg}"
 
 args=("$@")
 [[ ${#args[@]} -eq 0 ]] && args=(tests)
+
+if [[ ${#args[@]} -eq 1 && "${args[0]}" == "tests" ]]; then  # the whole suite: the lint first
+    ruff check dposer_ros tests bench scripts launch || { echo "[test.sh] ruff found problems (see above)" >&2; exit 1; }
+fi
 
 set +e
 python -m pytest -q --timeout="${DPOSER_TEST_TIMEOUT:-900}" "${args[@]}"

@@ -4,8 +4,7 @@ parameter table agree with them, and the checks (dposer_ros/defaults.py) report 
 from dataclasses import dataclass, fields, make_dataclass
 from pathlib import Path
 
-from dposer_ros.defaults import (BEGIN, END, node_params_drift, readme_table_drift, render_readme_table, same,
-                                 update_readme, yaml_drift)
+from dposer_ros.defaults import BEGIN, END, node_params_drift, readme_table_drift, render_readme_table, same, update_readme, yaml_drift
 from dposer_ros.ros.core import CoreSettings
 from dposer_ros.ros.params import BY_NAME, PARAMETERS, build_parameters
 from dposer_ros.solvers.refine import RefineSettings

@@ -14,8 +14,8 @@ import torch
 
 from dposer_ros.body import NUM_JOINTS, ForwardKinematics, smplx_neutral
 from dposer_ros.cli import main
-from dposer_ros.paths import default_mocap_dir
 from dposer_ros.dataset.poses import PoseDataset, default_dataset_path, load_dataset, save_dataset
+from dposer_ros.evaluation import compare
 from dposer_ros.evaluation.clips import Clip, select_clips
 from dposer_ros.evaluation.corruptions import (
     Corruption,
@@ -25,7 +25,6 @@ from dposer_ros.evaluation.corruptions import (
     load_corruptions,
     resolve_format,
 )
-from dposer_ros.evaluation import compare
 from dposer_ros.evaluation.methods import METHODS, MethodError, build_methods
 from dposer_ros.evaluation.metrics import (
     BODY_JOINTS,
@@ -39,6 +38,7 @@ from dposer_ros.evaluation.metrics import (
 from dposer_ros.evaluation.report import write_report
 from dposer_ros.evaluation.runner import evaluate, stream_seed
 from dposer_ros.keypoints import get_format
+from dposer_ros.paths import default_mocap_dir
 from dposer_ros.solvers.types import Refined
 
 FK = ForwardKinematics()
@@ -568,8 +568,8 @@ def test_undefined_keypoints_are_never_shown_and_random_occlusion_counts_the_def
 
 @pytest.mark.skipif(not MOCAP.is_dir(), reason="shared/data/mocap is not beside the checkout")
 def test_foreign_clips_are_the_source_skeletons_own_joints():
-    from dposer_ros.evaluation.foreign import foreign_clips, foreign_table, split_of_takes, take_points
     from dposer_ros.dataset.build import BuildConfig
+    from dposer_ros.evaluation.foreign import foreign_clips, foreign_table, split_of_takes, take_points
     from dposer_ros.paths import config_path
     from dposer_ros.retarget.sources import load_sources
 

@@ -12,7 +12,7 @@ from dposer_ros.prior.model import CheckpointError, Normalizer, PosePrior
 from dposer_ros.prior.network import ScoreNet
 from dposer_ros.prior.schedule import TruncatedSchedule, UniformSchedule
 from dposer_ros.prior.sde import SubVPSDE
-from dposer_ros.prior.train import denoising_loss, lr_factor, visible_parts, TrainConfig
+from dposer_ros.prior.train import TrainConfig, denoising_loss, lr_factor, visible_parts
 
 
 def test_sub_vp_marginals_match_the_published_numbers():

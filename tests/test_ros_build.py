@@ -38,6 +38,7 @@ def _ros():
     """Import rclpy and the generated dposer_msgs, or fail with a clear message."""
     try:
         import rclpy  # noqa: F401
+
         from dposer_msgs import msg  # noqa: F401
     except ImportError as exc:  # pragma: no cover - only on a broken set-up
         pytest.fail(
@@ -46,6 +47,7 @@ def _ros():
             "before pytest." % exc
         )
     import rclpy
+
     from dposer_msgs import msg
 
     return rclpy, msg

@@ -28,23 +28,23 @@ FORMAT = "coco17"
 import rclpy  # noqa: E402  (never skipped: scripts/bootstrap.sh installs rclpy and builds dposer_msgs)
 from builtin_interfaces.msg import Time  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
-from dposer_msgs.msg import Keypoints3D, Keypoints3DArray, SmplxPoseArray  # noqa: E402
 from geometry_msgs.msg import Point  # noqa: E402
 from rclpy.qos import QoSProfile  # noqa: E402
 from sensor_msgs.msg import PointCloud2, PointField  # noqa: E402
 from visualization_msgs.msg import Marker, MarkerArray  # noqa: E402
 
-from dposer_ros.body import ForwardKinematics
+from dposer_msgs.msg import Keypoints3D, Keypoints3DArray, SmplxPoseArray  # noqa: E402
+from dposer_ros.body import ForwardKinematics  # noqa: E402
 from dposer_ros.body.shape import rest_joints  # noqa: E402
-from dposer_ros.keypoints import get_format  # noqa: E402
+from dposer_ros.keypoints import KeypointFormatError, get_format  # noqa: E402
 from dposer_ros.prior.layout import DIM  # noqa: E402
 from dposer_ros.prior.model import Normalizer, PosePrior  # noqa: E402
 from dposer_ros.prior.network import ScoreNet  # noqa: E402
 from dposer_ros.prior.sde import SubVPSDE  # noqa: E402
 from dposer_ros.ros import adapters, core  # noqa: E402
 from dposer_ros.ros.convert import diagnostic_values, pose_from_msg  # noqa: E402
-from dposer_ros.ros.params import BY_NAME, PARAMETERS  # noqa: E402
 from dposer_ros.ros.core import SOLVER_FIELDS  # noqa: E402
+from dposer_ros.ros.params import BY_NAME, PARAMETERS  # noqa: E402
 from dposer_ros.solvers.refine import FewStepRefiner, RefineSettings  # noqa: E402
 from dposer_ros.solvers.types import Observation  # noqa: E402
 
@@ -504,7 +504,7 @@ def test_output_transform_moves_the_body_rigidly(tiny_core):
 def test_format_names_with_underscores_resolve():
     assert core.resolve_format("smplx_55").name == "smplx55"
     assert core.resolve_format("coco_wholebody_133").name == "coco_wholebody133"
-    with pytest.raises(Exception):
+    with pytest.raises(KeypointFormatError, match="halpe_26"):
         core.resolve_format("halpe_26")
 
 

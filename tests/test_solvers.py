@@ -1,10 +1,9 @@
 """Solvers: Gauss-Newton pieces, the few-step refiner, the full optimisation, sampling and completion."""
 
+import numpy as np
 import pytest
 import roma
 import torch
-
-import numpy as np
 
 from dposer_ros.body import ForwardKinematics
 from dposer_ros.body.skeleton import smplx_neutral
@@ -212,10 +211,12 @@ def test_spine_from_prior_leaves_the_bend_to_the_prior():
     hands = resolve_format("mediapipe_hand21_left+mediapipe_hand21_right")  # no torso seen: the spine stays seen
     refiner = FewStepRefiner(prior, hands, RefineSettings(spine_from_prior=True))
     assert refiner.seen_joints(torch.ones(1, len(hands.keypoint_names)))[0, [list(refiner.free).index(j) for j in spine]].all()
-    bend = lambda out: out.pose[0, spine].norm(dim=-1).sum()
+    def bend(out):
+        return out.pose[0, spine].norm(dim=-1).sum()
     assert bend(runs[True]) < 0.5 * bend(runs[False])
     assert runs[True].pose[0, 0, 0] > runs[False].pose[0, 0, 0] + 0.1  # the pelvis took part of it
-    fit = lambda out: (fmt.from_posed(ForwardKinematics()(out.pose, out.transl)) - kp).norm(dim=-1).mean()
+    def fit(out):
+        return (fmt.from_posed(ForwardKinematics()(out.pose, out.transl)) - kp).norm(dim=-1).mean()
     assert fit(runs[True]) < 0.03
 
 
@@ -280,7 +281,8 @@ def test_hidden_joints_are_counted_and_held(prior):
         state = out.select(0)
     held = FewStepRefiner(prior, fmt, RefineSettings(hold_weight=1e4))(Observation(kp[:1], conf[:1], fmt), first.select(0))
     free_ = FewStepRefiner(prior, fmt, RefineSettings(hold_weight=0.0))(Observation(kp[:1], conf[:1], fmt), first.select(0))
-    moved = lambda o: (o.pose[0, names.index("left_elbow")] - first.pose[0, names.index("left_elbow")]).norm()
+    def moved(o):
+        return (o.pose[0, names.index("left_elbow")] - first.pose[0, names.index("left_elbow")]).norm()
     assert moved(held) < 0.01 < moved(free_)
     both = BodyState.cat([first.select(1), state])
     assert both.pose.shape == (2, 55, 3) and torch.equal(both.hidden_frames[1], state.hidden_frames[0])

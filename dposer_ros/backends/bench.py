@@ -131,10 +131,10 @@ def _cell(runners: dict, budget: float, min_reps: int, max_reps: int) -> dict[st
 
 
 def make_engines(cfg: BenchConfig) -> dict:
+    from ..prior.model import PosePrior
     from .engines import OnnxRuntimeEngine, TorchEngine
     from .onnx_export import export_onnx
     from .select import default_onnx_path
-    from ..prior.model import PosePrior
 
     prior = PosePrior.load(cfg.prior)
     onnx_path = cfg.onnx or default_onnx_path(cfg.prior)

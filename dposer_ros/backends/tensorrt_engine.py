@@ -27,7 +27,7 @@ import torch
 
 from ..prior.layout import DIM, PARTS
 from .base import INPUT_NAMES, LOG, OUTPUT_NAME, BackendError, PriorMeta
-from .onnx_export import OnnxInfo, random_inputs, read_onnx, to_mixed_precision
+from .onnx_export import random_inputs, read_onnx, to_mixed_precision
 
 ENGINE_FORMAT = "dposer_ros.trt/1"
 DEFAULT_MAX_BATCH = 128  # rows: the refiner asks the prior twice per person (body, hands), so 64 people

@@ -11,13 +11,13 @@ from pathlib import Path
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    import torch
+
     from ..prior.model import PosePrior
     from .corruptions import load_corruptions
     from .methods import METHODS, MethodError, build_methods
     from .report import markdown_table, write_report
     from .runner import evaluate
-
-    import torch
 
     torch.set_num_threads(args.threads)
     names = [m.strip() for m in args.methods.split(",") if m.strip()]

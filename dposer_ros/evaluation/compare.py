@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import zlib
 import math
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np

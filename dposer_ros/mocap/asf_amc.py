@@ -100,13 +100,12 @@ def read_asf(path: str | os.PathLike) -> Skeleton:
 
     bones: dict[str, Bone] = {}
     cur: dict | None = None
-    key = None
     for ln, t in sec["bonedata"]:
         k = t[0].lower()
         if k == "begin":
             if cur is not None:
                 raise MocapError(f"{path}:{ln}: 'begin' inside a bone")
-            cur, key = {"ln": ln}, None
+            cur = {"ln": ln}
         elif cur is None:
             raise MocapError(f"{path}:{ln}: {t[0]!r} outside begin/end")
         elif k == "end":

@@ -11,11 +11,12 @@ import zlib
 import numpy as np
 from builtin_interfaces.msg import Duration
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from dposer_msgs.msg import SmplxPose, SmplxPoseArray
 from geometry_msgs.msg import Point
 from sensor_msgs.msg import Image
 from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker
+
+from dposer_msgs.msg import SmplxPose, SmplxPoseArray
 
 from ..body import smplx_neutral
 from .core import PersonResult, format_edges

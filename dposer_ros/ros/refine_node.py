@@ -31,7 +31,6 @@ from pathlib import Path
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from dposer_msgs.msg import Keypoints3DArray, SmplxPoseArray
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
@@ -40,10 +39,11 @@ from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from visualization_msgs.msg import MarkerArray
 
+from dposer_msgs.msg import Keypoints3DArray, SmplxPoseArray
+
 from ..backends.base import BackendError
 from . import adapters, convert
-from .core import (SOLVER_FIELDS, CoreSettings, InputFrame, MalformedInput, RefineCore, quat_to_matrix, resolve_format,
-                   transform_result)
+from .core import SOLVER_FIELDS, CoreSettings, InputFrame, MalformedInput, RefineCore, quat_to_matrix, resolve_format, transform_result
 from .params import PARAMETERS, check_value
 
 MODEL_RELATIVE = Path("models") / "dposer_cpu" / "prior.pt"

@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from builtin_interfaces.msg import Time
-from dposer_msgs.msg import Keypoints3D, Keypoints3DArray, SmplxPoseArray
 from geometry_msgs.msg import Point
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
+
+from dposer_msgs.msg import Keypoints3D, Keypoints3DArray, SmplxPoseArray
 
 from ..replay.takes import Stream, StreamFrame
 from .convert import pose_from_msg
