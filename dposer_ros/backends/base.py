@@ -13,10 +13,10 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
 
 import torch
 
+from ..prior.engine import Engine  # noqa: F401  (re-exported: the backends' interface)
 from ..prior.layout import DIM, PART_DIMS, PARTS
 from ..prior.model import PosePrior, state_bytes
 from ..prior.sde import SubVPSDE
@@ -32,18 +32,6 @@ META_FORMAT = "dposer_ros.onnx/1"
 class BackendError(RuntimeError):
     """A backend cannot serve the prior: its package or a GPU is missing, or a model/engine file is corrupt or
     does not match. The message names the file when there is one."""
-
-
-@runtime_checkable
-class Engine(Protocol):
-    """The part of a prior the solvers use (see module docstring)."""
-
-    name: str
-    mean: torch.Tensor
-    std: torch.Tensor
-    sde: SubVPSDE
-
-    def eps(self, x: torch.Tensor, t: torch.Tensor, part_mask: torch.Tensor) -> torch.Tensor: ...
 
 
 @dataclass(frozen=True)

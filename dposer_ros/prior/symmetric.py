@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import torch
 
+from .engine import Engine
 from .layout import mirror_part_mask, mirror_vector_map
 
 
 class MirrorSymmetric:
     """Wraps any engine with `eps`, `mean`, `std`, `sde` (a `PosePrior`, ONNX Runtime, TensorRT)."""
 
-    def __init__(self, engine) -> None:
+    def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.mean, self.std, self.sde = engine.mean, engine.std, engine.sde
         self.name = f"{getattr(engine, 'name', type(engine).__name__)}+mirror"

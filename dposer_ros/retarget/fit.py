@@ -15,6 +15,7 @@ import numpy as np
 import roma
 import torch
 
+from ..body.alignment import kabsch
 from ..body.jacobian import AttachedPoints
 from ..body.kinematics import ForwardKinematics
 from ..body.skeleton import Skeleton
@@ -52,14 +53,6 @@ def sub_skeleton(full: Skeleton, names: Sequence[str], extra_leaves: Mapping[str
         parents.append(index[parent])
         rest.append(np.asarray(pos, dtype=np.float64))
     return Skeleton(tuple(names) + tuple(extra_leaves), tuple(parents), np.stack(rest))
-
-
-def kabsch(source: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Rotations (B, 3, 3) that best map centred `source` (B, M, 3) onto centred `target` (weights (B, M))."""
-    w = (weights / weights.sum(-1, keepdim=True))[..., None]
-    src = source - (w * source).sum(-2, keepdim=True)
-    tgt = target - (w * target).sum(-2, keepdim=True)
-    return roma.special_procrustes((w * tgt).transpose(-1, -2) @ src)
 
 
 class SequenceFitter:

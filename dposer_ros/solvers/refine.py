@@ -24,14 +24,16 @@ from dataclasses import dataclass
 import roma
 import torch
 
+from ..body.alignment import kabsch
 from ..body.jacobian import AttachedPoints
 from ..body.kinematics import ForwardKinematics
 from ..body.shape import rest_joints as shape_rest_joints
 from ..body.skeleton import NUM_JOINTS, PART_JOINTS, smplx_neutral
+from ..keypoints import KeypointFormat
+from ..prior.engine import Engine
 from ..prior.layout import DIM, PARTS, from_vector, to_vector
 from ..prior.schedule import TruncatedSchedule, UniformSchedule
 from ..prior.symmetric import MirrorSymmetric
-from ..retarget.fit import kabsch
 from .calibration import calibrate, empty_calibration
 from .gauss_newton import Pull, gauss_newton_step
 from .types import BodyState, Observation, Refined
@@ -156,7 +158,8 @@ class FewStepRefiner:
     swap the prior term (`prior_pulls`) and keep the rest: the baselines are compared under the same solver.
     """
 
-    def __init__(self, prior, fmt, settings: RefineSettings = RefineSettings(), completion=None) -> None:
+    def __init__(self, prior: Engine, fmt: KeypointFormat, settings: RefineSettings = RefineSettings(),
+                 completion=None) -> None:
         self.prior = MirrorSymmetric(prior) if settings.mirror_symmetric else prior
         self.format, self.settings = fmt, settings
         self.completion = completion  # a `prior.completion.Completion`: the target of hidden body joints
