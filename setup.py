@@ -63,23 +63,22 @@ setup(
     python_requires=">=3.10",
     # torch: scripts/bootstrap.sh installs the pinned CPU build (torch==2.13.0) before this
     # package, so the bare name below is already satisfied and pulls nothing more.
+    # what the prior, the solvers and the node need; the rest are extras (scripts/requirements.txt installs all)
     install_requires=[
         "numpy",
         "scipy",
         "torch",
         "roma",
-        "smplx",
         "pyyaml",
         "tqdm",
-        "matplotlib",
-        "mannequin-x",
-        "bvhio",
-        "scikit-learn",
     ],
     extras_require={
         "onnx": ["onnx", "onnxruntime"],
         "ros": ["rosbags", "mcap"],
-        "test": ["pytest", "pytest-timeout"],
+        "smplx": ["smplx"],  # the exact body model, for users with the licensed SMPL-X files
+        "plots": ["matplotlib", "mannequin-x"],  # pictures, evaluation plots, the mesh markers
+        "train": ["scikit-learn", "matplotlib"],  # the GMM baseline, training curves
+        "test": ["pytest", "pytest-timeout", "bvhio", "ruff"],
     },
     zip_safe=False,
     maintainer="dposer_ros maintainers",

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from dposer_ros.body import ForwardKinematics
+from dposer_ros.body.jacobian import offset_frames
 from dposer_ros.body.shape import rest_joints, shape_tables
 from dposer_ros.body.skeleton import smplx_neutral
 from dposer_ros.keypoints import get_format
@@ -104,7 +105,8 @@ def test_offset_keypoints_are_calibrated_into_the_detectors_convention(prior):
         settings = RefineSettings(calibrate_shape=False, calibrate_offsets=calibrate)
         out = stream(NoPriorRefiner(prior, fmt, settings), fmt, points)[-1]
         posed = ForwardKinematics()(out.pose.double(), out.transl.double())
-        read = fmt.from_posed(posed) + (posed.rotations[:, torch.tensor(fmt.joints)] @ out.calibration.offsets.double()[..., None])[..., 0]
+        frames = offset_frames(fmt.joints, fmt.offsets, smplx_neutral().parents)
+        read = fmt.from_posed(posed) + (posed.rotations[:, frames] @ out.calibration.offsets.double()[..., None])[..., 0]
         error[calibrate] = float((read[0, hips] - points[-1, hips]).norm(dim=-1).max())
     assert error[True] < 0.02 < 0.04 < error[False]  # the zero-offset prior (10 frames) keeps a quarter
 
@@ -112,8 +114,9 @@ def test_offset_keypoints_are_calibrated_into_the_detectors_convention(prior):
 @pytest.mark.skipif(not SHIPPED.is_file(), reason="the shipped prior is not in this checkout")
 def test_offset_head_keypoints_do_not_bend_the_neck():
     """Head keypoints 5 cm above where the format puts them: a neck and head bend could reach them, so only the prior
-    (which holds seen joints while a track calibrates) tells the offset from a pose. With calibration the neck and
-    head stay within 0.5 rad of the truth and the offsets take 2 cm or more of the 5; without, the head twists."""
+    tells the offset from a pose, when it holds seen joints while a track calibrates (`calibration_prior_weight`,
+    off by default). With it the neck and head stay within 0.5 rad of the truth and the offsets take 2 cm or more of
+    the 5; without calibration the head twists."""
     fmt = get_format("h36m17")
     pose = walking(40)
     points = fmt.from_posed(ForwardKinematics()(pose.double(), torch.zeros(40, 3, dtype=torch.float64))).float()
@@ -122,7 +125,7 @@ def test_offset_head_keypoints_do_not_bend_the_neck():
     shipped = PosePrior.load(SHIPPED)
     bend = {}
     for calibrate in (True, False):
-        settings = RefineSettings(calibrate_shape=False, calibrate_offsets=calibrate)
+        settings = RefineSettings(calibrate_shape=False, calibrate_offsets=calibrate, calibration_prior_weight=1.0)
         outs = stream(FewStepRefiner(shipped, fmt, settings), fmt, points)
         bend[calibrate] = max(float(o.pose[0, [12, 15]].norm(dim=-1).max()) for o in outs[-10:])
         if calibrate:
@@ -131,14 +134,14 @@ def test_offset_head_keypoints_do_not_bend_the_neck():
 
 
 def test_fully_seen_input_converges_to_the_data_fit(prior):
-    """With every keypoint seen (and no keypoint offsets being calibrated, when the prior holds seen joints) the prior
-    does not pull on what they see: the keypoints come out as the fit without a prior (the prior still completes
-    what this format never sees: feet, hands, face)."""
+    """With every keypoint seen the prior does not pull on what they see (the default calibration_prior_weight 0):
+    the keypoints come out as the fit without a prior (the prior still completes what this format never sees: feet,
+    hands, face)."""
     fmt = get_format("h36m17")
     pose = walking(8)
     points = fmt.from_posed(ForwardKinematics()(pose.double(), torch.zeros(8, 3, dtype=torch.float64))).float()
     points += torch.randn(points.shape, generator=torch.Generator().manual_seed(0)) * 0.02
-    settings = RefineSettings(cold_prior_steps=0, calibrate_offsets=False)
+    settings = RefineSettings(cold_prior_steps=0)
     with_prior = stream(FewStepRefiner(prior, fmt, settings), fmt, points)
     without = stream(NoPriorRefiner(prior, fmt, settings), fmt, points)
     def seen(out):  # what the keypoints see: the format's keypoints of the answer

@@ -22,8 +22,18 @@ def skew(v: torch.Tensor) -> torch.Tensor:
     return torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], -1).reshape(*v.shape, 3)
 
 
+def offset_frames(joints: Sequence[int], offsets: np.ndarray, parents: Sequence[int]) -> torch.Tensor:
+    """(K,) the joint in whose frame a point's calibrated extra offset lives: its own joint for a landmark (its
+    offset turns with that joint), the parent for a point at a joint (its own rotation does not move it, so an offset
+    in its frame would not be observed)."""
+    offsets = np.asarray(offsets, dtype=np.float64).reshape(-1, 3)
+    return torch.tensor([j if (np.abs(o).sum() > 0 or parents[j] < 0) else parents[j]
+                         for j, o in zip(np.asarray(joints).tolist(), offsets)], dtype=torch.long)
+
+
 class AttachedPoints:
-    """K points, each attached to a joint of `fk`'s skeleton at an offset in that joint's frame."""
+    """K points, each attached to a joint of `fk`'s skeleton at an offset in that joint's frame; optionally with a
+    per-person extra offset (`positions(posed, extra)`) in the frame of `offset_frames`."""
 
     def __init__(self, fk: ForwardKinematics, joints: Sequence[int], offsets: np.ndarray, free: Sequence[int]) -> None:
         self.fk = fk
@@ -40,10 +50,13 @@ class AttachedPoints:
                 j = parents[j]
             chain[k] = torch.tensor([float(f in on_chain) for f in free_list])
         self.chain = chain  # (K, F): rotating free joint f moves point k
+        self.frame = offset_frames(self.joint.tolist(), self.offset.numpy(), parents)
         # the Jacobian is sparse (a point moves with the few joints on its chain): only those (k, f) blocks are
         # computed, and copied to their places in the (3K, 3F + 3) matrix, which starts as the translation part
         pk, pf = chain.nonzero(as_tuple=True)
         self._pair_point, self._pair_joint = pk, self.free[pf]
+        # a point at a joint is not moved by that joint's own rotation, whatever its extra offset
+        self._pair_moves = (self._pair_joint != self.joint[pk]) | (self.frame[pk] == self.joint[pk])
         width = 3 * len(self.free) + 3
         i = torch.arange(3)
         rows, cols = 3 * pk[:, None, None] + i[None, :, None], 3 * pf[:, None, None] + i[None, None, :]
@@ -53,15 +66,18 @@ class AttachedPoints:
         self._base = base.reshape(-1)  # dp / d transl = I
 
     def positions(self, posed: Posed, extra: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, K, 3) world positions of the points; `extra` (B, K, 3): per-person offsets added to the format's."""
+        """(B, K, 3) world positions of the points; `extra` (B, K, 3): per-person offsets in the `frame` joints."""
         rot = posed.rotations[:, self.joint]
-        offset = self.offset.to(rot) if extra is None else self.offset.to(rot) + extra.to(rot)
-        return posed.joints[:, self.joint] + (rot @ offset[..., None]).squeeze(-1)
+        out = posed.joints[:, self.joint] + (rot @ self.offset.to(rot)[..., None]).squeeze(-1)
+        if extra is not None:
+            out = out + (posed.rotations[:, self.frame] @ extra.to(rot)[..., None]).squeeze(-1)
+        return out
 
     def jacobian(self, posed: Posed, points: torch.Tensor) -> torch.Tensor:
         """(B, K*3, 3F + 3): derivatives of the points w.r.t. the free joints' local increments, then translation."""
         batch, k = points.shape[:2]
         lever = points[:, self._pair_point] - posed.joints[:, self._pair_joint]  # (B, P, 3), P pairs (k, f) on chains
+        lever = lever * self._pair_moves[:, None].to(lever)
         rot = posed.rotations[:, self._pair_joint]  # (B, P, 3, 3)
         # block = -[lever]_x G_f, whose column j is G_f[:, j] x lever
         block = torch.linalg.cross(rot, lever[..., None].expand_as(rot), dim=-2)

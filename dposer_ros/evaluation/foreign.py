@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import yaml
 
+from ..body.jacobian import offset_frames
 from ..keypoints import KeypointFormat, get_format
 from ..retarget.sources import SourceSpec, Take, find_takes, load_sources, read_take, resample
 from .metrics import Pool, keypoint_pool
@@ -59,7 +60,8 @@ class KeypointClip:
         pred = fmt.from_posed(posed)
         if all(o.keypoint_offsets is not None for o in outs):
             offsets = torch.cat([o.keypoint_offsets for o in outs]).double()
-            pred = pred + (posed.rotations[:, torch.tensor(fmt.joints)] @ offsets[..., None])[..., 0]
+            frames = offset_frames(fmt.joints, fmt.offsets, fk.skeleton.parents)
+            pred = pred + (posed.rotations[:, frames] @ offsets[..., None])[..., 0]
         truth = self.keypoint_truth(fmt)[data.frames].double()
         return keypoint_pool(pred, truth, data.visible, stride, seconds)
 

@@ -69,7 +69,7 @@ def calibrate(fk: ForwardKinematics, points: AttachedPoints, posed, local: torch
         betas = torch.linalg.solve(information + eye, rhs[..., None])[..., 0].clamp(-settings.max_beta, settings.max_beta)
     offsets, weight = calib.offsets, calib.offset_weight
     if settings.calibrate_offsets:
-        rot = posed.rotations[:, points.joint]  # (B, K, 3, 3) anchor frames
+        rot = posed.rotations[:, points.frame]  # (B, K, 3, 3) the offsets' frames
         local_r = (rot.transpose(-1, -2) @ (r / 100.0)[..., None])[..., 0] + offsets  # the offset this frame asks for
         wf = w * phi[:, None]
         prior = settings.offset_prior_frames

@@ -85,7 +85,7 @@ class RefineSettings:
     shape_prior_weight: float = 1.0  # unit Gaussian prior on the shape coefficients, times this
     max_beta: float = 4.0  # shape coefficients are clamped to +-max_beta standard deviations
     calibrate_offsets: bool = True  # calibrate each keypoint's offset from its anchor per track (same schedule)
-    calibration_prior_weight: float = 1.0  # the prior's pull on seen joints while offsets calibrate (shape_frames)
+    calibration_prior_weight: float = 0.0  # the prior's pull on seen joints while offsets calibrate (shape_frames)
     offset_prior_frames: float = 10.0  # a zero-offset prior worth this many frames of evidence
     max_offset_cm: float = 6.0  # bound of a calibrated keypoint offset
 
