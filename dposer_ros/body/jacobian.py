@@ -23,12 +23,22 @@ def skew(v: torch.Tensor) -> torch.Tensor:
 
 
 def offset_frames(joints: Sequence[int], offsets: np.ndarray, parents: Sequence[int]) -> torch.Tensor:
-    """(K,) the joint in whose frame a point's calibrated extra offset lives: its own joint for a landmark (its
-    offset turns with that joint), the parent for a point at a joint (its own rotation does not move it, so an offset
-    in its frame would not be observed)."""
+    """(K,) the joint in whose frame a point's calibrated extra offset lives: its own joint, unless the point sits at
+    that joint and no point of the set moves with the joint's rotation (COCO's ankles, whose feet nothing sees): an
+    offset in that frame would turn with a rotation only a prior guesses, so it lives in the parent's frame."""
+    joints = np.asarray(joints).tolist()
     offsets = np.asarray(offsets, dtype=np.float64).reshape(-1, 3)
-    return torch.tensor([j if (np.abs(o).sum() > 0 or parents[j] < 0) else parents[j]
-                         for j, o in zip(np.asarray(joints).tolist(), offsets)], dtype=torch.long)
+    landmark = [bool(np.abs(o).sum() > 0) for o in offsets]
+    turned = set()  # joints whose rotation moves some point: strict ancestors of a point's joint, or a landmark's own
+    for j, is_landmark in zip(joints, landmark):
+        if is_landmark:
+            turned.add(j)
+        p = parents[j]
+        while p >= 0:
+            turned.add(p)
+            p = parents[p]
+    return torch.tensor([j if (is_landmark or j in turned or parents[j] < 0) else parents[j]
+                         for j, is_landmark in zip(joints, landmark)], dtype=torch.long)
 
 
 class AttachedPoints:
