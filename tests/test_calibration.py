@@ -157,3 +157,21 @@ def test_fully_seen_input_converges_to_the_data_fit(prior):
     ref = NoPriorRefiner(prior, fmt, settings)(Observation(hidden[0:1], conf, fmt),
                                                BodyState(with_prior[0].pose, with_prior[0].transl))
     assert float((seen(out) - seen(ref)).abs().max()) > 1e-4
+
+
+def test_packaged_shape_table_is_mannequins_and_the_mesh_follows_the_shape():
+    """The packaged joint shape directions are mannequin-x's (regenerate with `python -m dposer_ros.body.shape`), and
+    the mesh the node publishes is drawn with the track's betas."""
+    import numpy as np
+    from mannequin import Mannequin
+
+    from dposer_ros.body.render import body_mesh
+
+    betas = np.array([1.0, -0.5, 0.3, 0, 0, 0.7, 0, 0, 0, -0.2], np.float32)
+    model = Mannequin("wooden", shape=betas, flat_hand_mean=True)
+    joints = model.joint_transforms(model.rest_pose())[..., :3, 3]
+    ours = rest_joints(torch.from_numpy(betas).double()).numpy()
+    assert np.abs((joints[:22] - joints[0]) - (ours[:22] - ours[0])).max() < 1e-4
+    shaped, _ = body_mesh(np.zeros((55, 3)), None, betas)
+    mean, _ = body_mesh(np.zeros((55, 3)))
+    assert np.abs(shaped - mean).max() > 0.02

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import cache
+from functools import lru_cache
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -11,16 +11,21 @@ from mpl_toolkits.mplot3d.art3d import Poly3DCollection
 LIGHT = np.array([0.3, 0.5, 0.8]) / np.linalg.norm([0.3, 0.5, 0.8])
 
 
-@cache
-def _mannequin():
+@lru_cache(maxsize=32)
+def _mannequin(shape: tuple[float, ...] = ()):
     from mannequin import Mannequin
 
-    return Mannequin("wooden", flat_hand_mean=True)  # zero hand pose = flat hand, as in this package
+    betas = np.zeros(10, np.float32)
+    betas[: len(shape)] = shape
+    return Mannequin("wooden", shape=betas, flat_hand_mean=True)  # zero hand pose = flat hand, as in this package
 
 
-def body_mesh(pose: np.ndarray, transl: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Vertices (V, 3) and faces (F, 3) of the skinned mannequin for a (55, 3) axis-angle pose."""
-    model = _mannequin()
+def body_mesh(pose: np.ndarray, transl: np.ndarray | None = None,
+              betas: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Vertices (V, 3) and faces (F, 3) of the skinned mannequin for a (55, 3) axis-angle pose and a body shape
+    (10 SMPL-X betas, rounded to 0.05 so that a track's slowly settling shape reuses one model; None: the mean)."""
+    shape = () if betas is None else tuple(float(b) for b in np.round(np.asarray(betas, np.float64) * 20) / 20)
+    model = _mannequin(shape)
     params = model.rest_pose()
     pose = np.asarray(pose, np.float32)
     params["pelvis_rotation"] = pose[0]

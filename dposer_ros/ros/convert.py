@@ -154,7 +154,7 @@ def mesh_markers(people: list[PersonResult], hdr: Header, lifetime_s: float, str
 
     out = []
     for res in people:
-        verts, faces = body_mesh(res.pose, res.transl)
+        verts, faces = body_mesh(res.pose, res.transl, res.betas)
         mid = marker_id(res.person_id)
         m = Marker(header=hdr, ns="mesh", id=mid, type=Marker.TRIANGLE_LIST, action=Marker.ADD)
         m.pose.orientation.w = 1.0
