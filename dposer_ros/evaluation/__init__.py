@@ -1,6 +1,10 @@
 """The evaluation harness behind `dposer eval`: sensor corruption models, metrics, a streaming runner, reports.
 
-    from dposer_ros.evaluation import evaluate, load_corruptions, select_clips, write_report
+    from dposer_ros.evaluation import evaluate, foreign_clips, load_corruptions, write_report
+    clips = foreign_clips(mocap_dir, count=12, frames=40, split="val")   # truth: the source skeletons' own joints
+    result = evaluate({"few_step": lambda fmt: FewStepRefiner(prior, fmt)},
+                      load_corruptions(config_path("eval/corruptions_foreign.yaml")), clips, seed=0)
+    # the in-house protocol (truth: this project's retargeting):
     clips = select_clips(load_dataset(path), count=12, frames=60)
     result = evaluate({"few_step": lambda fmt: FewStepRefiner(prior, fmt)}, load_corruptions(), clips, seed=0)
     write_report(result, "out/eval")
@@ -13,6 +17,7 @@ from importlib import import_module
 # names -> submodule; imported on first use, so `dposer --help` and the other commands stay fast
 _WHERE = {
     "Clip": "clips", "select_clips": "clips",
+    "KeypointClip": "foreign", "foreign_clips": "foreign", "load_keypoint_clips": "foreign",
     "Corrupted": "corruptions", "Corruption": "corruptions", "CorruptionError": "corruptions",
     "Occlusion": "corruptions", "load_corruptions": "corruptions", "resolve_format": "corruptions",
     "METHODS": "methods", "MethodError": "methods", "available_methods": "methods", "build_methods": "methods",
@@ -34,6 +39,7 @@ __all__ = [
     "METHODS",
     "Clip",
     "Corrupted",
+    "KeypointClip",
     "Corruption",
     "CorruptionError",
     "EvalResult",
@@ -45,8 +51,10 @@ __all__ = [
     "available_methods",
     "build_methods",
     "evaluate",
+    "foreign_clips",
     "hand_mpjpe",
     "joint_visibility",
+    "load_keypoint_clips",
     "load_corruptions",
     "markdown_table",
     "mpjpe",
