@@ -135,8 +135,7 @@ def test_offset_head_keypoints_do_not_bend_the_neck():
 
 def test_fully_seen_input_converges_to_the_data_fit(prior):
     """With every keypoint seen the prior does not pull on what they see (the default calibration_prior_weight 0):
-    the keypoints come out as the fit without a prior (the prior still completes what this format never sees: feet,
-    hands, face)."""
+    the keypoints and body joints come out as the fit without a prior (the prior still completes the hands)."""
     fmt = get_format("h36m17")
     pose = walking(8)
     points = fmt.from_posed(ForwardKinematics()(pose.double(), torch.zeros(8, 3, dtype=torch.float64))).float()
@@ -148,6 +147,8 @@ def test_fully_seen_input_converges_to_the_data_fit(prior):
         return fmt.from_posed(ForwardKinematics()(out.pose.double(), out.transl.double(), out.rest_joints.double()))
 
     assert max(float((seen(a) - seen(b)).abs().max()) for a, b in zip(with_prior, without)) < 1e-4
+    # the body joints too: those no keypoint of the format can see (ankles, feet, wrists) keep the rest pull
+    assert max(float((a.joints[:, :22] - b.joints[:, :22]).abs().max()) for a, b in zip(with_prior, without)) < 1e-4
     hidden = points.clone()
     hidden[:, [1, 2, 3]] = float("nan")  # the right leg hidden: now the prior completes it and holds the rest
     conf = torch.ones(1, fmt.num_keypoints)

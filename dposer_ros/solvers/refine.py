@@ -57,6 +57,8 @@ class RefineSettings:
     seen_prior_weight: float = 1.0  # the prior's pull on joints confident keypoints see, while some joint is hidden
     # (the completion needs a seen body on the prior's manifold); none while the whole body is seen: the data decides
     spine_prior_weight: float = 1.0  # ... and on the spine joints when the torso is seen (spine_from_prior)
+    unobservable_prior_weight: float = 0.0  # ... on a body joint no keypoint of the format can see (COCO's ankles:
+    # the prior's guess put the feet 150-180 mm off where the rest pose is 67 mm, in-house validation 2026-11-29)
     hidden_prior_weight: float = 10.0  # the prior's pull on a joint no keypoint sees is this many times stronger
     hold_decay: float = 0.7  # ... times hold_decay^(frames it has been hidden - 1): the prior takes over a long gap
     hidden_prior_ramp: bool = True  # ... growing as the hold fades: 1 + (w - 1)(1 - hold_decay^(frames hidden - 1))
@@ -199,6 +201,7 @@ class FewStepRefiner:
         self.torso = torch.tensor([float(names[int(j)] in TORSO_JOINTS) for j in fmt.joints])  # (K,)
         body = torch.tensor([0 < j < 22 for j in FREE_JOINTS])
         self.observable = body & (self.sees.sum(0) > 0)  # (F,) body joints some keypoint of the format moves
+        self.unobservable = body & ~self.observable  # ... and those none does (COCO's ankles: no foot keypoint)
 
     def seen_joints(self, confidence: torch.Tensor) -> torch.Tensor:
         """(B, K) confidences -> (B, F) bool: free joints whose rotation moves a confident keypoint (with
@@ -249,6 +252,7 @@ class FewStepRefiner:
         calibrating = (calib.frames < s.shape_frames)[:, None] & torch.tensor(s.calibrate_offsets)
         seen_weight = torch.maximum(seen_weight, calibrating * s.calibration_prior_weight)
         weight = torch.where(seen, seen_weight, torch.where(by_data, s.spine_prior_weight * complete, boost))
+        weight = torch.where(self.unobservable, s.unobservable_prior_weight, weight)
         factor = weight.sqrt()[..., None] * self.part_weight.sqrt()
         # the body captures never rotate the wrists, so the prior pins them at zero; when a hand is seen, its
         # orientation comes from the wrist: release that wrist from the prior (measured: hands 86 -> 6 mm)
