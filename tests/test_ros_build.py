@@ -280,6 +280,8 @@ def test_generated_messages_have_the_specified_fields():
         "part_confidence": "float[4]",
         "part_completed": "boolean[4]",
         "refine_time_ms": "float",
+        "refine_steps": "uint8",
+        "failed": "boolean",
     }
     assert fields == expected
     assert msg.Keypoints3D.get_fields_and_field_types() == {

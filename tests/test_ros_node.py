@@ -5,9 +5,7 @@ on a tiny untrained prior made here, in this module's own DDS domain (localhost 
 """
 
 import math
-import os
 import random
-import signal
 import subprocess
 import sys
 import threading
@@ -45,6 +43,7 @@ from dposer_ros.ros import adapters, core  # noqa: E402
 from dposer_ros.ros.convert import diagnostic_values, pose_from_msg  # noqa: E402
 from dposer_ros.ros.core import SOLVER_FIELDS  # noqa: E402
 from dposer_ros.ros.params import BY_NAME, PARAMETERS  # noqa: E402
+from dposer_ros.ros.process import NodeProcess  # noqa: E402
 from dposer_ros.solvers.refine import FewStepRefiner, RefineSettings  # noqa: E402
 from dposer_ros.solvers.types import Observation  # noqa: E402
 
@@ -117,21 +116,10 @@ def prior_path(tmp_path_factory):
 @pytest.fixture(scope="module")
 def node_process(prior_path, domain_id, tmp_path_factory):
     log = tmp_path_factory.mktemp("ros_node_log") / "refine_node.log"
-    env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
-               PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, "-m", "dposer_ros.ros.refine_node", "--ros-args", "--params-file", str(CONFIG),
-           "-p", f"model_path:={prior_path}", "-p", "backend:=torch", "-p", "person_timeout:=60.0",
-           "-p", "diagnostics_period:=0.25", "-p", "log_throttle:=0.0"]
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-    yield proc, log
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+    node = NodeProcess({"model_path": prior_path, "backend": "torch", "person_timeout": 60.0,
+                        "diagnostics_period": 0.25, "log_throttle": 0.0}, log, domain_id, config=CONFIG)
+    yield node.proc, log
+    node.stop()
 
 
 class Client:
@@ -247,6 +235,7 @@ def test_round_trip_matches_the_library_and_fills_every_field(client, prior_path
         np.testing.assert_allclose(np.asarray(p.betas), ref.betas[0].numpy(), atol=1e-5)  # the shape it is posed with
         assert np.allclose(np.asarray(p.global_orient), 0) is False  # a real rotation was estimated
         assert p.refine_time_ms > 0
+        assert not p.failed and p.refine_steps == BY_NAME["steps"].default  # an idle node: no degradation
         conf_parts = np.asarray(p.part_confidence)
         assert conf_parts.shape == (4,) and ((conf_parts >= 0) & (conf_parts <= 1)).all()
         # COCO-17 sees the body; the hands are completed by the prior; no face prior
@@ -369,10 +358,28 @@ def test_node_declares_parameters_with_descriptions_and_ranges(prior_path, domai
         assert not bad.successful
         assert node.set_parameters([Parameter("steps", value=2)])[0].successful and node.core.settings.steps == 2
         assert not node.set_parameters([Parameter("steps", value=9)])[0].successful  # outside its IntegerRange
+        nan_tf = [0.0, 0.0, 0.0, 0.0, 0.0, float("nan"), 1.0]
+        assert not node.set_parameters([Parameter("output_transform", value=nan_tf)])[0].successful
+        # the diagnostics period changes at run time (it used to keep the start value)
+        assert node.set_parameters([Parameter("diagnostics_period", value=0.3)])[0].successful
+        assert node._diag_timer.timer_period_ns == 300_000_000
     finally:
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown(context=ctx)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-p", "input_type:=pointcloud2"], "pointcloud2 needs input_format"),
+    (["-p", "steps:=abc"], "steps must be integer"),
+])
+def test_the_node_refuses_to_start_with_bad_parameters(prior_path, args, message):
+    """Exit 1 and a message that says what to fix (both used to start, and then reject every message or ignore
+    the value)."""
+    cmd = [sys.executable, "-m", "dposer_ros.ros.refine_node", "--ros-args", "--params-file", str(CONFIG),
+           "-p", f"model_path:={prior_path}", "-p", "backend:=torch", *args]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and message in done.stderr, done.stderr[-2000:]
 
 
 # ----------------------------------------------------------------------------------------------- adapters

@@ -35,11 +35,34 @@ def stamp_ns(stamp) -> int:
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
-def from_keypoints_array(msg) -> tuple[int, str, object, list[PersonInput]]:
-    """dposer_msgs/Keypoints3DArray -> people (person's own format, confidences defaulting to 1)."""
+def check_size(msg, max_people: int, max_points: int) -> None:
+    """Refuse a message too big to convert (MalformedInput `too_many_points`) before any work: a PointCloud2 or
+    MarkerArray of more than max_people * max_points points. A Keypoints3DArray is capped per person instead."""
+    limit = max_people * max_points
+    if hasattr(msg, "point_step"):
+        n = int(msg.width) * int(msg.height)
+    elif hasattr(msg, "markers"):
+        n = len(msg.markers)
+    else:
+        return
+    if n > limit:
+        raise MalformedInput("too_many_points", f"message holds {n} points, more than max_people x max_points "
+                                                f"({max_people} x {max_points})")
+
+
+def from_keypoints_array(msg, max_points: int | None = None,
+                         max_people: int | None = None) -> tuple[int, str, object, list[PersonInput]]:
+    """dposer_msgs/Keypoints3DArray -> people (person's own format, confidences defaulting to 1). A person with more
+    than `max_points` keypoints, and every person after the first `max_people`, is left unconverted (empty points;
+    `PersonInput.count` says how many it had): the core refuses them without the cost of reading them."""
     people = []
-    for person in msg.people:
+    for i, person in enumerate(msg.people):
         n = len(person.points)
+        if (max_points is not None and max(n, len(person.confidences)) > max_points) or \
+                (max_people is not None and i >= max_people):
+            people.append(PersonInput(person.person_id, np.zeros((0, 3)), np.zeros(0), person.format,
+                                      count=max(n, len(person.confidences))))
+            continue
         pts = np.fromiter((c for p in person.points for c in (p.x, p.y, p.z)), dtype=np.float64, count=3 * n)
         conf = np.asarray(person.confidences, dtype=np.float64)
         if conf.size == 0:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 import threading
 import time
@@ -181,25 +180,21 @@ def run_demo(args) -> int:
           f"{stream.corruption}: {stream.format_name} at {stream.rate_hz:.0f} Hz, {len(stream.frames)} frames")
 
     import random
-    import subprocess
 
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
 
     from .convert import diagnostic_values
+    from .process import NodeProcess
     from .replay_publisher import ReplayClient, play_stream
 
     domain = int(os.environ.get("ROS_DOMAIN_ID") or random.randint(100, 199))  # own domain unless one is set
     args.out.mkdir(parents=True, exist_ok=True)
     log_path = args.out / "demo_refine_node.log"
-    cmd = [sys.executable, "-m", "dposer_ros.ros.refine_node", "--ros-args",
-           "--params-file", str(config_path("refine.yaml")), "-p", f"model_path:={Path(model).resolve()}",
-           "-p", f"input_format:={stream.format_name}"]
+    params: dict[str, object] = {"model_path": Path(model).resolve(), "input_format": stream.format_name}
     if args.steps is not None:  # else the node's own default (config/refine.yaml)
-        cmd += ["-p", f"steps:={int(args.steps)}"]
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                env=dict(os.environ, ROS_DOMAIN_ID=str(domain), PYTHONUNBUFFERED="1"))
+        params["steps"] = int(args.steps)
+    node = NodeProcess(params, log_path, domain, localhost_only=False)
     ctx = rclpy.Context()
     rclpy.init(context=ctx, domain_id=domain)
     client = spinner = None
@@ -211,12 +206,12 @@ def run_demo(args) -> int:
         spinner = _Spinner(client)
         end = time.monotonic() + 90.0  # the node imports torch, loads the prior (first use: exports ONNX)
         while not client.wait_connected(0.5):
-            if proc.poll() is not None or time.monotonic() > end:
+            if not node.alive() or time.monotonic() > end:
                 print(f"dposer demo: the refine node did not come up; its log ({log_path}):\n"
                       + log_path.read_text()[-2000:], file=sys.stderr)
                 return 1
         time.sleep(0.5)  # matched both ways; let discovery settle so the first best-effort frames arrive
-        print(f"refine_node (pid {proc.pid}, ROS_DOMAIN_ID={domain}) up on {Path(model)} after "
+        print(f"refine_node (pid {node.pid}, ROS_DOMAIN_ID={domain}) up on {Path(model)} after "
               f"{time.monotonic() - t_start:.1f} s; replaying at {args.rate}; node log: {log_path}")
         on_frame = None if args.quiet else (lambda res, frame: print(_frame_line(res, frame), flush=True))
         results = play_stream(client, stream, rate=args.rate, on_frame=on_frame)
@@ -228,12 +223,7 @@ def run_demo(args) -> int:
         if client is not None:
             client.destroy_node()
         rclpy.try_shutdown(context=ctx)
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        node.stop()
     print(_summary_text(summary))
     if diag:
         print(f"node /diagnostics: backend {diag.get('backend')}, {diag.get('frames_in')} frames in, "

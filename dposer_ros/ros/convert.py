@@ -58,10 +58,12 @@ def pose_msg(res: PersonResult, hdr: Header) -> SmplxPose:
     m.right_hand_pose = pose[40:55].reshape(-1).copy()
     m.expression = [0.0] * NUM_EXPRESSION
     m.betas = [0.0] * NUM_BETAS if res.betas is None else [float(b) for b in res.betas]
-    m.joints = _points(res.joints)
+    m.joints = [] if res.failed else _points(res.joints)
     m.part_confidence = np.asarray(res.part_confidence, dtype=np.float32).copy()
     m.part_completed = [bool(b) for b in res.part_completed]
     m.refine_time_ms = float(res.refine_ms)
+    m.failed = bool(res.failed)
+    m.refine_steps = int(res.refine_steps)
     return m
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter, OrderedDict, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 
 import numpy as np
@@ -42,6 +42,8 @@ MALFORMED_REASONS = (
     "millimetres",
     "stamp_backwards",
     "bad_message",
+    "too_many_people",
+    "too_many_points",
 )
 
 
@@ -134,6 +136,7 @@ class PersonInput:
     points: np.ndarray  # (K, 3) metres, in the frame's frame_id
     confidences: np.ndarray  # (K,) in [0, 1]
     format_name: str = ""  # empty: the node's input_format
+    count: int | None = None  # keypoints the message held when they were too many to convert (max_points)
 
 
 @dataclass
@@ -161,6 +164,8 @@ class PersonResult:
     points: np.ndarray | None = None  # the input keypoints (K, 3), for pictures / overlays
     confidences: np.ndarray | None = None
     betas: np.ndarray | None = None  # (10,) the track's calibrated SMPL-X shape (None: the mean shape)
+    failed: bool = False  # the solver gave no usable body (non-finite or far from the keypoints): the track restarts
+    refine_steps: int = 0  # prior steps this answer used (fewer than `steps` when the latency budget is short)
 
 
 @dataclass
@@ -196,6 +201,9 @@ class Track:
 _SOLVER = RefineSettings()
 SOLVER_FIELDS = ("steps", "t_max", "t_min", "prior_weight", "hand_prior_weight", "sigma_cm", "temporal_weight", "hold_weight", "hold_decay",
                  "hidden_prior_weight", "calibrate_shape", "calibrate_offsets")
+# node parameters of the core (tracks, checks, bounded work)
+CORE_FIELDS = ("person_timeout", "max_batch", "max_coordinate_m", "max_bone_ratio", "max_keypoint_spread_m",
+               "max_people", "max_points", "latency_budget_ms")
 
 
 @dataclass
@@ -217,6 +225,10 @@ class CoreSettings:
     max_batch: int = 16
     max_coordinate_m: float = 20.0
     max_bone_ratio: float = 5.0
+    max_keypoint_spread_m: float = 2.5  # a keypoint this far from the person's median keypoint is an outlier
+    max_people: int = 64  # people per message; more are rejected (too_many_people)
+    max_points: int = 512  # keypoints per person; more are rejected (too_many_points)
+    latency_budget_ms: float = 100.0  # arrival to answer; under load fewer prior steps (down to 1); 0: off
 
     def refine_settings(self) -> RefineSettings:
         return RefineSettings(**{f: getattr(self, f) for f in SOLVER_FIELDS})
@@ -233,6 +245,11 @@ class Stats:
         self._lock = threading.Lock()
         self.malformed: Counter[str] = Counter()
         self.drops = 0
+        self.failed = 0
+        self.outlier_points = 0
+        self.errors: Counter[str] = Counter()
+        self._messages: list[tuple[str, str]] = []
+        self._steps: deque[tuple[float, int, int, int]] = deque()
         self.frames_in = 0
         self.people_in = 0
         self.frames_out = 0
@@ -242,7 +259,7 @@ class Stats:
         self._refine: deque[tuple[float, float, int]] = deque()
 
     def _trim(self, now: float) -> None:
-        for q in (self._arrivals, self._latency, self._refine):
+        for q in (self._arrivals, self._latency, self._refine, self._steps):
             while q and (q[0] if isinstance(q[0], float) else q[0][0]) < now - self.window_s:
                 q.popleft()
 
@@ -261,6 +278,29 @@ class Stats:
     def drop(self, n: int = 1) -> None:
         with self._lock:
             self.drops += n
+
+    def fail(self, n: int = 1) -> None:
+        with self._lock:
+            self.failed += n
+
+    def outliers(self, n: int) -> None:
+        with self._lock:
+            self.outlier_points += n
+
+    def error(self, kind: str, text: str) -> None:
+        """An internal failure (the solver raised): counted by kind, kept for the node to log."""
+        with self._lock:
+            self.errors[kind] += 1
+            self._messages.append((kind, text))
+
+    def take_errors(self) -> list[tuple[str, str]]:
+        with self._lock:
+            out, self._messages = self._messages, []
+            return out
+
+    def steps(self, used: int, of: int, people: int) -> None:
+        with self._lock:
+            self._steps.append((time.monotonic(), used, of, people))
 
     def published(self, people: int, latency_ms: float) -> None:
         now = time.monotonic()
@@ -282,6 +322,9 @@ class Stats:
             span = min(self.window_s, now - self._arrivals[0]) if len(self._arrivals) > 1 else 0.0
             rate = (len(self._arrivals) - 1) / span if span > 0 else 0.0
             pct = lambda a, q: float(np.percentile(a, q)) if len(a) else float("nan")  # noqa: E731
+            people = sum(n for *_, n in self._steps)
+            steps = sum(u * n for _, u, _, n in self._steps) / people if people else float("nan")
+            degraded = sum(n for _, u, of, n in self._steps if u < of) / people if people else 0.0
             return {
                 "input_rate_hz": rate,
                 "latency_p50_ms": pct(lat, 50),
@@ -293,6 +336,11 @@ class Stats:
                 "frames_out": self.frames_out,
                 "people_out": self.people_out,
                 "drops": self.drops,
+                "failed": self.failed,
+                "outlier_points": self.outlier_points,
+                "errors": dict(self.errors),
+                "refine_steps_mean": steps,
+                "degraded_fraction": degraded,
                 "malformed": dict(self.malformed),
                 "malformed_total": sum(self.malformed.values()),
             }
@@ -311,7 +359,8 @@ class RefineCore:
         self._lock = threading.Lock()
         self._pending: OrderedDict[str, _Pending] = OrderedDict()
         self._tracks: dict[str, Track] = {}
-        self._refiners: dict[str, FewStepRefiner] = {}
+        self._refiners: dict[tuple[str, int], FewStepRefiner] = {}
+        self._cost: dict[tuple[str, bool], float] = {}  # ms per person and prior step, by (format, warm start)
         self._seq = 0
         self.wakeup = threading.Event()
 
@@ -326,11 +375,15 @@ class RefineCore:
             if changed:
                 self._refiners = {}
 
-    def refiner(self, fmt: KeypointFormat) -> FewStepRefiner:
+    def refiner(self, fmt: KeypointFormat, steps: int | None = None) -> FewStepRefiner:
+        """The refiner of a format, with `steps` prior steps per frame (None: the `steps` setting)."""
         with self._lock:
-            ref = self._refiners.get(fmt.name)
+            settings = self.settings.refine_settings()
+            if steps is not None and steps != settings.steps:
+                settings = replace(settings, steps=steps)
+            ref = self._refiners.get((fmt.name, settings.steps))
             if ref is None:
-                ref = self._refiners[fmt.name] = FewStepRefiner(self.prior, fmt, self.settings.refine_settings())
+                ref = self._refiners[(fmt.name, settings.steps)] = FewStepRefiner(self.prior, fmt, settings)
             return ref
 
     @property
@@ -372,12 +425,22 @@ class RefineCore:
         except KeypointFormatError as err:
             raise MalformedInput("unknown_format", str(err)) from None
 
-    def check_person(self, person: PersonInput) -> KeypointFormat:
-        """The person's format if the person can be refined, else raises MalformedInput (stamp order aside)."""
+    def check_person(self, person: PersonInput) -> tuple[KeypointFormat, PersonInput, int]:
+        """The person's format, the person as the solver may see it, and how many keypoints were outliers; raises
+        MalformedInput if the person cannot be refined (stamp order aside).
+
+        A keypoint with confidence 0 is missing whatever its value (NaN, Inf, 1e30): it becomes NaN at confidence 0.
+        A confident keypoint farther than `max_keypoint_spread_m` from the person's median keypoint (one glitch at
+        1e30 m) is an outlier: missing too, and counted."""
         fmt = self.format_for(person)
+        s = self.settings
         pts = np.asarray(person.points, dtype=np.float64)
         conf = np.asarray(person.confidences, dtype=np.float64)
         k = fmt.num_keypoints
+        n = max(len(pts), conf.size, person.count or 0)
+        if n > s.max_points:
+            raise MalformedInput("too_many_points", f"person {person.person_id!r}: {n} keypoints, more than "
+                                                    f"max_points ({s.max_points})")
         if pts.size == 0:
             raise MalformedInput("empty", f"person {person.person_id!r}: no keypoints")
         if pts.ndim != 2 or pts.shape != (k, 3) or conf.shape != (k,):
@@ -390,9 +453,7 @@ class RefineCore:
             raise MalformedInput("bad_confidence" if bad_conf else "non_finite",
                                  f"person {person.person_id!r}: {err}") from None
         good = (conf > CONFIDENT) & np.isfinite(pts).all(-1)
-        if good.sum() < MIN_CONFIDENT_POINTS:
-            raise MalformedInput("too_few_points", f"person {person.person_id!r}: {int(good.sum())} keypoints with "
-                                                   f"confidence > {CONFIDENT}, need {MIN_CONFIDENT_POINTS}")
+        self._enough(person, good)
         med = float(np.median(np.abs(pts[good])))
         if med > self.settings.max_coordinate_m:
             raise MalformedInput("millimetres", f"person {person.person_id!r}: median |coordinate| {med:.1f} m > "
@@ -405,7 +466,20 @@ class RefineCore:
             if ratio > self.settings.max_bone_ratio:
                 raise MalformedInput("millimetres", f"person {person.person_id!r}: bones {ratio:.0f}x longer than "
                                                     f"expected (> {self.settings.max_bone_ratio}x; millimetres?)")
-        return fmt
+        usable = (conf > 0) & np.isfinite(pts).all(-1)
+        center = np.median(pts[good], axis=0)
+        far = usable & (np.linalg.norm(np.where(usable[:, None], pts, 0.0) - center, axis=-1) > s.max_keypoint_spread_m)
+        usable &= ~far
+        self._enough(person, good & usable)
+        clean = PersonInput(person.person_id, np.where(usable[:, None], pts, np.nan), np.where(usable, conf, 0.0),
+                            person.format_name)
+        return fmt, clean, int(far.sum())
+
+    @staticmethod
+    def _enough(person: PersonInput, good: np.ndarray) -> None:
+        if good.sum() < MIN_CONFIDENT_POINTS:
+            raise MalformedInput("too_few_points", f"person {person.person_id!r}: {int(good.sum())} keypoints with "
+                                                   f"confidence > {CONFIDENT}, need {MIN_CONFIDENT_POINTS}")
 
     # -- submit (callbacks) --------------------------------------------------------------------------
     def submit(self, frame: InputFrame) -> list[MalformedInput]:
@@ -414,13 +488,23 @@ class RefineCore:
         errors: list[MalformedInput] = []
         self.stats.frame_in(len(frame.people))
         accepted: list[_Pending] = []
-        for i, person in enumerate(frame.people):
+        outliers = 0
+        people = frame.people
+        if len(people) > self.settings.max_people:
+            errors += [MalformedInput("too_many_people", f"person {p.person_id!r}: message has {len(people)} people, "
+                                                         f"more than max_people ({self.settings.max_people})")
+                       for p in people[self.settings.max_people:]]
+            people = people[: self.settings.max_people]
+        for i, person in enumerate(people):
             try:
-                fmt = self.check_person(person)
+                fmt, person, far = self.check_person(person)
             except MalformedInput as err:
                 errors.append(err)
                 continue
+            outliers += far
             accepted.append(_Pending(frame, i, person, fmt, person.person_id or None))
+        if outliers:
+            self.stats.outliers(outliers)
         dropped = 0
         with self._lock:
             self._seq += 1
@@ -444,9 +528,8 @@ class RefineCore:
                     qkey = "id:" + key
                 else:  # no person_id: no track (cold start); latest wins per position in the message
                     qkey = f"untracked:{frame.frame_id}:{p.index}"
-                if qkey in self._pending:
+                if self._pending.pop(qkey, None) is not None:  # latest wins
                     dropped += 1
-                    del self._pending[qkey]
                 self._pending[qkey] = p
                 kept.append(p)
         for err in errors:
@@ -467,46 +550,88 @@ class RefineCore:
             return len(old)
 
     def refine_pending(self) -> list[OutputFrame]:
-        """Refine everything pending; one OutputFrame per input frame that had people pending."""
+        """One bounded cycle: refine at most `max_batch` pending people in one solver call and return their answers,
+        one OutputFrame per input frame they came from, in arrival order. A message whose people need several
+        cycles is answered in several parts (each person once); a person's answers never go back in time.
+
+        Who goes first: tracked people (warm start) before new ones, the longest waiting first; a new person is
+        served before tracked ones once it has waited `latency_budget_ms` (or 100 ms) longer than they have, so
+        a stream of new ids cannot starve a tracked person and tracked people cannot starve a new one. A pending
+        person older than `person_timeout` is dropped. With a latency budget the cycle uses as many prior steps
+        (1 to `steps`) as the budget left to its oldest person allows, by the measured cost per person-step."""
+        now = time.monotonic()
         with self._lock:
-            items = list(self._pending.values())
-            self._pending.clear()
-            self.wakeup.clear()
-            starts = {}
-            for p in items:
-                track = self._tracks.get(p.track_key) if p.track_key is not None else None
-                starts[id(p)] = track.state if track is not None else None
-        self.expire_tracks()
-        if not items:
+            stale = [k for k, p in self._pending.items() if now - p.frame.received > self.settings.person_timeout]
+            for k in stale:
+                del self._pending[k]
+            chunk, warm, steps = self._take(now)
+            if not self._pending:
+                self.wakeup.clear()
+        if stale:
+            self.stats.drop(len(stale))
+        self.expire_tracks(now)
+        if not chunk:
             return []
-        groups: dict[tuple[str, bool], list[_Pending]] = {}
-        for p in items:
-            groups.setdefault((p.fmt.name, starts[id(p)] is not None), []).append(p)
-        results: dict[int, PersonResult] = {}
-        for (fmt_name, warm), members in groups.items():
-            for lo in range(0, len(members), self.settings.max_batch):
-                chunk = members[lo:lo + self.settings.max_batch]
-                init = None
-                if warm:
-                    init = BodyState.cat([starts[id(p)] for p in chunk])
-                for p, res in zip(chunk, self._refine_chunk(chunk, init)):
-                    results[id(p)] = res
-        frames: OrderedDict[int, OutputFrame] = OrderedDict()
-        for p in sorted(items, key=lambda p: (p.frame.seq, p.index)):
-            out = frames.setdefault(p.frame.seq, OutputFrame(p.frame, []))
-            out.people.append(results[id(p)])
+        init = BodyState.cat([s for _, s in chunk]) if warm else None
+        members = [p for p, _ in chunk]
+        frames: dict[int, OutputFrame] = {}
+        for p, res in sorted(zip(members, self._refine_chunk(members, init, steps)),
+                             key=lambda r: (r[0].frame.seq, r[0].index)):
+            frames.setdefault(p.frame.seq, OutputFrame(p.frame, [])).people.append(res)
         return list(frames.values())
 
-    def _refine_chunk(self, chunk: list[_Pending], init: BodyState | None) -> list[PersonResult]:
+    def _take(self, now: float) -> tuple[list[tuple[_Pending, BodyState | None]], bool, int | None]:
+        """(under the lock) The next batch: one format and kind of start, by priority; and its steps."""
+        if not self._pending:
+            return [], False, None
+        head_start = (self.settings.latency_budget_ms or 100.0) / 1000.0
+        ranked = []
+        for key, p in self._pending.items():
+            track = self._tracks.get(p.track_key) if p.track_key is not None else None
+            state = track.state if track is not None else None
+            ranked.append((p.frame.received - (head_start if state is not None else 0.0), key, p, state))
+        ranked.sort(key=lambda r: r[0])
+        first = ranked[0]
+        group = (first[2].fmt.name, first[3] is not None)
+        taken = [(k, p, st) for _, k, p, st in ranked if (p.fmt.name, st is not None) == group][: self.settings.max_batch]
+        for key, _, _ in taken:
+            del self._pending[key]
+        chunk = [(p, st) for _, p, st in taken]
+        return chunk, group[1], self._budget_steps(group, chunk, now)
+
+    def _budget_steps(self, group: tuple[str, bool], chunk: list, now: float) -> int | None:
+        """Prior steps for this batch under the latency budget (None: the `steps` setting)."""
+        budget, full = self.settings.latency_budget_ms, self.settings.steps
+        cost = self._cost.get(group)
+        if budget <= 0 or cost is None:
+            return None
+        left = budget - (now - min(p.frame.received for p, _ in chunk)) * 1000.0
+        return int(min(full, max(1, left // (cost * len(chunk)))))
+
+    def _refine_chunk(self, chunk: list[_Pending], init: BodyState | None, steps: int | None = None) -> list[PersonResult]:
+        """Refine one batch; every person is answered: with a body, or as failed (the solver raised, or gave a body
+        that is not finite or lies far from the person's keypoints), and a failed person's track restarts cold."""
         fmt = chunk[0].fmt
-        refiner = self.refiner(fmt)
+        refiner = self.refiner(fmt, steps)
         points = torch.from_numpy(np.stack([p.person.points for p in chunk]).astype(np.float32))
         conf_np = np.stack([p.person.confidences for p in chunk]).astype(np.float32)
         obs = Observation(points, torch.from_numpy(conf_np.copy()), fmt)
         t0 = time.perf_counter()
-        refined = refiner(obs, init)
+        try:
+            refined = refiner(obs, init)
+        except Exception as err:  # noqa: BLE001 - every person of the batch is answered as failed, and it is logged
+            ms = (time.perf_counter() - t0) * 1000.0
+            self._restart(chunk)
+            self.stats.fail(len(chunk))
+            self.stats.error("solver", f"refinement of {len(chunk)} people failed: {type(err).__name__}: {err}")
+            return [self._failed(p, fmt, ms) for p in chunk]
         ms = (time.perf_counter() - t0) * 1000.0
         self.stats.refined(ms, len(chunk))
+        used = refiner.settings.steps
+        self.stats.steps(used, self.settings.steps, len(chunk))
+        group = (fmt.name, init is not None)
+        unit = ms / (len(chunk) * used)
+        self._cost[group] = unit if group not in self._cost else 0.8 * self._cost[group] + 0.2 * unit
         kp_part = refiner.kp_part.numpy()  # (K, 4) one-hot
         conf = np.clip(conf_np, 0, 1)
         confident = conf > CONFIDENT
@@ -515,13 +640,20 @@ class RefineCore:
         observed = refined.part_observed.numpy()
         completed = refined.part_completed.numpy()
         part_conf = np.where(observed, sums / np.maximum(counts, 1), np.where(completed, COMPLETED_PART_CONFIDENCE, 0.0))
+        healthy = self._healthy(refined, chunk)
         out = []
         with self._lock:
             for i, p in enumerate(chunk):
-                if p.track_key is not None and p.track_key in self._tracks:
-                    track = self._tracks[p.track_key]
-                    if track.frame_id == p.frame.frame_id and track.format_name == fmt.name:
-                        track.state = refined.select(i)
+                track = self._tracks.get(p.track_key) if p.track_key is not None else None
+                if track is not None and (track.frame_id != p.frame.frame_id or track.format_name != fmt.name):
+                    track = None
+                if not healthy[i]:
+                    if track is not None:
+                        track.state = None  # the next frame starts cold
+                    out.append(self._failed(p, fmt, ms))
+                    continue
+                if track is not None:
+                    track.state = refined.select(i)
                 out.append(PersonResult(
                     person_id=p.person.person_id,
                     pose=refined.pose[i].double().numpy(),
@@ -534,8 +666,42 @@ class RefineCore:
                     betas=None if refined.betas is None else refined.betas[i].double().numpy(),
                     points=np.asarray(p.person.points, np.float64),
                     confidences=np.asarray(p.person.confidences, np.float64),
+                    refine_steps=refiner.settings.steps,
                 ))
+        failed = int((~healthy).sum())
+        if failed:
+            self.stats.fail(failed)
         return out
+
+    def _healthy(self, refined, chunk: list[_Pending]) -> np.ndarray:
+        """(B,) bool: the body is finite and every joint lies within `max_keypoint_spread_m` of the person's median
+        confident keypoint (what the input checks allow a keypoint)."""
+        values = [refined.pose, refined.transl, refined.joints] + ([] if refined.betas is None else [refined.betas])
+        finite = np.stack([torch.isfinite(v.reshape(len(chunk), -1)).all(1).numpy() for v in values]).all(0)
+        ok = np.zeros(len(chunk), dtype=bool)
+        for i, p in enumerate(chunk):
+            if not finite[i]:
+                continue
+            good = p.person.confidences > CONFIDENT
+            center = np.median(p.person.points[good], axis=0)
+            reach = np.linalg.norm(refined.joints[i].double().numpy() - center, axis=-1).max()
+            ok[i] = reach <= self.settings.max_keypoint_spread_m
+        return ok
+
+    def _restart(self, chunk: list[_Pending]) -> None:
+        with self._lock:
+            for p in chunk:
+                track = self._tracks.get(p.track_key) if p.track_key is not None else None
+                if track is not None:
+                    track.state = None
+
+    @staticmethod
+    def _failed(p: _Pending, fmt: KeypointFormat, ms: float) -> PersonResult:
+        """The answer for a person the solver could not refine: flagged, no joints, rest pose, zero confidence."""
+        return PersonResult(p.person.person_id, np.zeros((NUM_JOINTS, 3)), np.zeros(3), np.zeros((0, 3)),
+                            np.zeros(4, np.float32), np.zeros(4, bool), ms, fmt.name, failed=True,
+                            points=np.asarray(p.person.points, np.float64),
+                            confidences=np.asarray(p.person.confidences, np.float64))
 
 
 # ----------------------------------------------------------------------------------------------- frames

@@ -8,8 +8,11 @@ parameters come from `RefineSettings`, those of track and input-check parameters
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
+
+import yaml
 
 from ..solvers.refine import RefineSettings
 from .core import CoreSettings
@@ -109,6 +112,20 @@ def build_parameters(solver: RefineSettings = RefineSettings()) -> tuple[ParamSp
         ParamSpec("max_bone_ratio", node.max_bone_ratio,
                   "Reject a person whose median bone length exceeds this multiple of the format's rest lengths.",
                   range=(1.5, 1.0e6)),
+        ParamSpec("max_keypoint_spread_m", node.max_keypoint_spread_m,
+                  "A confident keypoint farther than this from the person's median keypoint is an outlier: treated as "
+                  "missing and counted (outlier_points in /diagnostics). Answers with a joint farther than this from "
+                  "it are published as failed and the track restarts.", range=(0.5, 100.0)),
+        ParamSpec("max_people", node.max_people,
+                  "Most people refined from one message; the rest are dropped and counted as malformed "
+                  "(too_many_people).", range=(1, 10000), step=1),
+        ParamSpec("max_points", node.max_points,
+                  "Most keypoints per person; a person with more is dropped before conversion and counted "
+                  "(too_many_points).", range=(1, 100000), step=1),
+        ParamSpec("latency_budget_ms", node.latency_budget_ms,
+                  "Time from a message's arrival to its answer that the node aims for [ms]: under load it uses fewer "
+                  "prior steps per person (down to 1; SmplxPose.refine_steps, /diagnostics degraded_fraction). "
+                  "0: always `steps`.", range=(0.0, 1.0e4)),
         ParamSpec("log_throttle", 5.0, "Seconds between repeated warnings of the same kind (malformed input).",
                   range=(0.0, 3600.0)),
         ParamSpec("threads", 1,
@@ -133,6 +150,51 @@ def check_value(spec: ParamSpec, value: Any) -> str | None:
         return f"{spec.name} must be one of {', '.join(spec.choices)}, got {value!r}"
     if spec.range is not None and not (spec.range[0] <= value <= spec.range[1]):
         return f"{spec.name} must lie in [{spec.range[0]}, {spec.range[1]}], got {value!r}"
-    if spec.name == "output_transform" and len(value) != 7:
-        return f"output_transform needs 7 numbers [x, y, z, qx, qy, qz, qw], got {len(value)}"
+    if spec.name == "output_transform":
+        if len(value) != 7:
+            return f"output_transform needs 7 numbers [x, y, z, qx, qy, qz, qw], got {len(value)}"
+        if not all(math.isfinite(v) for v in value) or math.hypot(*value[3:]) < 1e-6:
+            return f"output_transform needs finite numbers and a non-zero quaternion, got {list(value)}"
     return None
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "double"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "double array" if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value) else "array"
+    return type(value).__name__
+
+
+def check_command_line(args: list[str]) -> list[str]:
+    """Problems with `-p name:=value` overrides of the node's parameters on a command line: a value of the wrong type
+    (`steps:=abc`, `steps:=2.5`), which a parameters file naming the node would otherwise silently replace."""
+    problems = []
+    items = list(args)
+    for i, arg in enumerate(items[:-1]):
+        if arg not in ("-p", "--param") or ":=" not in items[i + 1]:
+            continue
+        name, text = items[i + 1].split(":=", 1)
+        spec = BY_NAME.get(name.split(".")[-1].split(":")[-1])
+        if spec is None:
+            continue
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            value = text
+        want, got = _kind(spec.default), _kind(value)
+        if want == "double" and got == "integer":
+            value, got = float(value), "double"
+        if want != got:
+            problems.append(f"parameter {name} must be {want}, got {text!r} ({got})")
+            continue
+        problem = check_value(spec, value)
+        if problem:
+            problems.append(problem)
+    return problems

@@ -23,6 +23,7 @@ Run: `refine_node --ros-args --params-file config/refine.yaml -p input_format:=c
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
 import time
@@ -43,7 +44,17 @@ from dposer_msgs.msg import Keypoints3DArray, SmplxPoseArray
 
 from ..backends.base import BackendError
 from . import adapters, convert
-from .core import SOLVER_FIELDS, CoreSettings, InputFrame, MalformedInput, RefineCore, quat_to_matrix, resolve_format, transform_result
+from .core import (
+    CORE_FIELDS,
+    SOLVER_FIELDS,
+    CoreSettings,
+    InputFrame,
+    MalformedInput,
+    RefineCore,
+    quat_to_matrix,
+    resolve_format,
+    transform_result,
+)
 from .params import PARAMETERS, check_value
 
 MODEL_RELATIVE = Path("models") / "dposer_cpu" / "prior.pt"
@@ -133,6 +144,9 @@ class RefineNode(Node):
 
             torch.set_num_threads(p["threads"])
         self.input_type = p["input_type"]
+        if self.input_type == "pointcloud2" and not p["input_format"]:
+            raise ValueError("input_type pointcloud2 needs input_format (a PointCloud2 does not name its keypoint "
+                             "format): add -p input_format:=<name>, e.g. coco17")
         self.model_path = Path(p["model_path"]) if p["model_path"] else default_model_path()
         self.get_logger().info(f"loading prior {self.model_path} (backend {p['backend']})")
         _forward_backend_log(self.get_logger())
@@ -185,9 +199,7 @@ class RefineNode(Node):
             raise ValueError(f"t_min ({p['t_min']}) must not exceed t_max ({p['t_max']})")
         if p["input_format"]:
             resolve_format(p["input_format"])  # KeypointFormatError (a ValueError) names the known formats
-        return CoreSettings(input_format=p["input_format"], **{f: p[f] for f in SOLVER_FIELDS},
-                            person_timeout=p["person_timeout"], max_batch=p["max_batch"],
-                            max_coordinate_m=p["max_coordinate_m"], max_bone_ratio=p["max_bone_ratio"])
+        return CoreSettings(input_format=p["input_format"], **{f: p[f] for f in SOLVER_FIELDS + CORE_FIELDS})
 
     def _on_set_parameters(self, changed) -> SetParametersResult:
         from .params import BY_NAME
@@ -205,9 +217,15 @@ class RefineNode(Node):
             settings = self._core_settings(p)
             if self.input_type == "marker_array" and not settings.input_format:
                 settings.input_format = adapters.AZURE_KINECT_FORMAT
+            if self.input_type == "pointcloud2" and not settings.input_format:
+                raise ValueError("input_type pointcloud2 needs input_format")
             self.core.update_settings(settings)
         except ValueError as err:
             return SetParametersResult(successful=False, reason=str(err))
+        if any(param.name == "diagnostics_period" for param in changed):
+            self._diag_timer.cancel()
+            self.destroy_timer(self._diag_timer)
+            self._diag_timer = self.create_timer(p["diagnostics_period"], self._publish_diagnostics)
         return SetParametersResult(successful=True)
 
     # -- input ---------------------------------------------------------------------------------------
@@ -220,9 +238,11 @@ class RefineNode(Node):
 
     def _on_input(self, msg) -> None:
         received = time.monotonic()
+        s = self.core.settings
         try:
+            adapters.check_size(msg, s.max_people, s.max_points)
             if self.input_type == "keypoints_array":
-                stamp_ns, frame_id, stamp, people = adapters.from_keypoints_array(msg)
+                stamp_ns, frame_id, stamp, people = adapters.from_keypoints_array(msg, s.max_points, s.max_people)
             elif self.input_type == "marker_array":
                 stamp_ns, frame_id, stamp, people = adapters.from_marker_array(msg, self.core.settings.input_format)
             else:
@@ -247,6 +267,8 @@ class RefineNode(Node):
 
     # -- worker --------------------------------------------------------------------------------------
     def _work(self) -> None:
+        """One bounded batch per cycle (`RefineCore.refine_pending`), its finished frames published at once; stops
+        between batches when the node shuts down."""
         while not self._stop.is_set():
             if not self.core.wakeup.wait(timeout=0.1):
                 self.core.expire_tracks()
@@ -256,10 +278,16 @@ class RefineNode(Node):
             except Exception as err:  # noqa: BLE001 - keep serving; count and log
                 self._error("solver", f"refinement failed: {type(err).__name__}: {err}")
                 continue
+            for kind, text in self.core.stats.take_errors():
+                self._error(kind, text)
             for out in outputs:
+                if self._stop.is_set() or not self.context.ok():
+                    return
                 try:
                     self._publish(out)
                 except Exception as err:  # noqa: BLE001
+                    if self._stop.is_set() or not self.context.ok():
+                        return  # shutting down: the publisher went away under us
                     self._error("publish", f"publishing failed: {type(err).__name__}: {err}")
 
     def _error(self, kind: str, text: str) -> None:
@@ -305,6 +333,7 @@ class RefineNode(Node):
         self.pub_poses.publish(convert.pose_array(people, hdr))
         self.core.stats.published(len(people), out.latency_ms)
         lifetime = float(self.get_parameter("marker_lifetime").value)
+        people = [r for r in people if not r.failed]  # a failed person has no body to draw
         if self.get_parameter("publish_markers").value and self.pub_markers.get_subscription_count():
             markers = convert.skeleton_markers(people, hdr, lifetime) + convert.input_markers(people, hdr, lifetime)
             self.pub_markers.publish(MarkerArray(markers=markers))
@@ -349,7 +378,7 @@ class RefineNode(Node):
     # -- diagnostics ---------------------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:
         snap = self.core.stats.snapshot()
-        snap["errors"] = dict(self._errors)
+        snap["errors"] = {**snap["errors"], **self._errors}
         new_bad = snap["malformed_total"] - self._last_diag["malformed_total"]
         new_drops = snap["drops"] - self._last_diag["drops"]
         problems = []
@@ -386,7 +415,20 @@ class RefineNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
+    """Run the node until SIGINT / SIGTERM. The signals only set a flag (rclpy's own handlers would raise inside a
+    message conversion and end the process with an error): the executor stops between callbacks, the worker
+    between batches, and the process exits 0."""
+    from rclpy.signals import SignalHandlerOptions
+
+    from .params import check_command_line
+
+    problems = check_command_line(sys.argv if args is None else args)
+    if problems:
+        print(f"[{NODE_NAME}] error: " + "; ".join(problems), file=sys.stderr)
+        return 1
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     node = None
     try:
         try:
@@ -396,14 +438,17 @@ def main(args: list[str] | None = None) -> int:
             return 1
         executor = SingleThreadedExecutor()
         executor.add_node(node)
-        executor.spin()
+        while not stop.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=0.05)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
         if node is not None:
+            node.get_logger().info("shutting down")
             node.destroy_node()
-        if rclpy.ok():
-            rclpy.try_shutdown()
+        rclpy.try_shutdown()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return 0
 
 

@@ -131,7 +131,7 @@ def cold_start(fk, points: AttachedPoints, obs: Observation, rest_scale: torch.T
     if rest is None:
         rest = fk.rest_joints.float().expand(batch, -1, -1)
     rest_pts = points.positions(fk(torch.zeros(batch, NUM_JOINTS, 3), rest_joints=rest), offsets)
-    w = obs.confidence + 1e-6
+    w = obs.confidence + 1e-6 * (obs.confidence.sum(1, keepdim=True) == 0)  # unseen points have no say
     rot = kabsch(rest_pts, obs.points, w)
     root = rest[:, 0]
     wn = (w / w.sum(1, keepdim=True))[..., None]

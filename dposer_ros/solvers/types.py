@@ -24,9 +24,13 @@ class Observation:
             raise ValueError(f"format '{self.format.name}' expects points of shape (B, {k}, 3), got {tuple(self.points.shape)}")
         if self.confidence.shape != self.points.shape[:2]:
             raise ValueError(f"confidence shape {tuple(self.confidence.shape)} does not match points {tuple(self.points.shape[:2])}")
-        # missing points (NaN with confidence 0) must not poison the arithmetic
-        self.points = torch.nan_to_num(self.points.float())
-        self.confidence = self.confidence.float().clamp(0.0, 1.0) * torch.tensor(self.format.weights, dtype=torch.float32)
+        # a missing point (confidence 0, any value: NaN, Inf, 1e30) or one float32 cannot hold is no observation;
+        # it must not poison the arithmetic (inf x 0 = NaN)
+        points = self.points.float()
+        conf = torch.nan_to_num(self.confidence.float(), nan=0.0).clamp(0.0, 1.0)
+        usable = (conf > 0) & torch.isfinite(points).all(-1)
+        self.points = torch.where(usable[..., None], points, 0.0)
+        self.confidence = conf * usable * torch.tensor(self.format.weights, dtype=torch.float32)
 
 
 @dataclass

@@ -1,0 +1,73 @@
+"""The refine node as a child process: started with config/refine.yaml and overrides, stopped by a signal.
+
+One helper for everything that runs the node out of process (the demo, the tests, the benchmarks), so all of them
+start it the same way (own DDS domain, unbuffered log file) and stop it the same way (SIGINT, then a bounded wait,
+then SIGKILL, and say so).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ..paths import config_path
+
+
+class NodeProcess:
+    """`python -m dposer_ros.ros.refine_node --ros-args --params-file <config> -p name:=value ...` in a child."""
+
+    def __init__(self, params: dict[str, object], log_path: Path, domain_id: int,
+                 config: Path | None = None, localhost_only: bool = True) -> None:
+        self.log_path = Path(log_path)
+        self.domain_id = domain_id
+        self.cmd = [sys.executable, "-m", "dposer_ros.ros.refine_node", "--ros-args",
+                    "--params-file", str(config or config_path("refine.yaml"))]
+        for name, value in params.items():
+            self.cmd += ["-p", f"{name}:={_text(value)}"]
+        env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id), PYTHONUNBUFFERED="1")
+        if localhost_only:
+            env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "w") as log:
+            self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log(self, tail: int = 3000) -> str:
+        return self.log_path.read_text(errors="replace")[-tail:] if self.log_path.exists() else ""
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 10.0) -> tuple[int, float]:
+        """Send `sig`, wait up to `timeout` s (then SIGKILL); returns (exit code, seconds to exit). A negative code
+        is the signal that ended it (-9: it had to be killed)."""
+        t0 = time.monotonic()
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5.0)
+        return self.proc.returncode, time.monotonic() - t0
+
+    def __enter__(self) -> NodeProcess:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_text(v) for v in value) + "]"
+    return str(value)

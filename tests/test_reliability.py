@@ -1,0 +1,352 @@
+"""The refine core under hostile input: poisoned keypoints, failing solves, huge messages, floods of new ids.
+
+Every case here made the core publish NaN or 1e22 m bodies, or stall tracked people, before track health checks and
+bounded cycles (issue 15). The core runs on a tiny untrained prior: what is tested is bookkeeping, not accuracy.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from dposer_msgs.msg import Keypoints3D, Keypoints3DArray
+from dposer_ros.body import ForwardKinematics
+from dposer_ros.keypoints import get_format
+from dposer_ros.prior.layout import DIM
+from dposer_ros.prior.model import Normalizer, PosePrior
+from dposer_ros.prior.network import ScoreNet
+from dposer_ros.prior.sde import SubVPSDE
+from dposer_ros.ros import adapters, core
+from dposer_ros.ros.params import BY_NAME, check_command_line, check_value
+
+FORMAT = "coco17"
+K = get_format(FORMAT).num_keypoints
+BAD_VALUES = (np.inf, -np.inf, np.nan, 1e39, 1e30)
+
+
+@pytest.fixture(scope="module")
+def prior():
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    net = ScoreNet(hidden=64, blocks=1, time_dim=32, groups=8)
+    return PosePrior(net, SubVPSDE(), Normalizer(torch.randn(DIM) * 0.05, torch.rand(DIM) * 0.3 + 0.2)).eval()
+
+
+def make_core(prior, **kw) -> core.RefineCore:
+    settings = dict(input_format=FORMAT, person_timeout=60.0, latency_budget_ms=0.0) | kw
+    return core.RefineCore(prior, core.CoreSettings(**settings))
+
+
+def keypoints(seed: int = 0, transl=(0.0, 0.0, 2.0)) -> np.ndarray:
+    gen = torch.Generator().manual_seed(seed)
+    pose = torch.randn(1, 55, 3, generator=gen, dtype=torch.float64) * 0.15
+    posed = ForwardKinematics()(pose, torch.tensor([transl], dtype=torch.float64))
+    return get_format(FORMAT).from_posed(posed)[0].numpy()
+
+
+def frame(people, t: float, frame_id: str = "w") -> core.InputFrame:
+    return core.InputFrame(int(t * 1e9), frame_id, people)
+
+
+def drain(c: core.RefineCore) -> list[core.PersonResult]:
+    out = []
+    while c.pending:
+        out += [r for f in c.refine_pending() for r in f.people]
+    return out
+
+
+def assert_sane(results, near: np.ndarray) -> None:
+    for r in results:
+        assert not r.failed
+        for v in (r.pose, r.transl, r.joints, r.betas):
+            assert np.isfinite(v).all()
+        center = np.median(near, axis=0)
+        assert np.abs(r.joints).max() < 100.0 and np.linalg.norm(r.joints - center, axis=-1).max() < 2.5
+
+
+@pytest.mark.parametrize("value", BAD_VALUES)
+@pytest.mark.parametrize("new_track", [False, True])
+def test_a_missing_keypoint_of_any_value_never_poisons_a_track(prior, value, new_track):
+    """Confidence 0 marks a keypoint missing whatever it holds (Inf, NaN, 1e39, 1e30): answers stay finite and at
+    the person, on a warm track and on a new one, and the next frames too."""
+    c = make_core(prior)
+    pts, conf = keypoints(1), np.ones(K)
+    if not new_track:
+        c.submit(frame([core.PersonInput("A", pts, conf)], 1.0))
+        assert_sane(drain(c), pts)
+    bad = pts.copy()
+    bad[3] = value
+    bad_conf = conf.copy()
+    bad_conf[3] = 0.0
+    for i in range(3):
+        errors = c.submit(frame([core.PersonInput("A", bad if i == 0 else pts, bad_conf if i == 0 else conf)], 2.0 + i))
+        assert errors == []
+        out = drain(c)
+        assert len(out) == 1
+        assert_sane(out, pts)
+
+
+@pytest.mark.parametrize("value", [1e39, 1e30, -1e30])
+def test_a_confident_absurd_keypoint_is_an_outlier(prior, value):
+    """One confident coordinate at 1e30 (finite in float64) or 1e39 (infinite in float32): that keypoint is treated
+    as missing and counted; the person is answered where the other keypoints are, on a new track too."""
+    c = make_core(prior)
+    pts = keypoints(2)
+    bad = pts.copy()
+    bad[5, 1] = value
+    assert c.submit(frame([core.PersonInput("B", bad, np.ones(K))], 1.0)) == []
+    out = drain(c)
+    assert_sane(out, pts)
+    assert c.stats.outlier_points == 1
+    assert np.isnan(out[0].points[5]).all() and out[0].confidences[5] == 0.0  # what the solver saw
+
+
+def test_a_confident_infinite_keypoint_is_refused_and_the_track_recovers(prior):
+    c = make_core(prior)
+    pts = keypoints(3)
+    c.submit(frame([core.PersonInput("C", pts, np.ones(K))], 1.0))
+    drain(c)
+    bad = pts.copy()
+    bad[0, 0] = np.inf
+    errors = c.submit(frame([core.PersonInput("C", bad, np.ones(K))], 2.0))
+    assert [e.reason for e in errors] == ["non_finite"] and c.stats.malformed["non_finite"] == 1
+    c.submit(frame([core.PersonInput("C", pts, np.ones(K))], 3.0))
+    assert_sane(drain(c), pts)
+
+
+def test_a_failed_solve_is_answered_as_failed_and_the_track_restarts_cold(prior, monkeypatch):
+    c = make_core(prior)
+    pts = keypoints(4)
+    c.submit(frame([core.PersonInput("D", pts, np.ones(K))], 1.0))
+    drain(c)
+    refiner = c.refiner(get_format(FORMAT))
+    call = type(refiner).__call__
+
+    def poisoned(self, obs, init=None):
+        res = call(self, obs, init)
+        res.joints = res.joints * float("nan")
+        return res
+
+    monkeypatch.setattr(type(refiner), "__call__", poisoned)
+    c.submit(frame([core.PersonInput("D", pts, np.ones(K))], 2.0))
+    (res,) = drain(c)
+    assert res.failed and res.joints.shape == (0, 3) and np.all(res.pose == 0) and c.stats.failed == 1
+    assert c._tracks["D"].state is None  # no poisoned warm start
+    monkeypatch.setattr(type(refiner), "__call__", call)
+    c.submit(frame([core.PersonInput("D", pts, np.ones(K))], 3.0))
+    assert_sane(drain(c), pts)
+
+
+def test_a_solver_exception_answers_every_person_of_the_batch_as_failed(prior, monkeypatch):
+    c = make_core(prior)
+    refiner = c.refiner(get_format(FORMAT))
+
+    def broken(self, obs, init=None):
+        raise RuntimeError("singular system")
+
+    monkeypatch.setattr(type(refiner), "__call__", broken)
+    c.submit(frame([core.PersonInput(p, keypoints(i), np.ones(K)) for i, p in enumerate("EF")], 1.0))
+    out = drain(c)
+    assert [r.failed for r in out] == [True, True] and c.stats.failed == 2
+    assert c.stats.errors["solver"] == 1 and "singular system" in c.stats.take_errors()[0][1]
+
+
+def test_far_from_the_keypoints_is_a_failed_answer(prior):
+    """A finite body whose joints lie metres from the keypoints (1e22 m translations came from one bad point)."""
+    c = make_core(prior)
+    pts = keypoints(5)
+    c.submit(frame([core.PersonInput("G", pts, np.ones(K))], 1.0))
+    (res,) = drain(c)
+    state = c._tracks["G"].state
+    state.transl += 1e22  # what a poisoned warm start looked like
+    c.submit(frame([core.PersonInput("G", pts, np.ones(K))], 2.0))
+    (res,) = drain(c)
+    assert res.failed and c._tracks["G"].state is None
+    c.submit(frame([core.PersonInput("G", pts, np.ones(K))], 3.0))
+    assert_sane(drain(c), pts)
+
+
+def test_a_huge_message_is_capped_before_conversion(prior):
+    c = make_core(prior, max_people=8, max_points=64)
+    msg = Keypoints3DArray()
+    for i in range(20):
+        msg.people.append(Keypoints3D(person_id=str(i), format=FORMAT, confidences=[1.0] * K))
+    msg.people[0].confidences = [1.0] * 100_000  # 100,000 keypoints: never converted
+    _, _, _, people = adapters.from_keypoints_array(msg, max_points=64, max_people=8)
+    assert people[0].count == 100_000 and people[0].points.size == 0
+    assert all(p.points.size == 0 for p in people[8:])
+    errors = c.submit(frame(people, 1.0))
+    reasons = [e.reason for e in errors]
+    assert reasons.count("too_many_people") == 12 and reasons.count("too_many_points") == 1
+
+
+def test_a_point_cloud_too_big_is_refused_before_parsing():
+    from sensor_msgs.msg import PointCloud2
+
+    cloud = PointCloud2(width=10_000, height=100, point_step=16)
+    with pytest.raises(core.MalformedInput) as err:
+        adapters.check_size(cloud, max_people=64, max_points=512)
+    assert err.value.reason == "too_many_points"
+    adapters.check_size(PointCloud2(width=17, height=1), max_people=64, max_points=512)
+
+
+def test_each_cycle_is_bounded_and_tracked_people_go_before_new_ids(prior):
+    """200 new people at once, with a tracked person: each cycle refines at most max_batch people and answers them
+    at once; the tracked person is answered in the first cycle; then the new ones, oldest first."""
+    c = make_core(prior, max_batch=16)
+    a = keypoints(6)
+    c.submit(frame([core.PersonInput("tracked", a, np.ones(K))], 1.0))
+    drain(c)
+    crowd = [core.PersonInput(f"new{i}", keypoints(7, transl=(i * 0.1, 0.0, 3.0)), np.ones(K)) for i in range(200)]
+    c.submit(frame(crowd, 2.0, frame_id="w"))
+    c.submit(frame([core.PersonInput("tracked", a, np.ones(K))], 2.01))
+    first = c.refine_pending()
+    assert [r.person_id for f in first for r in f.people] == ["tracked"]
+    second = c.refine_pending()
+    assert [r.person_id for f in second for r in f.people] == [f"new{i}" for i in range(16)]
+    assert all(len(c.stats._refine) and b <= 16 for _, _, b in c.stats._refine)
+
+
+def test_new_ids_are_served_once_they_wait_longer_than_the_head_start(prior):
+    c = make_core(prior, max_batch=4, latency_budget_ms=50.0)
+    a = keypoints(8)
+    c.submit(frame([core.PersonInput("tracked", a, np.ones(K))], 1.0))
+    drain(c)
+    new = frame([core.PersonInput("late", keypoints(9), np.ones(K))], 1.5)
+    new.received -= 0.2  # it has waited 200 ms
+    c.submit(new)
+    c.submit(frame([core.PersonInput("tracked", a, np.ones(K))], 2.0))
+    assert [r.person_id for f in c.refine_pending() for r in f.people] == ["late"]
+
+
+def test_the_latency_budget_trades_steps_for_time(prior):
+    """With a budget already spent, a batch runs one prior step (and says so); without a budget, all steps."""
+    c = make_core(prior, latency_budget_ms=20.0, steps=4)
+    a = keypoints(10)
+    for t in (1.0, 2.0):  # the first warm batch measures the cost per person-step
+        c.submit(frame([core.PersonInput("P", a, np.ones(K))], t))
+        (res,) = drain(c)
+    assert res.refine_steps == 4
+    late = frame([core.PersonInput("P", a, np.ones(K))], 3.0)
+    late.received -= 0.5  # 500 ms old: over budget
+    c.submit(late)
+    (res,) = drain(c)
+    assert res.refine_steps == 1 and not res.failed
+    assert c.stats.snapshot()["degraded_fraction"] > 0
+    off = make_core(prior, latency_budget_ms=0.0, steps=4)
+    late = frame([core.PersonInput("P", a, np.ones(K))], 3.0)
+    late.received -= 0.5
+    off.submit(late)
+    assert drain(off)[0].refine_steps == 4
+
+
+def test_stale_pending_people_are_dropped(prior):
+    c = make_core(prior, person_timeout=0.5)
+    old = frame([core.PersonInput("S", keypoints(11), np.ones(K))], 1.0)
+    old.received -= 1.0
+    c.submit(old)
+    assert c.refine_pending() == [] and c.stats.drops == 1 and c.pending == 0
+
+
+@pytest.mark.parametrize("args, problem", [
+    (["-p", "steps:=abc"], "steps must be integer"),
+    (["-p", "steps:=2.5"], "steps must be integer"),
+    (["--param", "t_max:=high"], "t_max must be double"),
+    (["-p", "output_transform:=[0.0, 0.0, 0.0, 0.0, 0.0, .nan, 1.0]"], "finite numbers"),
+    (["-p", "steps:=12"], "steps must lie in"),
+])
+def test_command_line_overrides_of_the_wrong_type_are_refused(args, problem):
+    """A parameters file naming the node silently replaced `-p steps:=abc` with its own 4: the node checks."""
+    problems = check_command_line(["refine_node", "--ros-args", "--params-file", "x.yaml", *args])
+    assert len(problems) == 1 and problem in problems[0]
+    assert check_command_line(["refine_node", "--ros-args", "-p", "steps:=2", "-p", "t_max:=1"]) == []
+
+
+def test_a_nan_output_transform_is_refused():
+    spec = BY_NAME["output_transform"]
+    assert check_value(spec, [0.0] * 6 + [1.0]) is None
+    assert "finite" in check_value(spec, [0.0, float("nan"), 0.0, 0.0, 0.0, 0.0, 1.0])
+    assert "quaternion" in check_value(spec, [0.0] * 7)
+
+
+def test_the_library_ignores_missing_keypoints_whatever_they_hold(prior):
+    """`FewStepRefiner` called directly: Inf at confidence 0 and a coordinate float32 cannot hold (1e39) are no
+    observations (inf x 0 made NaN residuals); the answer is the one without them."""
+    from dposer_ros.solvers.refine import FewStepRefiner
+    from dposer_ros.solvers.types import Observation
+
+    fmt = get_format(FORMAT)
+    refiner = FewStepRefiner(prior, fmt)
+    pts = torch.tensor(keypoints(12), dtype=torch.float64)[None]
+    conf = torch.ones(1, K)
+    conf[0, 3] = 0.0
+    bad = pts.clone()
+    bad[0, 3] = float("inf")
+    bad[0, 4, 2] = 1e39
+    conf4 = conf.clone()
+    res = refiner(Observation(bad, conf4, fmt))
+    assert torch.isfinite(res.joints).all() and torch.isfinite(res.transl).all()
+    without4 = conf.clone()
+    without4[0, 4] = 0.0
+    ref = refiner(Observation(pts.clone(), without4, fmt))
+    assert torch.allclose(res.joints, ref.joints, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------- the node process
+
+
+def _flood_and_stop(tmp_path, sig, prior_file) -> tuple[int, float, str]:
+    """Start the node, load it with 800-person messages at 10 Hz until it is busy refining, then signal it."""
+    import random
+    import time
+
+    import rclpy
+    from geometry_msgs.msg import Point
+    from rclpy.qos import QoSProfile
+
+    from dposer_ros.ros.process import NodeProcess
+
+    domain = random.randint(120, 229)
+    node = NodeProcess({"model_path": prior_file, "backend": "torch", "max_people": 1000}, tmp_path / "node.log", domain)
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=domain)
+    client = rclpy.create_node("flood", context=ctx)
+    pub = client.create_publisher(Keypoints3DArray, "keypoints", QoSProfile(depth=5))
+    pts = [Point(x=float(x), y=float(y), z=float(z)) for x, y, z in keypoints(0)]
+    msg = Keypoints3DArray()
+    msg.header.frame_id = "w"
+    msg.people = [Keypoints3D(person_id=str(i), format=FORMAT, points=pts, confidences=[1.0] * K) for i in range(800)]
+    try:
+        end = time.monotonic() + 60.0
+        while pub.get_subscription_count() == 0 and time.monotonic() < end and node.alive():
+            time.sleep(0.1)
+        assert node.alive() and pub.get_subscription_count() > 0, node.log()
+        for i in range(20):  # 2 s of load: the worker is mid-batch when the signal comes
+            msg.header.stamp.sec = 10 + i
+            pub.publish(msg)
+            time.sleep(0.1)
+        code, seconds = node.stop(sig, timeout=10.0)
+    finally:
+        client.destroy_node()
+        rclpy.try_shutdown(context=ctx)
+        node.stop()
+    return code, seconds, node.log(100_000)
+
+
+@pytest.fixture(scope="module")
+def prior_file(prior, tmp_path_factory):
+    path = tmp_path_factory.mktemp("reliability") / "tiny_prior.pt"
+    prior.save(path)
+    return path
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_the_node_exits_cleanly_on_a_signal_under_load(tmp_path, prior_file, sig):
+    """SIGINT / SIGTERM while refining big messages: exit code 0 within 2 s and no error line (SIGABRT and
+    'publishing failed: context is invalid' before). bench/shutdown.py runs 20 trials of each."""
+    import signal
+
+    code, seconds, log = _flood_and_stop(tmp_path, getattr(signal, sig), prior_file)
+    assert code == 0, log[-3000:]
+    assert seconds < 2.0, f"took {seconds:.1f} s"
+    bad = [line for line in log.splitlines() if "ERROR" in line or "Traceback" in line or "terminate" in line]
+    assert bad == [], "\n".join(bad)
