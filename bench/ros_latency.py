@@ -23,8 +23,6 @@ import json
 import os
 import platform
 import random
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -47,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 from dposer_ros.body import ForwardKinematics  # noqa: E402
 from dposer_ros.keypoints import get_format  # noqa: E402
 from dposer_ros.ros.convert import diagnostic_values  # noqa: E402
+from dposer_ros.ros.process import NodeProcess  # noqa: E402
 from dposer_ros.ros.refine_node import default_model_path  # noqa: E402
 from dposer_ros.solvers.refine import RefineSettings  # noqa: E402
 
@@ -87,6 +86,7 @@ class Bench:
         self.pub = self.node.create_publisher(Keypoints3DArray, "keypoints", QoSProfile(depth=10))
         self.lock = threading.Lock()
         self.answers: list[tuple[int, int, float, int, float]] = []  # stamp ns, recv ns, refine ms, people, mono
+        self.quality: list[tuple[int, int, int, int]] = []  # per answer: people, failed, insane (NaN / > 100 m), steps
         self.diag: dict = {}
         self.sub = self.node.create_subscription(SmplxPoseArray, "smplx_poses", self._on_poses, QoSProfile(depth=1000))
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
@@ -104,8 +104,16 @@ class Bench:
         now = time.time_ns()
         stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
         refine = msg.people[0].refine_time_ms if msg.people else float("nan")
+        failed = sum(p.failed for p in msg.people)
+        insane = 0
+        for p in msg.people:
+            j = np.array([(q.x, q.y, q.z) for q in p.joints]).reshape(-1, 3)
+            values = np.concatenate([j.ravel(), np.asarray(p.translation), np.asarray(p.body_pose)])
+            insane += int(not np.isfinite(values).all() or (np.abs(j).max(initial=0.0) > 100.0))
+        steps = sum(int(p.refine_steps) for p in msg.people)
         with self.lock:
             self.answers.append((stamp, now, refine, len(msg.people), time.monotonic()))
+            self.quality.append((len(msg.people), failed, insane, steps))
 
     def _on_diag(self, msg: DiagnosticArray) -> None:
         with self.lock:
@@ -122,6 +130,7 @@ class Bench:
     def run(self, frames: list[list[Keypoints3D]], rate_hz: float, seconds: float, pid: int) -> dict:
         with self.lock:
             self.answers.clear()
+            self.quality.clear()
         diag0 = dict(self.diag)
         sent: list[int] = []
         rss: list[tuple[float, float]] = []
@@ -150,9 +159,12 @@ class Bench:
         time.sleep(2.0)  # answers in flight, one more diagnostics period
         with self.lock:
             answers = list(self.answers)
+            quality = list(self.quality)
             diag1 = dict(self.diag)
         sent_set = set(sent)
-        answers = [a for a in answers if a[0] in sent_set]
+        keep = [a[0] in sent_set for a in answers]
+        answers = [a for a, k in zip(answers, keep) if k]
+        quality = [q for q, k in zip(quality, keep) if k]
         lat = np.array([(a[1] - a[0]) / 1e6 for a in answers])
         refine = np.array([a[2] for a in answers])
         t_ans = np.array([(a[0] - sent[0]) / 1e9 for a in answers])
@@ -168,6 +180,10 @@ class Bench:
         return {
             "people": len(frames), "rate_hz": rate_hz, "seconds": seconds, "sent": len(sent),
             "answered": len(answers), "people_answered": int(sum(a[3] for a in answers)),
+            "person_frames_sent": len(sent) * len(frames),
+            "person_latency_ms": [[round((a[1] - a[0]) / 1e6, 2), a[3]] for a in answers],
+            "failed": int(sum(q[1] for q in quality)), "insane": int(sum(q[2] for q in quality)),
+            "refine_steps_mean": float(sum(q[3] for q in quality) / max(1, sum(q[0] - q[1] for q in quality))),
             "latency_p50_ms": pct(lat, 50), "latency_p90_ms": pct(lat, 90), "latency_p99_ms": pct(lat, 99),
             "latency_max_ms": float(lat.max()) if len(lat) else float("nan"),
             "solver_p50_ms": pct(refine, 50), "solver_p99_ms": pct(refine, 99),
@@ -206,17 +222,12 @@ def main() -> int:
         print(f"no prior at {model}; pass --model", file=sys.stderr)
         return 2
     domain = random.randint(120, 229)
-    env = dict(os.environ, ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
-    cmd = [sys.executable, "-m", "dposer_ros.ros.refine_node", "--ros-args", "--params-file",
-           str(ROOT / "config" / "refine.yaml"), "-p", f"model_path:={model}", "-p", f"steps:={args.steps}",
-           "-p", f"threads:={args.threads}", "-p", "person_timeout:=5.0"]
     log = args.out.with_suffix(".node.log")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    print(f"frames: {args.format}; node: {' '.join(cmd[2:])}", flush=True)
     people_lat = make_people(args.format, 1, 90)
     people_load = make_people(args.format, args.load_people, 120, seed=1)
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    proc = NodeProcess({"model_path": model, "steps": args.steps, "threads": args.threads, "person_timeout": 5.0},
+                       log, domain)
+    print(f"frames: {args.format}; node: {' '.join(proc.cmd[2:])}", flush=True)
     bench = Bench(domain)
     result = {"command": "python bench/ros_latency.py " + " ".join(sys.argv[1:]), "model": str(model),
               "format": args.format, "steps": args.steps, "node_threads": args.threads,
@@ -236,16 +247,11 @@ def main() -> int:
         result["load"] = bench.run(people_load, args.load_rate, args.load_seconds, proc.pid)
         print(json.dumps({k: v for k, v in result["load"].items() if k not in ("node_diag", "rss_mb_samples")}),
               flush=True)
-        result["node_alive"] = proc.poll() is None
+        result["node_alive"] = proc.alive()
         result["load_average_end"] = os.getloadavg()
     finally:
         bench.close()
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        proc.stop()
     args.out.write_text(json.dumps(result, indent=2))
     lat, load = result["latency"], result["load"]
     print("\n| phase | people x rate | frames sent / answered | end-to-end p50 / p99 (ms) | solver p50 (ms) |")
