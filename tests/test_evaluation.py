@@ -17,14 +17,6 @@ from dposer_ros.cli import main
 from dposer_ros.dataset.poses import PoseDataset, default_dataset_path, load_dataset, save_dataset
 from dposer_ros.evaluation import compare
 from dposer_ros.evaluation.clips import Clip, select_clips
-from dposer_ros.evaluation.corruptions import (
-    Corruption,
-    CorruptionError,
-    Occlusion,
-    joint_set,
-    load_corruptions,
-    resolve_format,
-)
 from dposer_ros.evaluation.methods import METHODS, MethodError, build_methods
 from dposer_ros.evaluation.metrics import (
     BODY_JOINTS,
@@ -39,6 +31,14 @@ from dposer_ros.evaluation.report import write_report
 from dposer_ros.evaluation.runner import evaluate, stream_seed
 from dposer_ros.keypoints import get_format
 from dposer_ros.paths import default_mocap_dir
+from dposer_ros.sensors.corruptions import (
+    Corruption,
+    CorruptionError,
+    Occlusion,
+    joint_set,
+    load_corruptions,
+    resolve_format,
+)
 from dposer_ros.solvers.types import Refined
 
 FK = ForwardKinematics()

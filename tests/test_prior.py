@@ -185,3 +185,26 @@ def test_solver_settings_files_match_the_library_defaults():
         load_settings(RefineSettings, None, stepz=3)
     with pytest.raises(ValueError, match="between 1 and 8"):
         load_settings(RefineSettings, config / "refine.yaml", steps=9)
+
+
+def test_every_model_file_is_checked_the_same_way(tmp_path):
+    """One validation for the prior, the completion model and the baselines: a missing, corrupt or foreign file is
+    a CheckpointError naming the file (the VAE and GMM loads used to raise whatever torch / numpy raised)."""
+    from dposer_ros.prior.classical import GMMPrior, VAEPrior
+    from dposer_ros.prior.completion import Completion
+
+    garbage = tmp_path / "garbage.bin"
+    garbage.write_bytes(b"not a model")
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"format": "someone-else/1"}, foreign)
+    for load in (PosePrior.load, Completion.load, VAEPrior.load, GMMPrior.load):
+        with pytest.raises(CheckpointError, match="not found"):
+            load(tmp_path / "missing")
+        with pytest.raises(CheckpointError, match="garbage.bin.*not a readable"):
+            load(garbage)
+    for load in (PosePrior.load, Completion.load, VAEPrior.load):
+        with pytest.raises(CheckpointError, match="foreign.pt"):
+            load(foreign)
+    np.savez(tmp_path / "gmm.npz", weights_body=np.ones(2))
+    with pytest.raises(CheckpointError, match="not a GMM prior"):
+        GMMPrior.load(tmp_path / "gmm.npz")

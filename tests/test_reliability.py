@@ -294,44 +294,6 @@ def test_the_library_ignores_missing_keypoints_whatever_they_hold(prior):
 # ----------------------------------------------------------------------------------------------- the node process
 
 
-def _flood_and_stop(tmp_path, sig, prior_file) -> tuple[int, float, str]:
-    """Start the node, load it with 800-person messages at 10 Hz until it is busy refining, then signal it."""
-    import random
-    import time
-
-    import rclpy
-    from geometry_msgs.msg import Point
-    from rclpy.qos import QoSProfile
-
-    from dposer_ros.ros.process import NodeProcess
-
-    domain = random.randint(120, 229)
-    node = NodeProcess({"model_path": prior_file, "backend": "torch", "max_people": 1000}, tmp_path / "node.log", domain)
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx, domain_id=domain)
-    client = rclpy.create_node("flood", context=ctx)
-    pub = client.create_publisher(Keypoints3DArray, "keypoints", QoSProfile(depth=5))
-    pts = [Point(x=float(x), y=float(y), z=float(z)) for x, y, z in keypoints(0)]
-    msg = Keypoints3DArray()
-    msg.header.frame_id = "w"
-    msg.people = [Keypoints3D(person_id=str(i), format=FORMAT, points=pts, confidences=[1.0] * K) for i in range(800)]
-    try:
-        end = time.monotonic() + 60.0
-        while pub.get_subscription_count() == 0 and time.monotonic() < end and node.alive():
-            time.sleep(0.1)
-        assert node.alive() and pub.get_subscription_count() > 0, node.log()
-        for i in range(20):  # 2 s of load: the worker is mid-batch when the signal comes
-            msg.header.stamp.sec = 10 + i
-            pub.publish(msg)
-            time.sleep(0.1)
-        code, seconds = node.stop(sig, timeout=10.0)
-    finally:
-        client.destroy_node()
-        rclpy.try_shutdown(context=ctx)
-        node.stop()
-    return code, seconds, node.log(100_000)
-
-
 @pytest.fixture(scope="module")
 def prior_file(prior, tmp_path_factory):
     path = tmp_path_factory.mktemp("reliability") / "tiny_prior.pt"
@@ -343,9 +305,14 @@ def prior_file(prior, tmp_path_factory):
 def test_the_node_exits_cleanly_on_a_signal_under_load(tmp_path, prior_file, sig):
     """SIGINT / SIGTERM while refining big messages: exit code 0 within 2 s and no error line (SIGABRT and
     'publishing failed: context is invalid' before). bench/shutdown.py runs 20 trials of each."""
+    import random
     import signal
 
-    code, seconds, log = _flood_and_stop(tmp_path, getattr(signal, sig), prior_file)
+    from dposer_ros.ros.process import stop_under_load
+
+    code, seconds, log = stop_under_load({"model_path": prior_file, "backend": "torch", "max_people": 1000},
+                                         getattr(signal, sig), tmp_path / "node.log", random.randint(120, 229),
+                                         keypoints(0), FORMAT)
     assert code == 0, log[-3000:]
     assert seconds < 2.0, f"took {seconds:.1f} s"
     bad = [line for line in log.splitlines() if "ERROR" in line or "Traceback" in line or "terminate" in line]

@@ -7,7 +7,6 @@ import torch
 
 from dposer_ros.body import ForwardKinematics
 from dposer_ros.body.skeleton import smplx_neutral
-from dposer_ros.evaluation.corruptions import resolve_format
 from dposer_ros.evaluation.metrics import hand_joint_errors
 from dposer_ros.keypoints import get_format
 from dposer_ros.prior.classical import GMMPrior
@@ -15,6 +14,7 @@ from dposer_ros.prior.layout import DIM, SLICES
 from dposer_ros.prior.model import Normalizer, PosePrior
 from dposer_ros.prior.network import ScoreNet
 from dposer_ros.prior.sde import SubVPSDE
+from dposer_ros.sensors import resolve_format
 from dposer_ros.solvers.baselines import GMMRefiner
 from dposer_ros.solvers.full import FullOptimizer, FullSettings
 from dposer_ros.solvers.gauss_newton import inverse_right_jacobian

@@ -1,4 +1,5 @@
-"""The evaluation harness behind `dposer eval`: sensor corruption models, metrics, a streaming runner, reports.
+"""The evaluation harness behind `dposer eval`: clips, metrics, a streaming runner, reports (the sensor corruption
+models are `dposer_ros.sensors`, re-exported here).
 
     from dposer_ros.evaluation import evaluate, foreign_clips, load_corruptions, write_report
     clips = foreign_clips(mocap_dir, count=12, frames=40, split="val")   # truth: the source skeletons' own joints
@@ -18,8 +19,8 @@ from importlib import import_module
 _WHERE = {
     "Clip": "clips", "select_clips": "clips",
     "KeypointClip": "foreign", "foreign_clips": "foreign", "load_keypoint_clips": "foreign",
-    "Corrupted": "corruptions", "Corruption": "corruptions", "CorruptionError": "corruptions",
-    "Occlusion": "corruptions", "load_corruptions": "corruptions", "resolve_format": "corruptions",
+    "Corrupted": ".sensors", "Corruption": ".sensors", "CorruptionError": ".sensors",
+    "Occlusion": ".sensors", "load_corruptions": ".sensors", "resolve_format": ".sensors",
     "METHODS": "methods", "MethodError": "methods", "available_methods": "methods", "build_methods": "methods",
     "accel_error": "metrics", "hand_mpjpe": "metrics", "joint_visibility": "metrics", "mpjpe": "metrics",
     "pa_mpjpe": "metrics", "similarity_align": "metrics",

@@ -14,7 +14,7 @@ def run_eval(args: argparse.Namespace) -> int:
     import torch
 
     from ..prior.model import PosePrior
-    from .corruptions import load_corruptions
+    from ..sensors import load_corruptions
     from .methods import METHODS, MethodError, build_methods
     from .report import markdown_table, write_report
     from .runner import evaluate

@@ -25,9 +25,9 @@ from tqdm.auto import tqdm
 
 from ..body import ForwardKinematics
 from ..keypoints import KeypointFormat
+from ..sensors import Corrupted, Corruption
 from ..solvers.types import BodyState, Observation, Refined
 from .clips import Clip
-from .corruptions import Corrupted, Corruption
 from .metrics import Pool
 
 Solver = Callable[[Observation, BodyState | None], Refined]

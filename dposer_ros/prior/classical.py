@@ -15,6 +15,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..dataset.poses import PoseDataset
+from .checkpoint import CheckpointError, load_network, read_arrays, read_checkpoint
 from .layout import PARTS, SLICES, mirror_part_mask, mirror_pose, to_vector
 
 GROUPS = {"body": ("body",), "hand": ("left_hand", "right_hand")}
@@ -61,8 +62,13 @@ class GMMPrior:
 
     @classmethod
     def load(cls, path: Path) -> GMMPrior:
-        with np.load(path) as f:
-            parts = {k: {g: f[f"{k}_{g}"] for g in GROUPS} for k in ("weights", "means", "precisions")}
+        arrays = read_arrays(path, "GMM prior", "fit one with `dposer baselines`")
+        try:
+            parts = {k: {g: arrays[f"{k}_{g}"] for g in GROUPS} for k in ("weights", "means", "precisions")}
+        except KeyError as err:
+            raise CheckpointError(f"{path}: not a GMM prior (no array {err})") from None
+        if not all(np.isfinite(v).all() for d in parts.values() for v in d.values()):
+            raise CheckpointError(f"{path}: GMM prior with non-finite numbers")
         return cls(**parts)
 
     def nearest(self, group: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -138,13 +144,12 @@ class VAEPrior:
 
     @classmethod
     def load(cls, path: Path) -> VAEPrior:
-        payload = torch.load(path, weights_only=True)
-        vaes = {}
-        for g, state in payload["state"].items():
-            vaes[g] = PoseVAE(payload["dims"][g])
-            vaes[g].load_state_dict(state)
-            vaes[g].eval()
-        return cls(vaes, payload["mean"], payload["std"])
+        payload = read_checkpoint(path, "VAE prior", "train one with `dposer baselines`")
+        try:
+            vaes = {g: load_network(PoseVAE, {"dim": payload["dims"][g]}, state, path) for g, state in payload["state"].items()}
+            return cls(vaes, payload["mean"], payload["std"])
+        except (KeyError, AttributeError) as err:
+            raise CheckpointError(f"{path}: not a VAE prior (no {err})") from None
 
     @torch.no_grad()
     def project(self, group: str, x: torch.Tensor) -> torch.Tensor:

@@ -15,14 +15,14 @@ from torch import nn
 from tqdm import tqdm
 
 from ..body.skeleton import PART_JOINTS, smplx_neutral
+from .checkpoint import CheckpointError, finite_vector, load_network, read_checkpoint
 from .layout import mirror_pose
 
 BODY = tuple(PART_JOINTS["body"])  # the 21 body joints below the pelvis, in the prior vector's order
 FORMAT = "dposer_ros.completion/1"
 
 
-class CompletionError(ValueError):
-    """A completion file is missing, corrupt or does not match this code."""
+CompletionError = CheckpointError  # a completion file is missing, corrupt or does not match this code
 
 
 def subtree_matrix() -> torch.Tensor:
@@ -95,24 +95,10 @@ class Completion(nn.Module):
     @classmethod
     def load(cls, path: Path) -> Completion:
         path = Path(path)
-        if not path.is_file():
-            raise CompletionError(f"completion model {path} not found (train one with `dposer completion`)")
-        try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # torch raises many types for corrupt files
-            raise CompletionError(f"{path} is not a readable completion model ({type(err).__name__}: {err})") from err
-        if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-            raise CompletionError(f"{path}: not a completion model (expected format {FORMAT!r})")
-        for key in ("mean", "std"):
-            value = payload.get(key)
-            if not isinstance(value, torch.Tensor) or value.shape != (3 * len(BODY),) or not torch.isfinite(value).all():
-                raise CompletionError(f"{path}: '{key}' must be {3 * len(BODY)} finite numbers")
-        try:
-            net = CompletionNet(**payload["net_config"])
-            net.load_state_dict(payload["state_dict"])
-        except (KeyError, TypeError, RuntimeError) as err:
-            raise CompletionError(f"{path}: network weights do not match its settings ({err})") from err
-        return cls(net.eval(), payload["mean"], payload["std"], payload.get("meta")).eval()
+        payload = read_checkpoint(path, "completion model", "train one with `dposer completion`", FORMAT)
+        mean, std = (finite_vector(payload, key, 3 * len(BODY), path) for key in ("mean", "std"))
+        net = load_network(CompletionNet, payload.get("net_config"), payload.get("state_dict"), path)
+        return cls(net, mean, std, payload.get("meta")).eval()
 
 
 def train_completion(pose: torch.Tensor, steps: int = 15000, batch: int = 512, lr: float = 1e-3, hidden: int = 512,

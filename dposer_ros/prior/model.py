@@ -9,15 +9,12 @@ from pathlib import Path
 
 import torch
 
+from .checkpoint import CheckpointError, finite_vector, load_network, read_checkpoint
 from .layout import DIM, PART_DIMS, PARTS, dim_mask
 from .network import ScoreNet
 from .sde import SubVPSDE
 
 CHECKPOINT_FORMAT = "dposer_ros.prior/1"
-
-
-class CheckpointError(ValueError):
-    """A prior checkpoint file is missing, corrupt or does not match this code's pose layout."""
 
 
 @dataclass
@@ -85,16 +82,11 @@ class PosePrior(torch.nn.Module):
         tmp.replace(path)
 
     @classmethod
-    def load(cls, path: Path, map_location: str = "cpu") -> PosePrior:
+    def load(cls, path: Path) -> PosePrior:
         """Load and validate a checkpoint written by `save` (or the `prior` entry of a training checkpoint)."""
         path = Path(path)
-        if not path.is_file():
-            raise CheckpointError(f"prior checkpoint {path} not found (train one with `dposer train`, or use models/)")
-        try:
-            payload = torch.load(path, map_location=map_location, weights_only=True)
-        except Exception as err:  # torch raises many types for corrupt files
-            raise CheckpointError(f"{path} is not a readable checkpoint ({type(err).__name__}: {err})") from err
-        if isinstance(payload, dict) and "prior" in payload and "format" not in payload:
+        payload = read_checkpoint(path, "prior checkpoint", "train one with `dposer train`, or use models/")
+        if "prior" in payload and "format" not in payload:  # a training checkpoint
             payload = payload["prior"]
         if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
             got = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
@@ -102,17 +94,10 @@ class PosePrior(torch.nn.Module):
         layout = payload.get("layout", {})
         if layout.get("parts") != list(PARTS) or layout.get("dims") != dict(PART_DIMS):
             raise CheckpointError(f"{path}: part layout {layout} does not match this code's {dict(PART_DIMS)}")
-        for key in ("mean", "std"):
-            value = payload.get(key)
-            if not isinstance(value, torch.Tensor) or value.shape != (DIM,) or not torch.isfinite(value).all():
-                raise CheckpointError(f"{path}: normalisation '{key}' must be {DIM} finite numbers")
-        try:
-            net = ScoreNet(**payload["net_config"])
-            net.load_state_dict(payload["state_dict"])
-        except (KeyError, TypeError, RuntimeError) as err:
-            raise CheckpointError(f"{path}: network weights do not match its settings ({err})") from err
+        mean, std = (finite_vector(payload, key, DIM, path) for key in ("mean", "std"))
+        net = load_network(ScoreNet, payload.get("net_config"), payload.get("state_dict"), path)
         sde = SubVPSDE(**payload["sde"])
-        prior = cls(net, sde, Normalizer(payload["mean"], payload["std"]), payload.get("meta"))
+        prior = cls(net, sde, Normalizer(mean, std), payload.get("meta"))
         prior.meta["sha256"] = file_sha256(path)
         return prior.eval()
 

@@ -3,7 +3,7 @@
 The dataset stores SMPL-X poses in its canonical world frame (Y up, X to the body's left at rest, Z forward).
 Streams are published in a REP 103 frame (x forward, y left, z up): p_ros = R_ROS_FROM_DATASET @ p_dataset,
 a proper rotation (x_ros = z, y_ros = x, z_ros = y). Corruptions are applied in the dataset frame (where
-`dposer_ros.evaluation.corruptions` defines them), then the keypoints and the ground truth are rotated.
+`dposer_ros.sensors` defines them), then the keypoints and the ground truth are rotated.
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ def load_take(spec: str, data: PoseDataset | None = None, dataset_path: Path | N
 
 def get_corruption(name: str, path: Path | None = None):
     """A corruption model of config/eval/corruptions.yaml by name (or an alias such as camera_occlusion_legs)."""
-    from ..evaluation.corruptions import load_corruptions
+    from ..sensors import load_corruptions
 
     models = load_corruptions(path)
     key = CORRUPTION_ALIASES.get(name, name)

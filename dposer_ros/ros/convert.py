@@ -183,6 +183,10 @@ def diagnostic_array(stamp, snap: dict, *, name: str, hardware_id: str, extra: d
         "people_out": str(snap["people_out"]),
         "drops": str(snap["drops"]),
         "malformed_total": str(snap["malformed_total"]),
+        "failed": str(snap.get("failed", 0)),
+        "outlier_points": str(snap.get("outlier_points", 0)),
+        "refine_steps_mean": f"{snap.get('refine_steps_mean', float('nan')):.2f}",
+        "degraded_fraction": f"{snap.get('degraded_fraction', 0.0):.3f}",
     }
     for reason, count in sorted(snap["malformed"].items()):
         values[f"malformed.{reason}"] = str(count)

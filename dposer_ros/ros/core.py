@@ -708,13 +708,11 @@ class RefineCore:
 
 
 def quat_to_matrix(q) -> np.ndarray:
-    """[qx, qy, qz, qw] -> (3, 3) rotation matrix (normalised first)."""
-    x, y, z, w = np.asarray(q, dtype=np.float64) / max(float(np.linalg.norm(q)), 1e-12)
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-    ])
+    """[qx, qy, qz, qw] (ROS order, also roma's) -> (3, 3) rotation matrix, normalised first."""
+    import roma
+
+    q = torch.as_tensor(np.asarray(q, dtype=np.float64))
+    return roma.unitquat_to_rotmat(q / q.norm().clamp(min=1e-12)).numpy()
 
 
 def transform_result(res: PersonResult, rot: np.ndarray, trans: np.ndarray) -> PersonResult:

@@ -71,3 +71,41 @@ def _text(value: object) -> str:
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_text(v) for v in value) + "]"
     return str(value)
+
+
+def stop_under_load(params: dict[str, object], sig: int, log_path: Path, domain_id: int, keypoints, fmt: str,
+                    people: int = 800, rate_hz: float = 10.0, seconds: float = 2.0) -> tuple[int, float, str]:
+    """Start the node, load it with `people`-person messages (each person `keypoints` (K, 3) in format `fmt`) at
+    `rate_hz` for `seconds`, so that it is refining when `sig` comes; returns (exit code, seconds to exit, log)."""
+    import rclpy
+    from geometry_msgs.msg import Point
+    from rclpy.qos import QoSProfile
+
+    from dposer_msgs.msg import Keypoints3D, Keypoints3DArray
+
+    node = NodeProcess(params, log_path, domain_id)
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=domain_id)
+    client = rclpy.create_node("dposer_load", context=ctx)
+    pub = client.create_publisher(Keypoints3DArray, "keypoints", QoSProfile(depth=5))
+    pts = [Point(x=float(x), y=float(y), z=float(z)) for x, y, z in keypoints]
+    msg = Keypoints3DArray()
+    msg.header.frame_id = "load"
+    msg.people = [Keypoints3D(person_id=str(i), format=fmt, points=pts, confidences=[1.0] * len(pts))
+                  for i in range(people)]
+    try:
+        end = time.monotonic() + 60.0
+        while pub.get_subscription_count() == 0 and time.monotonic() < end and node.alive():
+            time.sleep(0.1)
+        if not node.alive() or pub.get_subscription_count() == 0:
+            raise RuntimeError(f"the node did not come up:\n{node.log()}")
+        for i in range(int(seconds * rate_hz)):
+            msg.header.stamp.sec = 10 + i
+            pub.publish(msg)
+            time.sleep(1.0 / rate_hz)
+        code, took = node.stop(sig, timeout=10.0)
+    finally:
+        client.destroy_node()
+        rclpy.try_shutdown(context=ctx)
+        node.stop()
+    return code, took, node.log(1_000_000)

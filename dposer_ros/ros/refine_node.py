@@ -156,7 +156,7 @@ class RefineNode(Node):
             self.core.settings.input_format = adapters.AZURE_KINECT_FORMAT
         self._loggers: dict[str, object] = {}
         self._errors: dict[str, int] = {}
-        self._last_diag = {"malformed_total": 0, "drops": 0}
+        self._last_diag = {"malformed_total": 0, "drops": 0, "failed": 0}
         self._latest: tuple[object, list] | None = None
         self._latest_lock = threading.Lock()
         self._last_mesh = 0.0
@@ -386,8 +386,11 @@ class RefineNode(Node):
             problems.append(f"{new_bad} malformed")
         if new_drops:
             problems.append(f"{new_drops} dropped (solver slower than input)")
+        new_failed = snap["failed"] - self._last_diag["failed"]
+        if new_failed:
+            problems.append(f"{new_failed} failed answers (tracks restarted)")
         snap["recent_problems"] = ", ".join(problems)
-        self._last_diag = {"malformed_total": snap["malformed_total"], "drops": snap["drops"]}
+        self._last_diag = {k: snap[k] for k in ("malformed_total", "drops", "failed")}
         s = self.core.settings
         extra = {
             "active_tracks": self.core.active_tracks,
