@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up everything (first run only) and run the test suite.
-#   ./scripts/test.sh                 -> ruff check (pyproject.toml), then python -m pytest -q tests
+#   ./scripts/test.sh                 -> ruff check and mypy (pyproject.toml), then python -m pytest -q tests
 #   ./scripts/test.sh tests/x.py -k y -> python -m pytest -q tests/x.py -k y
 # Exit code is pytest's, except "no tests collected" (5), which is a failure (1) here.
 # Per-test timeout: DPOSER_TEST_TIMEOUT seconds (default 900, pytest-timeout).
@@ -18,8 +18,9 @@ export MPLBACKEND="${MPLBACKEND:-Agg}"
 args=("$@")
 [[ ${#args[@]} -eq 0 ]] && args=(tests)
 
-if [[ ${#args[@]} -eq 1 && "${args[0]}" == "tests" ]]; then  # the whole suite: the lint first
+if [[ ${#args[@]} -eq 1 && "${args[0]}" == "tests" ]]; then  # the whole suite: the lint and type check first
     ruff check dposer_ros tests bench scripts launch || { echo "[test.sh] ruff found problems (see above)" >&2; exit 1; }
+    mypy || { echo "[test.sh] mypy found problems (see above)" >&2; exit 1; }  # the library layers (files in pyproject.toml)
 fi
 
 set +e

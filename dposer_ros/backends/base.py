@@ -33,6 +33,8 @@ class BackendError(RuntimeError):
     """A backend cannot serve the prior: its package or a GPU is missing, or a model/engine file is corrupt or
     does not match. The message names the file when there is one."""
 
+    unavailable: bool  # set (True) only when the backend is not installed or has no GPU: read it with getattr
+
 
 @dataclass(frozen=True)
 class PriorMeta:

@@ -13,7 +13,9 @@ import json
 import os
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,7 @@ import torch
 from ..body.kinematics import ForwardKinematics
 from ..body.skeleton import NUM_JOINTS
 from ..keypoints import get_format
+from ..prior.engine import Engine
 from ..solvers.refine import FewStepRefiner, RefineSettings
 from ..solvers.types import BodyState, Observation
 from .base import LOG, BackendError
@@ -114,7 +117,7 @@ def _stats(times: list[float]) -> tuple[float, float, float]:
 
 def _cell(runners: dict, budget: float, min_reps: int, max_reps: int) -> dict[str, tuple[list[float], list[float]]]:
     """Round-robin calls of every runner: name -> (latencies, network seconds per call)."""
-    out = {name: ([], []) for name in runners}
+    out: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in runners}
     for name, (fn, timed) in runners.items():  # warm-up (first-call allocations, graph captures)
         fn()
     start = time.perf_counter()
@@ -140,7 +143,7 @@ def make_engines(cfg: BenchConfig) -> dict:
     onnx_path = cfg.onnx or default_onnx_path(cfg.prior)
     if not onnx_path.is_file():
         export_onnx(prior, onnx_path)
-    engines = {}
+    engines: dict[str, Engine] = {}
     for name in cfg.backends:
         try:
             if name == "torch":
@@ -201,7 +204,8 @@ def _run(cfg: BenchConfig, progress) -> dict:
     for fmt_name, persons, steps in cells:
         fmt = get_format(fmt_name)
         obs, init = synthetic_stream(fmt, persons, cfg.seed)
-        runners = {n: ((lambda r=refiner(n, fmt, steps): r(obs, init)), timed[n]) for n in engines}
+        runners: dict[str, tuple[Callable[[], object], TimedEngine | None]] = {
+            n: (partial(refiner(n, fmt, steps), obs, init), timed[n]) for n in engines}
         add_refine_rows(fmt, persons, steps, _cell(runners, per_cell, cfg.min_reps, cfg.max_reps))
         progress(f"  {fmt_name} persons={persons} steps={steps}: " + ", ".join(
             f"{r.backend} {r.p50_ms:.1f} ms" for r in rows[-len(engines):]))
@@ -211,13 +215,13 @@ def _run(cfg: BenchConfig, progress) -> dict:
             continue
         fmt = get_format(fmt_name)
         obs, init = synthetic_stream(fmt, 1, cfg.seed)
-        runners = {n: ((lambda r=refiner(n, fmt, 4): r(obs, init)), timed[n]) for n in engines}
+        runners = {n: (partial(refiner(n, fmt, 4), obs, init), timed[n]) for n in engines}
         add_refine_rows(fmt, 1, 4, _cell(runners, 4.0, cfg.min_reps, cfg.max_reps))
     # the network alone, at the row counts the refiner sends (2 per person: body and hands)
     for persons in cfg.persons:
         rows_n = 2 * persons
         x, t, m = torch.randn(rows_n, 256), torch.full((rows_n,), 0.07), torch.ones(rows_n, 4)
-        runners = {n: ((lambda e=e: e.eps(x, t, m)), None) for n, e in engines.items()}
+        runners = {n: (partial(e.eps, x, t, m), None) for n, e in engines.items()}
         for name, (lat, _) in _cell(runners, 1.0, 5, 500).items():
             p50, p99, mean = _stats(lat)
             rows.append(Row("network", "-", engines[name].name, persons, 1, len(lat), p50, p99, mean,
@@ -282,9 +286,9 @@ def markdown(result: dict) -> str:
         head = "| persons (rows) | " + " | ".join(backends) + " |"
         lines += [head, "|" + "---:|" * (head.count("|") - 1)]
         for p in sorted({r.persons for r in net}):
-            rs = {r.backend: r for r in net if r.persons == p}
+            by_backend = {r.backend: r for r in net if r.persons == p}
             lines.append(f"| {p} ({2 * p}) | " + " | ".join(
-                f"{rs[b].p50_ms:.2f} / {rs[b].p99_ms:.2f}" if b in rs else "-" for b in backends) + " |")
+                f"{by_backend[b].p50_ms:.2f} / {by_backend[b].p99_ms:.2f}" if b in by_backend else "-" for b in backends) + " |")
         lines.append("")
     full = [r for r in rows if r.kind == "full"]
     for f in full:

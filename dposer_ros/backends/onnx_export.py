@@ -14,6 +14,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -21,6 +22,9 @@ import torch
 from ..prior.layout import DIM, PARTS
 from ..prior.model import CheckpointError, PosePrior, file_sha256
 from .base import INPUT_NAMES, LOG, META_KEY, OUTPUT_NAME, BackendError, PriorMeta, graph_friendly_network, part_index
+
+if TYPE_CHECKING:
+    import onnx
 
 DEFAULT_OPSET = 17
 CHECK_TOLERANCE = 1e-4
@@ -70,7 +74,8 @@ def onnx_bytes(prior: PosePrior, opset: int = DEFAULT_OPSET) -> bytes:
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
         # dynamo=False: the TorchScript-based exporter, which needs no onnxscript and gives a plain Gemm graph
         torch.onnx.export(
-            net, sample, buf, dynamo=False, opset_version=opset, do_constant_folding=True,
+            net, sample, buf,  # type: ignore[arg-type]  # a file object works; the stubs allow only a path
+            dynamo=False, opset_version=opset, do_constant_folding=True,
             input_names=list(INPUT_NAMES), output_names=[OUTPUT_NAME],
             dynamic_axes={name: batch for name in (*INPUT_NAMES, OUTPUT_NAME)},
         )
@@ -182,7 +187,7 @@ def read_onnx(path: str | Path) -> OnnxInfo:
     return OnnxInfo(path, file_sha256(path), opset, meta)
 
 
-def to_mixed_precision(model):
+def to_mixed_precision(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of an exported model whose Gemm/MatMul layers compute in FP16 (weights stored FP16, activations cast
     in and out) while everything else (sinusoidal time embedding, GroupNorm statistics, masking) stays FP32.
 

@@ -276,7 +276,8 @@ class TensorRTEngine:
             LOG.info("tensorrt: %d layers pinned to FP32", pin_fp32_layers(network, trt))
         profile = builder.create_optimization_profile()
         for name, width in (("x", DIM), ("t", None), ("part_mask", len(PARTS))):
-            shape = (lambda n: (n,)) if width is None else (lambda n, w=width: (n, w))
+            def shape(n: int, w: int | None = width) -> tuple[int, ...]:
+                return (n,) if w is None else (n, w)
             profile.set_shape(name, shape(1), shape(self.opt_batch), shape(self.max_batch))
         config.add_optimization_profile(profile)
         with torch.cuda.device(self.device):

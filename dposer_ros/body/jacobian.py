@@ -22,7 +22,7 @@ def skew(v: torch.Tensor) -> torch.Tensor:
     return torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], -1).reshape(*v.shape, 3)
 
 
-def offset_frames(joints: Sequence[int], offsets: np.ndarray, parents: Sequence[int]) -> torch.Tensor:
+def offset_frames(joints: Sequence[int] | np.ndarray, offsets: np.ndarray, parents: Sequence[int]) -> torch.Tensor:
     """(K,) the joint in whose frame a point's calibrated extra offset lives: its own joint, unless the point sits at
     that joint and no point of the set moves with the joint's rotation (COCO's ankles, whose feet nothing sees): an
     offset in that frame would turn with a rotation only a prior guesses, so it lives in the parent's frame."""
@@ -45,7 +45,8 @@ class AttachedPoints:
     """K points, each attached to a joint of `fk`'s skeleton at an offset in that joint's frame; optionally with a
     per-person extra offset (`positions(posed, extra)`) in the frame of `offset_frames`."""
 
-    def __init__(self, fk: ForwardKinematics, joints: Sequence[int], offsets: np.ndarray, free: Sequence[int]) -> None:
+    def __init__(self, fk: ForwardKinematics, joints: Sequence[int] | np.ndarray, offsets: np.ndarray,
+                 free: Sequence[int] | np.ndarray) -> None:
         self.fk = fk
         self.joint = torch.tensor(np.asarray(joints), dtype=torch.long)
         self.offset = torch.as_tensor(np.array(offsets, dtype=np.float32))

@@ -56,6 +56,9 @@ class ForwardKinematics(torch.nn.Module):
     is added. Joints are computed level by level, so a batch costs one matmul per tree depth.
     """
 
+    rest_joints: torch.Tensor  # buffers
+    parents: torch.Tensor
+
     def __init__(self, skeleton: Skeleton | None = None) -> None:
         super().__init__()
         self.skeleton = skeleton or smplx_neutral()
@@ -109,5 +112,5 @@ class ForwardKinematics(torch.nn.Module):
         world = [torch.cat([per_level[0][:, :, :3, :3], root_pos[..., None]], dim=-1)]
         for slot, level in zip(self._parent_slot, per_level[1:]):
             world.append(world[-1][:, slot] @ level)
-        world = torch.cat(world, dim=1)[:, self._unorder]
-        return Posed(world[..., 3].reshape(*batch, num, 3), world[..., :3].reshape(*batch, num, 3, 3))
+        posed = torch.cat(world, dim=1)[:, self._unorder]
+        return Posed(posed[..., 3].reshape(*batch, num, 3), posed[..., :3].reshape(*batch, num, 3, 3))

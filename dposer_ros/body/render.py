@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
-from matplotlib.axes import Axes
+from mpl_toolkits.mplot3d import Axes3D
 from mpl_toolkits.mplot3d.art3d import Poly3DCollection
 
 LIGHT = np.array([0.3, 0.5, 0.8]) / np.linalg.norm([0.3, 0.5, 0.8])
@@ -41,7 +41,7 @@ def _to_plot(points: np.ndarray) -> np.ndarray:
     return np.asarray(points)[..., [0, 2, 1]]
 
 
-def draw_body(ax: Axes, pose: np.ndarray, transl: np.ndarray | None = None, color=(0.85, 0.7, 0.5), stride: int = 1) -> None:
+def draw_body(ax: Axes3D, pose: np.ndarray, transl: np.ndarray | None = None, color=(0.85, 0.7, 0.5), stride: int = 1) -> None:
     """Draw the shaded mannequin (every `stride`-th face) on a 3D axis."""
     verts, faces = body_mesh(pose, transl)
     tris = verts[faces[::stride]]
@@ -52,7 +52,7 @@ def draw_body(ax: Axes, pose: np.ndarray, transl: np.ndarray | None = None, colo
     ax.add_collection3d(Poly3DCollection(_to_plot(tris), facecolors=colors, edgecolors="none"))
 
 
-def draw_skeleton(ax: Axes, joints: np.ndarray, parents, color="k", marker_size: float = 6, label: str | None = None) -> None:
+def draw_skeleton(ax: Axes3D, joints: np.ndarray, parents, color="k", marker_size: float = 6, label: str | None = None) -> None:
     """Draw bones between each joint and its parent, and the joints as dots."""
     pts = _to_plot(joints)
     for j, p in enumerate(parents):
@@ -61,7 +61,7 @@ def draw_skeleton(ax: Axes, joints: np.ndarray, parents, color="k", marker_size:
     ax.scatter(*pts.T, color=color, s=marker_size, label=label, depthshade=False)
 
 
-def frame_axes(ax: Axes, points: np.ndarray, title: str = "", margin: float = 0.1) -> None:
+def frame_axes(ax: Axes3D, points: np.ndarray, title: str = "", margin: float = 0.1) -> None:
     """Equal-aspect limits around `points` (world coordinates), front view, no clutter."""
     pts = _to_plot(points.reshape(-1, 3))
     centre = (pts.max(0) + pts.min(0)) / 2

@@ -107,7 +107,7 @@ def build_dataset(
     take_ids = [r.take.take_id for r in all_results]
     split = split_takes(take_ids, [r.take.source for r in all_results], config.split["val"], config.split["test"],
                         config.split["salt"])
-    arrays = {k: [] for k in ("pose", "transl", "part_mask", "source", "take", "frame", "fit_error_mm")}
+    arrays: dict[str, list[np.ndarray]] = {k: [] for k in ("pose", "transl", "part_mask", "source", "take", "frame", "fit_error_mm")}
     for t, r in enumerate(all_results):
         keep = r.fit_error.mean(axis=1) * 1000.0 <= config.max_fit_error_mm
         n = int(keep.sum())

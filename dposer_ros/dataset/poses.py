@@ -45,7 +45,8 @@ def save_dataset(path: Path, data: dict[str, np.ndarray], meta: dict) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, meta=np.array(json.dumps({**meta, "format_version": FORMAT_VERSION})), **data)
+    meta_array = np.array(json.dumps({**meta, "format_version": FORMAT_VERSION}))
+    np.savez_compressed(tmp, meta=meta_array, **data)  # type: ignore[arg-type]  # mypy: a key of data could be allow_pickle
     tmp.replace(path)
 
 
@@ -73,7 +74,7 @@ class PoseDataset:
         return take_split[self.take] == split
 
     def subset(self, mask: np.ndarray) -> PoseDataset:
-        return PoseDataset(*(getattr(self, f)[mask] for f in _FIELDS), meta=self.meta)
+        return PoseDataset(**{f: getattr(self, f)[mask] for f in _FIELDS}, meta=self.meta)
 
 
 def load_dataset(path: Path) -> PoseDataset:

@@ -85,26 +85,26 @@ def select_clips(data: PoseDataset, count: int, frames: int, kind: str = "body",
     rng = np.random.default_rng(seed)
     slots: dict[int, dict[int, list[np.ndarray]]] = {}  # source -> take -> list of row ranges
     for run in runs:
-        src, take = int(data.source[run[0]]), int(data.take[run[0]])
+        src, take_id = int(data.source[run[0]]), int(data.take[run[0]])
         offset = int(rng.integers(0, len(run) % frames + 1))  # the tiling starts anywhere its slack allows
         for k in range(len(run) // frames):
-            slots.setdefault(src, {}).setdefault(take, []).append(run[offset + k * frames : offset + (k + 1) * frames])
+            slots.setdefault(src, {}).setdefault(take_id, []).append(run[offset + k * frames : offset + (k + 1) * frames])
     if not slots:
         which = f" matching {', '.join(takes)}" if takes else ""
         raise ValueError(f"no {split} take{which} has {frames} consecutive frames with {kind} truth")
     sources = sorted(slots, key=lambda s: data.meta["sources"][s])
-    queues = {}
+    queues: dict[int, list[int]] = {}  # source -> its takes, in turn
     for s in sources:
-        takes = sorted(slots[s])
-        rng.shuffle(takes)
-        for t in takes:
+        order = sorted(slots[s])
+        rng.shuffle(order)
+        for t in order:
             rng.shuffle(slots[s][t])
-        queues[s] = takes
+        queues[s] = order
     picked: list[np.ndarray] = []
     # round-robin over sources, and within a source over its takes: first each take once, then again (a take goes
     # to the back of its source's queue), so takes repeat only when every take of every source was used
     for fresh in (True, False):
-        again = {s: [] for s in sources}
+        again: dict[int, list[int]] = {s: [] for s in sources}
         while len(picked) < count and any(queues.values()):
             for s in sources:
                 if len(picked) == count or not queues[s]:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .runner import MethodFactory
 
-Builder = Callable[[object, dict], "MethodFactory"]
+Builder = Callable[[object, dict | None], "MethodFactory"]
 DEFAULT_BASELINES_DIR = Path(__file__).resolve().parents[2] / "models" / "dposer_cpu" / "baselines"
 DEFAULT_COMPLETION = DEFAULT_BASELINES_DIR.parent / "completion.pt"
 METHOD_SETTINGS = Path(__file__).resolve().parents[2] / "config" / "solvers" / "methods.yaml"

@@ -19,6 +19,7 @@ import traceback
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -140,7 +141,7 @@ def evaluate(methods: dict[str, MethodFactory], corruptions: Iterable[Corruption
     for cor, cor_clips in todo:
         fmt = cor.format
         current = {m: Row(cor.name, cor.group, m) for m in methods}
-        stats = {"clips": [], "sum": 0.0, "count": 0, "keypoints": 0}
+        stats: dict[str, Any] = {"clips": [], "sum": 0.0, "count": 0, "keypoints": 0}
         for clip in cor_clips:
             bar.set_postfix_str(cor.name)
             truth = clip.keypoint_truth(fmt, fk)
@@ -148,8 +149,8 @@ def evaluate(methods: dict[str, MethodFactory], corruptions: Iterable[Corruption
             if keep_streams:
                 streams[(cor.name, clip.name)] = data
             s = _input_stats(truth, data)
-            for key in ("sum", "count", "keypoints"):
-                stats[key] += s.pop(key)
+            for stat in ("sum", "count", "keypoints"):
+                stats[stat] += s.pop(stat)
             stats["clips"].append({"clip": clip.name, **s})
             for name, factory in methods.items():
                 row = current[name]
@@ -161,12 +162,12 @@ def evaluate(methods: dict[str, MethodFactory], corruptions: Iterable[Corruption
                         solvers[key] = factory(fmt)
                     except Exception as err:  # a method may not support a format, or fail to load
                         solvers[key] = err
-                if isinstance(solvers[key], Exception):
-                    err = solvers[key]
-                    row.error = f"could not build for format {fmt.name}: {_describe(err)}"
+                solver = solvers[key]
+                if isinstance(solver, Exception):
+                    row.error = f"could not build for format {fmt.name}: {_describe(solver)}"
                     continue
                 try:
-                    outs, seconds = run_stream(solvers[key], fmt, data)
+                    outs, seconds = run_stream(solver, fmt, data)
                 except Exception as err:
                     row.error = f"failed on clip {clip.name}: {_describe(err)}"
                     continue

@@ -150,7 +150,7 @@ class KeypointFormat:
         return seen
 
     def _names_where(self, mask: np.ndarray) -> str:
-        hit = mask.reshape(-1, self.num_keypoints).any(axis=0)
+        hit = np.asarray(mask.reshape(-1, self.num_keypoints).any(axis=0))
         return ", ".join(n for n, h in zip(self.keypoint_names, hit) if h)
 
 

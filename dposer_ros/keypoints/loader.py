@@ -18,11 +18,12 @@ from __future__ import annotations
 import difflib
 import math
 import os
+from collections import Counter
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import yaml
@@ -73,7 +74,7 @@ def load_landmarks(source: Source | None = None) -> dict[str, Landmark]:
         offset = spec["offset"]
         if not (isinstance(offset, list) and len(offset) == 3 and all(_is_finite_number(v) for v in offset)):
             raise KeypointFormatError(f"{where}: offset must be three finite numbers (metres), got {offset!r}")
-        out[str(name)] = Landmark(_joint_index(spec["joint"], where), tuple(float(v) for v in offset))
+        out[str(name)] = Landmark(_joint_index(spec["joint"], where), cast(tuple[float, float, float], tuple(float(v) for v in offset)))
     return out
 
 
@@ -160,8 +161,7 @@ def _resolve(name: str, tables: dict[str, _Table], marks: dict[str, Landmark], d
             points += _include(entry, where, tables, marks, done, stack + (name,))
         else:
             points.append(_point(entry, where, marks))
-    seen: set[str] = set()
-    dupes = sorted({p[0] for p in points if p[0] in seen or seen.add(p[0])})
+    dupes = sorted(n for n, count in Counter(p[0] for p in points).items() if count > 1)
     if dupes:
         raise KeypointFormatError(f"{table.file}: duplicate keypoint names in format {name!r}: {', '.join(dupes)}")
     done[name] = points

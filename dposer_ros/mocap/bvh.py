@@ -10,13 +10,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 
 from .fk import euler_matrix, forward_kinematics
 from .motion import MocapError, Motion, read_text
 
-_CHANNELS = {
+_CHANNELS: dict[str, tuple[str, Any]] = {  # kind, then the axis: its index (p) or its letter (r)
     "xposition": ("p", 0), "yposition": ("p", 1), "zposition": ("p", 2),
     "xrotation": ("r", "X"), "yrotation": ("r", "Y"), "zrotation": ("r", "Z"),
 }
@@ -160,7 +161,8 @@ def _parse_motion(path: Path, lines: list[str], i: int, n_chan: int) -> tuple[np
         raise MocapError(f"{path}:{i}: bad 'Frames:' / 'Frame Time:' values") from None
     if n_frames < 0 or not frame_time > 0 or not np.isfinite(frame_time):
         raise MocapError(f"{path}:{i}: bad frame count {n_frames} or frame time {frame_time}")
-    rows, linenos = [], []
+    rows: list[str] = []
+    linenos: list[int] = []
     for k in range(i, len(lines)):
         if len(rows) == n_frames:
             break
@@ -207,11 +209,11 @@ def read_bvh(path: str | os.PathLike, with_rotations: bool = False) -> Motion:
     n_chan = sum(len(j.channels) for j in joints)
     data, frame_time = _parse_motion(path, lines, i, n_chan)
     n_frames = data.shape[0]
+    offsets = [cast(np.ndarray, j.offset) for j in joints]  # all set: _parse_hierarchy checks each joint's OFFSET
     rots: list[np.ndarray | None] = []
     trans: list[np.ndarray] = []
     col = 0
-    for j in joints:
-        t = j.offset
+    for j, t in zip(joints, offsets):
         rot_axes, rot_cols = "", []
         for c in j.channels:
             kind, what = _CHANNELS[c]
@@ -231,7 +233,7 @@ def read_bvh(path: str | os.PathLike, with_rotations: bool = False) -> Motion:
         path=path,
         joint_names=tuple(names),
         parents=parents,
-        offsets=np.stack([j.offset for j in joints]),
+        offsets=np.stack(offsets),
         positions=positions,
         fps=1.0 / frame_time,
         rotations=rotations,

@@ -6,10 +6,12 @@ the expected size and are finite, and its weights fit the network its settings d
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
+
+M = TypeVar("M", bound=torch.nn.Module)
 
 
 class CheckpointError(ValueError):
@@ -53,7 +55,7 @@ def finite_vector(payload: dict[str, Any], key: str, size: int, path: Path) -> t
     return value
 
 
-def load_network(cls: type[torch.nn.Module], config: Any, state: Any, path: Path) -> torch.nn.Module:
+def load_network(cls: type[M], config: Any, state: Any, path: Path) -> M:
     """`cls(**config)` with the weights `state`, in eval mode."""
     try:
         net = cls(**config)

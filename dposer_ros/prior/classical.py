@@ -48,8 +48,8 @@ class GMMPrior:
 
         weights, means, precisions = {}, {}, {}
         rng = np.random.default_rng(seed)
-        for group, x in group_samples(data).items():
-            x = x.numpy().astype(np.float64)
+        for group, samples in group_samples(data).items():
+            x = samples.numpy().astype(np.float64)
             x = x[rng.permutation(len(x))[:max_samples]]
             gmm = GaussianMixture(components, covariance_type="full", reg_covar=1e-4, random_state=seed).fit(x)
             weights[group], means[group], precisions[group] = gmm.weights_, gmm.means_, gmm.precisions_
@@ -58,7 +58,7 @@ class GMMPrior:
     def save(self, path: Path) -> None:
         arrays = {f"{k}_{g}": v for k, d in (("weights", self.weights), ("means", self.means),
                                              ("precisions", self.precisions)) for g, v in d.items()}
-        np.savez(path, **arrays)
+        np.savez(path, **arrays)  # type: ignore[arg-type]  # mypy: a key of arrays could be allow_pickle
 
     @classmethod
     def load(cls, path: Path) -> GMMPrior:

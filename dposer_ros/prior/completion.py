@@ -71,6 +71,9 @@ class CompletionNet(nn.Module):
 class Completion(nn.Module):
     """The network with its normalisation (per-entry mean and std of the body rotations)."""
 
+    mean: torch.Tensor  # buffers
+    std: torch.Tensor
+
     def __init__(self, net: CompletionNet, mean: torch.Tensor, std: torch.Tensor, meta: dict | None = None) -> None:
         super().__init__()
         self.net = net

@@ -43,6 +43,9 @@ class Normalizer:
 class PosePrior(torch.nn.Module):
     """A diffusion prior over normalised pose vectors, usable through `denoise` without gradients."""
 
+    mean: torch.Tensor  # buffers
+    std: torch.Tensor
+
     def __init__(self, net: ScoreNet, sde: SubVPSDE, normalizer: Normalizer, meta: dict | None = None) -> None:
         super().__init__()
         self.net, self.sde = net, sde

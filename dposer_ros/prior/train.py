@@ -7,6 +7,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -151,7 +152,7 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> Path:
     ema = copy.deepcopy(net).eval()
     opt = torch.optim.RAdam(net.parameters(), lr=cfg.lr)
     state_path = out / "train_state.pt"
-    history = {"step": [], "loss": [], "val_step": [], "val_loss": [], "seconds": 0.0}
+    history: dict[str, Any] = {"step": [], "loss": [], "val_step": [], "val_loss": [], "seconds": 0.0}
     step = 0
     if resume and state_path.is_file():
         state = torch.load(state_path, weights_only=False)

@@ -12,6 +12,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rosbags.interfaces import Connection
 
 MSG_PACKAGE = "dposer_msgs"
 
@@ -70,7 +74,7 @@ class BagWriter:
         plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
         self._writer = Writer(self.folder, version=9, storage_plugin=plugin)
         self._writer.open()
-        self._connections: dict[str, object] = {}
+        self._connections: dict[str, Connection] = {}
         self.counts: dict[str, int] = {}
 
     def add_topic(self, topic: str, msgtype: str) -> None:

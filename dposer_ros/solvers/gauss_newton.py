@@ -9,6 +9,7 @@ bent by more than about two radians spirals away from its target instead of conv
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import roma
 import torch
@@ -98,8 +99,8 @@ def gauss_newton_step(
                 jbt = jb.transpose(1, 2)
                 h[:, : 3 * n_free, : 3 * n_free] += jbt @ pull.precision @ jb
                 g[:, : 3 * n_free] += jbt @ (pull.precision @ d.reshape(batch, -1, 1))
-            else:
-                s2 = pull.scale.expand_as(theta).square()  # (B, F, 3)
+            else:  # a diagonal pull: scale is set
+                s2 = cast(torch.Tensor, pull.scale).expand_as(theta).square()  # (B, F, 3)
                 jt_s2 = jinv.transpose(-1, -2) * s2[..., None, :]  # J^T diag(s^2)
                 h[:, rows, cols] += (jt_s2 @ jinv).reshape(batch, -1)
                 g[:, : 3 * n_free, 0] += (jt_s2 @ d[..., None]).reshape(batch, -1)

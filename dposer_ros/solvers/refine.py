@@ -20,6 +20,7 @@ body shape and keypoint offsets (`solvers.calibration`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import roma
 import torch
@@ -148,7 +149,7 @@ def cold_start(fk, points: AttachedPoints, obs: Observation, rest_scale: torch.T
 def _scaled(pull: Pull, factor: torch.Tensor) -> Pull:
     """The pull with each joint's residual multiplied by `factor` (B, F, 1), diagonal or full precision alike."""
     if pull.precision is None:
-        return Pull(pull.target, pull.scale * factor)
+        return Pull(pull.target, cast(torch.Tensor, pull.scale) * factor)  # a diagonal pull: scale is set
     r = factor.expand(-1, -1, 3).reshape(factor.shape[0], -1)
     return Pull(pull.target, precision=pull.precision * r[:, :, None] * r[:, None, :])
 

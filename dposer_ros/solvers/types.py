@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 import torch
 
@@ -48,19 +49,19 @@ class BodyState:
 
     def select(self, i: int) -> BodyState:
         """Person i as a detached one-person state (a copy)."""
-        parts = {k: None if getattr(self, k) is None else getattr(self, k)[i : i + 1].detach().clone()
-                 for k in self._PER_PERSON}
+        parts: dict[str, Any] = {k: None if getattr(self, k) is None else getattr(self, k)[i : i + 1].detach().clone()
+                                 for k in self._PER_PERSON}
         calibration = None if self.calibration is None else self.calibration.select(i)
         return BodyState(parts.pop("pose"), parts.pop("transl"), **parts, calibration=calibration)
 
     @staticmethod
     def cat(states: Sequence[BodyState]) -> BodyState:
         """One batched state of several (an optional field only when every state has it)."""
-        def joined(key: str):
+        def joined(key: str) -> Any:  # a tensor, or None for an optional field some state lacks
             values = [getattr(s, key) for s in states]
             return None if any(v is None for v in values) else torch.cat(values)
-        calibrations = [s.calibration for s in states]
-        same = all(c is not None and c.offsets.shape[1:] == calibrations[0].offsets.shape[1:] for c in calibrations)
+        calibrations = [s.calibration for s in states if s.calibration is not None]
+        same = len(calibrations) == len(states) and all(c.offsets.shape[1:] == calibrations[0].offsets.shape[1:] for c in calibrations)
         return BodyState(joined("pose"), joined("transl"), hidden_frames=joined("hidden_frames"),
                          betas=joined("betas"), calibration=Calibration.cat(calibrations) if same else None)
 
