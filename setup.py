@@ -47,7 +47,7 @@ data_files = [
     ("share/ament_index/resource_index/packages", ["resource/" + PACKAGE_NAME]),
     ("share/" + PACKAGE_NAME, ["package.xml"]),
     ("share/" + PACKAGE_NAME + "/launch", _files("launch/*.py")),
-] + _tree("config", (".yaml", ".yml")) + [
+] + _tree("config", (".yaml", ".yml", ".rviz")) + [
     # shipped models with their sub-folders; models/engines/ (ONNX/TensorRT files built per machine) is not shipped
     (d, f) for d, f in _tree("models", (".pt", ".npz", ".yaml", ".md", ".png", ".json"))
     if not d.startswith(os.path.join("share", PACKAGE_NAME, "models", "engines"))
@@ -88,7 +88,8 @@ setup(
     entry_points={
         "console_scripts": [
             "dposer = dposer_ros.cli:main",
-            "refine_node = dposer_ros.ros.refine_node:main",
+            "refine_node = dposer_ros.ros.refine_node:run",
+            "refine_lifecycle_node = dposer_ros.ros.refine_node:run_lifecycle",
         ],
     },
 )

@@ -15,6 +15,7 @@ import json
 import random
 import signal
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -26,6 +27,18 @@ from dposer_ros.body import ForwardKinematics  # noqa: E402
 from dposer_ros.keypoints import get_format  # noqa: E402
 from dposer_ros.ros.process import stop_under_load  # noqa: E402
 from dposer_ros.ros.refine_node import default_model_path  # noqa: E402
+
+
+def table(result: dict) -> str:
+    """The markdown table of a run (scripts/gen_results_tables.py quotes it)."""
+    lines = ["| signal | trials | exit code 0 | slowest exit (s) | median exit (s) | runs with error lines |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for sig, v in result["summary"].items():
+        times = sorted(t["seconds"] for t in result["trials"] if t["signal"] == sig)
+        lines.append(f"| {sig} | {v['trials']} | {v['exit_0']} | {v['max_seconds']:.2f} | "
+                     f"{times[len(times) // 2]:.2f} | {v['with_error_lines']} |")
+    lines += ["", f"Run {result.get('date', 'on an unrecorded date')} (`{result['command']}`)."]
+    return "\n".join(lines) + "\n"
 
 
 def main() -> int:
@@ -42,7 +55,7 @@ def main() -> int:
     for i in range(args.trials):
         for sig in (signal.SIGINT, signal.SIGTERM):
             code, took, log = stop_under_load({"model_path": model, "max_people": 1000}, sig,
-                                              args.out.parent / "shutdown.node.log", random.randint(120, 229),
+                                              ROOT / "out" / "bench" / "shutdown.node.log", random.randint(120, 229),
                                               pts, fmt.name)
             bad = [line for line in log.splitlines() if "ERROR" in line or "Traceback" in line or "terminate" in line]
             trials.append({"signal": sig.name, "exit_code": code, "seconds": round(took, 3), "error_lines": bad})
@@ -52,7 +65,7 @@ def main() -> int:
                for s in ("SIGINT", "SIGTERM") for t in [[x for x in trials if x["signal"] == s]]}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"command": "python bench/shutdown.py " + " ".join(sys.argv[1:]),
-                                    "summary": summary, "trials": trials}, indent=1))
+                                    "date": time.strftime("%Y-%m-%d"), "summary": summary, "trials": trials}, indent=1))
     for s, v in summary.items():
         print(f"{s}: {v['exit_0']}/{v['trials']} exit 0, slowest {v['max_seconds']:.2f} s, "
               f"{v['with_error_lines']} with error lines")

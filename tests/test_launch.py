@@ -47,8 +47,9 @@ def test_launch_file_names_the_installed_executable_package_and_config(launch_co
     package = ET.parse(ROOT / "package.xml").getroot().findtext("name")
     assert c["PACKAGE"] == package == "dposer_ros"
     setup = (ROOT / "setup.py").read_text()
-    assert re.search(rf"[\"']{c['EXECUTABLE']}\s*=\s*dposer_ros\.ros\.refine_node:main[\"']", setup), \
+    assert re.search(rf"[\"']{c['EXECUTABLE']}\s*=\s*dposer_ros\.ros\.refine_node:run[\"']", setup), \
         "the launch file's executable is not a console_scripts entry of setup.py"
+    assert re.search(rf"[\"']{c['LIFECYCLE_EXECUTABLE']}\s*=\s*dposer_ros\.ros\.refine_node:run_lifecycle[\"']", setup)
     # (that setup.py installs launch/*.py and config/**.yaml to share/dposer_ros is tests/test_ros_build.py's job)
     config = ROOT / "config" / c["CONFIG_FILE"]
     assert config.is_file()
@@ -75,7 +76,7 @@ def test_every_launch_argument_maps_to_a_declared_parameter_or_topic(launch_cons
     literal_args = {ast.literal_eval(call.args[0]) for call in ast.walk(tree)
                     if isinstance(call, ast.Call) and getattr(call.func, "id", "") == "DeclareLaunchArgument"
                     and call.args and isinstance(call.args[0], ast.Constant)}
-    assert literal_args == {"config", "node_name", "namespace"}
+    assert literal_args == {"config", "node_name", "namespace", "lifecycle", "autostart", "use_sim_time"}
     assert not set(c["PARAMETER_ARGUMENTS"]) & set(c["REMAP_ARGUMENTS"])
 
 
@@ -96,7 +97,8 @@ def test_launch_description_loads_with_launch_ros():
     except PackageNotFoundError as err:  # the package must be installed (colcon build) for its share directory
         pytest.skip(f"dposer_ros share directory not found ({err})")
     declared = {e.name for e in description.entities if isinstance(e, launch.actions.DeclareLaunchArgument)}
-    assert declared == {"config", "node_name", "namespace"} | set(module.PARAMETER_ARGUMENTS) | set(module.REMAP_ARGUMENTS)
+    own = {"config", "node_name", "namespace", "lifecycle", "autostart", "use_sim_time"}
+    assert declared == own | set(module.PARAMETER_ARGUMENTS) | set(module.REMAP_ARGUMENTS)
     context = launch.LaunchContext()
     for e in description.entities:
         if isinstance(e, launch.actions.DeclareLaunchArgument):

@@ -20,15 +20,24 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 WS = ROOT / "ros_ws"
 
-REQUIRED_EXEC_DEPENDS = {
-    "rclpy",
-    "std_msgs",
-    "sensor_msgs",
-    "geometry_msgs",
-    "visualization_msgs",
-    "diagnostic_msgs",
-    "dposer_msgs",
-}
+ROS_PACKAGES = {"rclpy", "tf2_ros", "launch", "launch_ros", "ament_index_python"}  # besides every *_msgs / *_interfaces
+
+
+def ros_imports() -> set[str]:
+    """ROS packages the node and the launch file import (every import, also those inside functions)."""
+    import ast
+
+    found = set()
+    for path in [*(ROOT / "dposer_ros" / "ros").glob("*.py"), *(ROOT / "launch").glob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else []
+            for name in names:
+                root = name.split(".")[0]
+                if root in ROS_PACKAGES or root.endswith(("_msgs", "_interfaces")):
+                    found.add(root)
+    return found
+
 
 DISCOVERY_TIMEOUT_S = 20.0
 MESSAGE_TIMEOUT_S = 20.0
@@ -172,8 +181,10 @@ def test_package_xml_lists_required_dependencies():
     assert pkg.findtext("license") == "Apache-2.0"
     assert [e.text for e in pkg.findall("buildtool_depend")] == ["ament_python"]
     exec_depends = {e.text for e in pkg.findall("exec_depend")} | {e.text for e in pkg.findall("depend")}
-    missing = REQUIRED_EXEC_DEPENDS - exec_depends
-    assert not missing, "package.xml lacks exec_depend on %s" % sorted(missing)
+    required = ros_imports()
+    assert {"rclpy", "dposer_msgs", "tf2_msgs", "hri_msgs"} <= required  # the scan sees the node's imports
+    missing = required - exec_depends
+    assert not missing, "package.xml lacks exec_depend on %s (imported by the node or launch file)" % sorted(missing)
     assert "python3-pytest" in {e.text for e in pkg.findall("test_depend")}
     assert pkg.find("export/build_type").text == "ament_python"
     assert (ROOT / "resource" / "dposer_ros").is_file()
@@ -240,7 +251,7 @@ def test_setup_py_installs_launch_config_models_and_entry_points():
     assert not any(f.startswith("models/engines") for f in listed), "models/engines must not be installed"
 
     scripts = set(info["entry_points"]["console_scripts"])
-    assert {"dposer = dposer_ros.cli:main", "refine_node = dposer_ros.ros.refine_node:main"} <= {
+    assert {"dposer = dposer_ros.cli:main", "refine_node = dposer_ros.ros.refine_node:run"} <= {
         " ".join(s.split()) for s in scripts
     }
     assert "dposer_ros" in info["packages"]

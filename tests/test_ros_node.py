@@ -256,6 +256,64 @@ def test_round_trip_matches_the_library_and_fills_every_field(client, prior_path
     assert len(lines.points) == 2 * 54 and lines.lifetime.nanosec + lines.lifetime.sec > 0
 
 
+def test_rep155_bodies_tf_joint_states_and_urdf(client, node_process):
+    """One person "7": listed in /humans/bodies/tracked as b7; TF frames body_b7 (parent: the input frame) and one
+    per SMPL-X joint reproduce the answer's joints; the joint states drive the published URDF to the same frames."""
+    import xml.etree.ElementTree as ET
+
+    from hri_msgs.msg import IdsList
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import String
+    from test_hri import urdf_link_poses
+    from tf2_msgs.msg import TFMessage
+
+    from dposer_ros.body.skeleton import smplx_neutral
+
+    got: dict = {"tf": [], "tracked": [], "joints": [], "urdf": []}
+    store = lambda key: (lambda m: got[key].append(m))  # noqa: E731
+    latched = QoSProfile(depth=1, durability=rclpy.qos.DurabilityPolicy.TRANSIENT_LOCAL)
+    subs = [client.node.create_subscription(TFMessage, "/tf", store("tf"), 100),
+            client.node.create_subscription(IdsList, "/humans/bodies/tracked", store("tracked"), 10),
+            client.node.create_subscription(JointState, "/humans/bodies/b7/joint_states", store("joints"), 10),
+            client.node.create_subscription(String, "/humans/bodies/b7/urdf", store("urdf"), latched)]
+    pts, _ = body_keypoints(4)
+    answer = None
+    for k in range(20):  # until our subscriptions are matched and one frame went through
+        msg = keypoints_msg([("7", FORMAT, pts, None)], stamp_s=30.0 + 0.1 * k, frame_id="hri_frame")
+        client.pub.publish(msg)
+        answer = client.answer(msg.header.stamp, timeout=2.0)
+        if answer is not None and client.wait_for(lambda: got["joints"] and got["urdf"], 1.0):
+            break
+    assert answer is not None and got["joints"] and got["urdf"], node_process[1].read_text()[-2000:]
+    stamp = (answer.header.stamp.sec, answer.header.stamp.nanosec)
+    at_stamp = lambda m: (m.header.stamp.sec, m.header.stamp.nanosec) == stamp  # noqa: E731
+    # published right after the answer: wait for this stamp's TF and joint states too
+    assert client.wait_for(lambda: any(at_stamp(t) for m in got["tf"] for t in m.transforms)
+                           and any(at_stamp(m) for m in got["joints"]) and got["tracked"], 5.0)
+    assert any("b7" in m.ids for m in got["tracked"])
+    tfs = {t.child_frame_id: t for m in got["tf"] for t in m.transforms if at_stamp(t)}
+    names = smplx_neutral().names
+    assert tfs["body_b7"].header.frame_id == "hri_frame" and all(tfs[f"{n}_b7"].header.frame_id == "body_b7" for n in names)
+
+    def matrix(t):
+        m = np.eye(4)
+        q = t.transform.rotation
+        m[:3, :3] = core.quat_to_matrix([q.x, q.y, q.z, q.w])
+        m[:3, 3] = [t.transform.translation.x, t.transform.translation.y, t.transform.translation.z]
+        return m
+
+    body = matrix(tfs["body_b7"])
+    world = np.array([(body @ matrix(tfs[f"{n}_b7"]))[:3, 3] for n in names])
+    np.testing.assert_allclose(world, pose_from_msg(answer.people[0])["joints"], atol=1e-5)
+    js = next(m for m in got["joints"] if at_stamp(m))
+    assert len(js.name) == 3 * 54 and ET.fromstring(got["urdf"][-1].data).get("name") == "human_b7"
+    links = urdf_link_poses(got["urdf"][-1].data, list(js.name), np.asarray(js.position))
+    for n in names:
+        np.testing.assert_allclose(links[f"{n}_b7"], matrix(tfs[f"{n}_b7"]), atol=1e-4, err_msg=n)
+    for sub in subs:
+        client.node.destroy_subscription(sub)
+
+
 def _malformed_messages(good_pts):
     k = len(good_pts)
     nan = good_pts.copy()
@@ -366,6 +424,53 @@ def test_node_declares_parameters_with_descriptions_and_ranges(prior_path, domai
     finally:
         if node is not None:
             node.destroy_node()
+        rclpy.try_shutdown(context=ctx)
+
+
+def test_lifecycle_node_loads_on_configure_serves_when_active_and_releases_on_cleanup(prior_path, domain_id):
+    """The managed node: nothing loaded until configure; keypoints subscribed and answered only while active;
+    deactivate stops the worker and forgets tracks; cleanup releases the core and the prior."""
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+    from rclpy.parameter import Parameter
+
+    from dposer_ros.ros.refine_node import RefineLifecycleNode
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=domain_id)
+    node = client = None
+    try:
+        node = RefineLifecycleNode(context=ctx, node_name="lifecycle_probe", namespace="/lc",
+                                   parameter_overrides=[Parameter("model_path", value=str(prior_path)),
+                                                        Parameter("backend", value="torch")])
+        client = rclpy.create_node("lifecycle_client", namespace="/lc", context=ctx)
+        executor = SingleThreadedExecutor(context=ctx)
+        executor.add_node(node)
+        executor.add_node(client)
+        answers: list = []
+        client.create_subscription(SmplxPoseArray, "smplx_poses", answers.append, 10)
+        pub = client.create_publisher(Keypoints3DArray, "keypoints", QoSProfile(depth=5))
+        assert node.core is None and pub.get_subscription_count() == 0
+        assert node.trigger_configure() == R.SUCCESS and node.core is not None
+        assert pub.get_subscription_count() == 0  # configured, not active: no input
+        assert node.trigger_activate() == R.SUCCESS and node._worker.is_alive()
+        pts, _ = body_keypoints(5)
+        end = time.monotonic() + ANSWER_TIMEOUT_S
+        k = 0
+        while not answers and time.monotonic() < end:
+            if pub.get_subscription_count():
+                pub.publish(keypoints_msg([("lc", FORMAT, pts, None)], stamp_s=40.0 + 0.01 * k))
+                k += 1
+            executor.spin_once(timeout_sec=0.05)
+        assert answers and answers[0].people[0].person_id == "lc"
+        assert node.trigger_deactivate() == R.SUCCESS
+        assert node._worker is None and node.core.active_tracks == 0 and pub.get_subscription_count() == 0
+        assert node.trigger_cleanup() == R.SUCCESS and node.core is None
+        assert node.trigger_configure() == R.SUCCESS and node.core is not None  # and again
+    finally:
+        for n in (client, node):
+            if n is not None:
+                n.destroy_node()
         rclpy.try_shutdown(context=ctx)
 
 

@@ -386,6 +386,19 @@ class RefineCore:
                 ref = self._refiners[(fmt.name, settings.steps)] = FewStepRefiner(self.prior, fmt, settings)
             return ref
 
+    def reset(self) -> None:
+        """Forget pending people, tracks and cached refiners (the node was deactivated)."""
+        with self._lock:
+            self._pending.clear()
+            self._tracks.clear()
+            self._refiners.clear()
+            self._cost.clear()
+
+    def tracked_ids(self) -> list[str]:
+        """Person ids whose track has a body (answered at least once since it started)."""
+        with self._lock:
+            return [k for k, t in self._tracks.items() if t.state is not None]
+
     @property
     def active_tracks(self) -> int:
         with self._lock:

@@ -97,6 +97,10 @@ def build_parameters(solver: RefineSettings = RefineSettings()) -> tuple[ParamSp
                   "Static transform input frame -> output_frame as [x, y, z, qx, qy, qz, qw] (metres, unit "
                   "quaternion), used when output_frame is set and tf2_ros is not available.",
                   constraints="7 numbers"),
+        ParamSpec("hri_output", True,
+                  "Publish REP 155 bodies: /humans/bodies/tracked, TF frames body_<id> and <joint>_<id> on /tf, "
+                  "/humans/bodies/<id>/joint_states and the body's URDF on /humans/bodies/<id>/urdf.",
+                  read_only=True),
         ParamSpec("publish_markers", True, "Publish the refined skeletons on `skeleton_markers` (MarkerArray)."),
         ParamSpec("publish_mesh", False, "Publish the mannequin body mesh on `mesh_markers` (TRIANGLE_LIST, heavy)."),
         ParamSpec("mesh_stride", 4, "Draw every n-th mesh triangle (1 = full mesh, ~48k triangles).", range=(1, 64),

@@ -10,10 +10,15 @@ Topics (relative names: remap or push into a namespace as usual)
   out  mesh_markers       visualization_msgs/MarkerArray: the mannequin mesh (TRIANGLE_LIST), publish_mesh only
   out  overlay            sensor_msgs/Image: joints projected into `image` (publish_overlay only)
   out  /diagnostics       diagnostic_msgs/DiagnosticArray every diagnostics_period s
+  out  REP 155 bodies     /humans/bodies/tracked, /tf, /humans/bodies/<id>/joint_states and /urdf (hri_output; hri.py)
 
 Threading: subscription callbacks only convert the message and hand it to `RefineCore.submit` (checks, latest
-wins per person); a worker thread refines everything pending in batched `FewStepRefiner` calls and publishes.
-The executor is never blocked by the solver.
+wins per person); a worker thread refines one bounded batch per cycle and publishes it. The executor is never
+blocked by the solver.
+
+Two nodes: `RefineNode` (`refine_node`) is configured and active from its start; `RefineLifecycleNode`
+(`refine_lifecycle_node`, launch option lifecycle:=true) is a managed node that loads the prior on configure and
+takes input only while active.
 
 Parameters: see `dposer_ros/ros/params.py` (defaults in config/refine.yaml).
 Run: `refine_node --ros-args --params-file config/refine.yaml -p input_format:=coco17`
@@ -35,6 +40,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
@@ -127,11 +133,14 @@ def _descriptor(spec) -> ParameterDescriptor:
     return d
 
 
-class RefineNode(Node):
-    """The ROS 2 node around `RefineCore` (see the module docstring for topics and threading)."""
+class RefineNodeMixin:
+    """What the plain and the lifecycle node share: parameters, then configure (load the prior, build the core,
+    create the publishers), activate (subscribe, start the worker), deactivate (unsubscribe, stop the worker, forget
+    tracks), clean up (release publishers and the prior). `RefineNode` runs configure and activate at once."""
 
-    def __init__(self, **kwargs) -> None:
-        super().__init__(kwargs.pop("node_name", NODE_NAME), **kwargs)
+    core: RefineCore | None
+
+    def _declare(self) -> dict:
         for spec in PARAMETERS:
             self.declare_parameter(spec.name, spec.default, _descriptor(spec))
         p = self.params()
@@ -139,14 +148,24 @@ class RefineNode(Node):
             problem = check_value(spec, p[spec.name])
             if problem:
                 raise ValueError(problem)
-        if p["threads"] > 0:
-            import torch
-
-            torch.set_num_threads(p["threads"])
         self.input_type = p["input_type"]
         if self.input_type == "pointcloud2" and not p["input_format"]:
             raise ValueError("input_type pointcloud2 needs input_format (a PointCloud2 does not name its keypoint "
                              "format): add -p input_format:=<name>, e.g. coco17")
+        self._core_settings(p)  # raises on a bad format or t_min > t_max
+        self.core = None
+        self._inputs: list = []
+        self._worker: threading.Thread | None = None
+        self._stop = threading.Event()
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        return p
+
+    def _configure(self) -> None:
+        p = self.params()
+        if p["threads"] > 0:
+            import torch
+
+            torch.set_num_threads(p["threads"])
         self.model_path = Path(p["model_path"]) if p["model_path"] else default_model_path()
         self.get_logger().info(f"loading prior {self.model_path} (backend {p['backend']})")
         _forward_backend_log(self.get_logger())
@@ -162,32 +181,70 @@ class RefineNode(Node):
         self._last_mesh = 0.0
         self._camera_info: CameraInfo | None = None
         self._tf_buffer = None
-
-        # inputs: sensor-data QoS (best effort); callbacks only store
-        in_type = {"keypoints_array": Keypoints3DArray, "marker_array": MarkerArray, "pointcloud2": PointCloud2}
-        self.create_subscription(in_type[self.input_type], "keypoints", self._on_input, qos_profile_sensor_data)
         reliable = QoSProfile(depth=10)
         self.pub_poses = self.create_publisher(SmplxPoseArray, "smplx_poses", reliable)
         self.pub_markers = self.create_publisher(MarkerArray, "skeleton_markers", reliable)
         self.pub_mesh = self.create_publisher(MarkerArray, "mesh_markers", reliable)
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", reliable)
-        self.pub_overlay = None
-        if p["publish_overlay"]:
-            self.pub_overlay = self.create_publisher(Image, "overlay", reliable)
-            self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, qos_profile_sensor_data)
-            self.create_subscription(Image, "image", self._on_image, qos_profile_sensor_data)
+        self.pub_overlay = self.create_publisher(Image, "overlay", reliable) if p["publish_overlay"] else None
         if p["output_frame"]:
             self._setup_tf()
-        self._diag_timer = self.create_timer(p["diagnostics_period"], self._publish_diagnostics)
-        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.hri = None
+        if p["hri_output"]:
+            try:
+                from .hri import HriPublisher
 
-        self._stop = threading.Event()
+                self.hri = HriPublisher(self)
+            except ImportError as err:
+                self.get_logger().warning(f"no REP 155 output: {err} (build ros_ws: scripts/bootstrap.sh)")
+        self._last_prune = 0.0
+        self._diag_timer = self.create_timer(p["diagnostics_period"], self._publish_diagnostics)
+
+    def _activate(self) -> None:
+        p = self.params()
+        # inputs: sensor-data QoS (best effort); callbacks only store
+        in_type = {"keypoints_array": Keypoints3DArray, "marker_array": MarkerArray, "pointcloud2": PointCloud2}
+        self._inputs = [self.create_subscription(in_type[self.input_type], "keypoints", self._on_input,
+                                                 qos_profile_sensor_data)]
+        if self.pub_overlay is not None:
+            self._inputs += [self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, qos_profile_sensor_data),
+                             self.create_subscription(Image, "image", self._on_image, qos_profile_sensor_data)]
+        self._stop.clear()
         self._worker = threading.Thread(target=self._work, name="dposer_refine_worker", daemon=True)
         self._worker.start()
         self.get_logger().info(
             f"refining {self.input_type} on {self.resolve_topic_name('keypoints')} "
             f"(format {self.core.settings.input_format or 'from messages'}, {p['steps']} steps, "
             f"t {p['t_max']}->{p['t_min']}) -> {self.resolve_topic_name('smplx_poses')}")
+
+    def _deactivate(self) -> None:
+        """Stop taking input and refining (after the batch in progress); pending people and tracks are dropped."""
+        for sub in self._inputs:
+            self.destroy_subscription(sub)
+        self._inputs = []
+        if self._worker is not None:
+            self._stop.set()
+            if self.core is not None:
+                self.core.wakeup.set()
+            if self._worker.is_alive():
+                self._worker.join(timeout=5.0)
+            self._worker = None
+        if self.core is not None:
+            self.core.reset()
+
+    def _cleanup(self) -> None:
+        """Release what configure made: publishers, timer, the core and the prior."""
+        if self.core is None:
+            return
+        self.destroy_timer(self._diag_timer)
+        if self.hri is not None:
+            self.hri.close()
+            self.hri = None
+        for pub in (self.pub_poses, self.pub_markers, self.pub_mesh, self.pub_diag, self.pub_overlay):
+            if pub is not None:
+                self.destroy_publisher(pub)
+        self.core = None
+
 
     # -- parameters ----------------------------------------------------------------------------------
     def params(self) -> dict:
@@ -219,10 +276,11 @@ class RefineNode(Node):
                 settings.input_format = adapters.AZURE_KINECT_FORMAT
             if self.input_type == "pointcloud2" and not settings.input_format:
                 raise ValueError("input_type pointcloud2 needs input_format")
-            self.core.update_settings(settings)
+            if self.core is not None:
+                self.core.update_settings(settings)
         except ValueError as err:
             return SetParametersResult(successful=False, reason=str(err))
-        if any(param.name == "diagnostics_period" for param in changed):
+        if self.core is not None and any(param.name == "diagnostics_period" for param in changed):
             self._diag_timer.cancel()
             self.destroy_timer(self._diag_timer)
             self._diag_timer = self.create_timer(p["diagnostics_period"], self._publish_diagnostics)
@@ -268,17 +326,21 @@ class RefineNode(Node):
     # -- worker --------------------------------------------------------------------------------------
     def _work(self) -> None:
         """One bounded batch per cycle (`RefineCore.refine_pending`), its finished frames published at once; stops
-        between batches when the node shuts down."""
+        between batches when the node is deactivated or shuts down."""
+        core = self.core
         while not self._stop.is_set():
-            if not self.core.wakeup.wait(timeout=0.1):
-                self.core.expire_tracks()
+            if self.hri is not None and time.monotonic() - self._last_prune > 1.0:
+                self._last_prune = time.monotonic()
+                self.hri.prune(core.tracked_ids())
+            if not core.wakeup.wait(timeout=0.1):
+                core.expire_tracks()
                 continue
             try:
-                outputs = self.core.refine_pending()
+                outputs = core.refine_pending()
             except Exception as err:  # noqa: BLE001 - keep serving; count and log
                 self._error("solver", f"refinement failed: {type(err).__name__}: {err}")
                 continue
-            for kind, text in self.core.stats.take_errors():
+            for kind, text in core.stats.take_errors():
                 self._error(kind, text)
             for out in outputs:
                 if self._stop.is_set() or not self.context.ok():
@@ -332,6 +394,8 @@ class RefineNode(Node):
         hdr = convert.header(out.frame.stamp, self._out_frame(out.frame.frame_id))
         self.pub_poses.publish(convert.pose_array(people, hdr))
         self.core.stats.published(len(people), out.latency_ms)
+        if self.hri is not None:
+            self.hri.publish(people, hdr, self.core.tracked_ids())
         lifetime = float(self.get_parameter("marker_lifetime").value)
         people = [r for r in people if not r.failed]  # a failed person has no body to draw
         if self.get_parameter("publish_markers").value and self.pub_markers.get_subscription_count():
@@ -406,18 +470,70 @@ class RefineNode(Node):
             self.get_clock().now().to_msg(), snap, name=f"dposer_ros: {self.get_fully_qualified_name()}",
             hardware_id=os.uname().nodename, extra=extra))
 
-    # -- shutdown ------------------------------------------------------------------------------------
+
+
+class RefineNode(RefineNodeMixin, Node):
+    """The ROS 2 node around `RefineCore` (see the module docstring for topics and threading): configured and
+    active from its construction."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(kwargs.pop("node_name", NODE_NAME), **kwargs)
+        self._declare()
+        self._configure()
+        self._activate()
+
     def destroy_node(self) -> None:
-        worker = getattr(self, "_worker", None)  # absent when __init__ failed
-        if worker is not None:
-            self._stop.set()
-            self.core.wakeup.set()
-            if worker.is_alive():
-                worker.join(timeout=5.0)
+        if hasattr(self, "_inputs"):  # absent when __init__ failed early
+            self._deactivate()
+            self._cleanup()
         super().destroy_node()
 
 
-def main(args: list[str] | None = None) -> int:
+class RefineLifecycleNode(RefineNodeMixin, LifecycleNode):
+    """The refine node as a managed (lifecycle) node: configure loads the prior and builds the engine, activate
+    subscribes and starts the worker, deactivate stops both and forgets tracks, cleanup releases the engine.
+    Parameters are declared (and checked) at construction, as with the plain node."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(kwargs.pop("node_name", NODE_NAME), **kwargs)
+        self._declare()
+
+    def _step(self, name: str, action) -> TransitionCallbackReturn:
+        try:
+            action()
+        except (ValueError, OSError, BackendError) as err:
+            self.get_logger().error(f"{name} failed: {err}")
+            return TransitionCallbackReturn.FAILURE
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        return self._step("configure", self._configure)
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        result = self._step("activate", self._activate)
+        return super().on_activate(state) if result == TransitionCallbackReturn.SUCCESS else result
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._deactivate()
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._cleanup()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._deactivate()
+        self._cleanup()
+        return TransitionCallbackReturn.SUCCESS
+
+    def destroy_node(self) -> None:
+        if hasattr(self, "_inputs"):
+            self._deactivate()
+            self._cleanup()
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None, node_class: type[Node] = RefineNode) -> int:
     """Run the node until SIGINT / SIGTERM. The signals only set a flag (rclpy's own handlers would raise inside a
     message conversion and end the process with an error): the executor stops between callbacks, the worker
     between batches, and the process exits 0."""
@@ -435,7 +551,7 @@ def main(args: list[str] | None = None) -> int:
     node = None
     try:
         try:
-            node = RefineNode()
+            node = node_class()
         except (ValueError, OSError, BackendError, ParameterException) as err:  # bad parameters, model, backend
             print(f"[{NODE_NAME}] error: {err}", file=sys.stderr)
             return 1
@@ -455,5 +571,20 @@ def main(args: list[str] | None = None) -> int:
     return 0
 
 
+def run(node_class: type[Node] = RefineNode) -> None:
+    """Console entry point: `main`, then leave at once. Everything the node owns is released by then; what is left
+    is the interpreter's own teardown of torch, ONNX Runtime and DDS modules (about 1 s measured), which would
+    only delay a launch system's restart or shutdown."""
+    code = main(node_class=node_class)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def run_lifecycle() -> None:
+    """Console entry point of the managed node (`refine_lifecycle_node`): waits for configure / activate."""
+    run(RefineLifecycleNode)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run(RefineLifecycleNode if "--lifecycle" in sys.argv else RefineNode)

@@ -1,0 +1,109 @@
+"""REP 155 bodies: what HRI stacks (ros4hri's `hri_person_manager`, `pyhri`, `hri_rviz`) read, from refined people.
+
+Per answered body `<id>` (the person_id as a ROS name token, `dposer_ros.body.urdf.body_id_token`):
+  /humans/bodies/tracked            hri_msgs/IdsList: the bodies with a track, after every answer
+  /tf                               tf2_msgs/TFMessage: `body_<id>` (parent: the output frame, on the input stamp;
+                                    REP 155: origin at the mid point of the hips, x forward, z up) and one frame per
+                                    SMPL-X joint, `<joint>_<id>`, parented to it (REP 103 axes, aligned at rest)
+  /humans/bodies/<id>/joint_states  sensor_msgs/JointState: the 162 angles of the body's URDF
+  /humans/bodies/<id>/urdf          std_msgs/String, transient local: the body's URDF in its calibrated proportions
+                                    (RViz's RobotModel reads it as a description topic), again when the shape changes
+Message types are loaded here, at run time: the node runs without them (and says so) when they are not built.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import roma
+import torch
+
+from ..body import ForwardKinematics
+from ..body.shape import rest_joints
+from ..body.skeleton import smplx_neutral
+from ..body.urdf import body_frames, body_id_token, joint_state, urdf
+from .core import PersonResult
+
+TRACKED_TOPIC = "/humans/bodies/tracked"
+URDF_SHAPE_CHANGE = 0.05  # republish a body's URDF when a shape coefficient moved this much
+
+
+def _quaternion(rot: np.ndarray) -> np.ndarray:
+    return roma.rotmat_to_unitquat(torch.as_tensor(rot, dtype=torch.float64)).numpy()  # x, y, z, w
+
+
+class HriPublisher:
+    """Publishes REP 155 bodies for a node; `publish` per answered frame, `prune` to drop gone bodies."""
+
+    def __init__(self, node) -> None:
+        from hri_msgs.msg import IdsList  # noqa: F401 - raise ImportError here when the interfaces are missing
+        from rclpy.qos import DurabilityPolicy, QoSProfile
+        from tf2_msgs.msg import TFMessage
+
+        self.node = node
+        self.pub_tf = node.create_publisher(TFMessage, "/tf", QoSProfile(depth=100))
+        self.pub_tracked = node.create_publisher(IdsList, TRACKED_TOPIC, QoSProfile(depth=10))
+        self.latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.bodies: dict[str, dict] = {}  # body id -> {"joints": publisher, "urdf": publisher, "betas": array}
+        self.fk = ForwardKinematics()
+        self.names = smplx_neutral().names
+
+    def publish(self, people: list[PersonResult], header, tracked: list[str]) -> None:
+        from geometry_msgs.msg import TransformStamped
+        from hri_msgs.msg import IdsList
+        from sensor_msgs.msg import JointState
+        from tf2_msgs.msg import TFMessage
+
+        transforms = []
+        for res in people:
+            if res.failed:
+                continue
+            bid = body_id_token(res.person_id)
+            body = self._body(bid, res.betas)
+            rest = None if res.betas is None else rest_joints(torch.as_tensor(res.betas))[None]
+            posed = self.fk(torch.as_tensor(res.pose)[None], torch.as_tensor(res.transl)[None], rest)
+            origin, rot, local_pos, local_rot = body_frames(posed.joints[0].numpy(), posed.rotations[0].numpy())
+            frames = [(header.frame_id, f"body_{bid}", origin, rot)]
+            frames += [(f"body_{bid}", f"{n}_{bid}", p, r) for n, p, r in zip(self.names, local_pos, local_rot)]
+            for parent, child, pos, r in frames:
+                t = TransformStamped()
+                t.header.stamp, t.header.frame_id, t.child_frame_id = header.stamp, parent, child
+                t.transform.translation.x, t.transform.translation.y, t.transform.translation.z = map(float, pos)
+                q = _quaternion(r)
+                t.transform.rotation.x, t.transform.rotation.y, t.transform.rotation.z, t.transform.rotation.w = map(float, q)
+                transforms.append(t)
+            names, angles = joint_state(res.pose, bid)
+            body["joints"].publish(JointState(header=header, name=names, position=[float(a) for a in angles]))
+        if transforms:
+            self.pub_tf.publish(TFMessage(transforms=transforms))
+        self.pub_tracked.publish(IdsList(header=header, ids=[body_id_token(p) for p in tracked]))
+
+    def _body(self, bid: str, betas: np.ndarray | None) -> dict:
+        from sensor_msgs.msg import JointState
+        from std_msgs.msg import String
+
+        body = self.bodies.get(bid)
+        if body is None:
+            body = self.bodies[bid] = {
+                "joints": self.node.create_publisher(JointState, f"/humans/bodies/{bid}/joint_states", 10),
+                "urdf": self.node.create_publisher(String, f"/humans/bodies/{bid}/urdf", self.latched),
+                "betas": None,
+            }
+        shape = np.zeros(10) if betas is None else np.asarray(betas)
+        if body["betas"] is None or np.abs(shape - body["betas"]).max() > URDF_SHAPE_CHANGE:
+            body["betas"] = shape
+            body["urdf"].publish(String(data=urdf(bid, shape)))
+        return body
+
+    def close(self) -> None:
+        """Destroy every publisher this made."""
+        self.prune([])
+        self.node.destroy_publisher(self.pub_tf)
+        self.node.destroy_publisher(self.pub_tracked)
+
+    def prune(self, tracked: list[str]) -> None:
+        """Destroy the publishers of bodies that no longer have a track."""
+        keep = {body_id_token(p) for p in tracked}
+        for bid in [b for b in self.bodies if b not in keep]:
+            body = self.bodies.pop(bid)
+            self.node.destroy_publisher(body["joints"])
+            self.node.destroy_publisher(body["urdf"])
