@@ -129,6 +129,19 @@ def _record(args: argparse.Namespace) -> int:
     return run_record(args)
 
 
+def _export_poses(args: argparse.Namespace) -> int:
+    from .replay.export_poses import export_poses
+
+    try:
+        paths = export_poses(args.bag, args.out, args.topic)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"dposer export-poses: {err}", file=sys.stderr)
+        return 1
+    for path in paths:
+        print(path)
+    return 0
+
+
 def _eval(args: argparse.Namespace) -> int:
     from .evaluation.command import run_eval
 
@@ -255,6 +268,12 @@ def build_parser() -> argparse.ArgumentParser:
     rec = commands.add_parser("record", help="record the refine node's output topics to an MCAP bag")
     add_record_arguments(rec)
     rec.set_defaults(func=_record)
+
+    xp = commands.add_parser("export-poses", help="the refined people of a recorded bag as AMASS-style SMPL-X npz files")
+    xp.add_argument("bag", type=Path, help="rosbag2 folder or .mcap file with dposer_msgs/SmplxPoseArray messages")
+    xp.add_argument("--out", type=Path, required=True, help="OUT.npz: writes OUT_<person>.npz per person")
+    xp.add_argument("--topic", default=None, help="topic to read (default: every SmplxPoseArray topic)")
+    xp.set_defaults(func=_export_poses)
 
     from .evaluation.command import add_arguments as eval_arguments
 

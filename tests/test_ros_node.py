@@ -527,6 +527,41 @@ def _cloud(points, conf, ids=None):
     return msg
 
 
+def _ns(**kw):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(**kw)
+
+
+def test_yolo_ros_adapter_reads_one_based_keypoint_ids_and_scores():
+    """yolo_ros DetectionArray: KeyPoint3D.id is 1 + the COCO index, keypoints under its threshold are absent."""
+    pts, _ = body_keypoints(3)
+    header = _ns(stamp=Time(sec=5, nanosec=0), frame_id="camera_color_optical_frame")
+    kps = [_ns(id=j + 1, point=_ns(x=float(pts[j, 0]), y=float(pts[j, 1]), z=float(pts[j, 2])), score=0.8)
+           for j in range(17) if j not in (3, 4)]
+    det = _ns(id="12", keypoints3d=_ns(frame_id="camera_depth_frame", data=kps))
+    no_pose = _ns(id="13", keypoints3d=_ns(frame_id="", data=[]))  # a detection without keypoints: not a person
+    stamp_ns, frame_id, _, people = adapters.from_yolo_detections(_ns(header=header, detections=[det, no_pose]))
+    assert stamp_ns == 5_000_000_000 and frame_id == "camera_depth_frame" and len(people) == 1
+    p = people[0]
+    assert p.person_id == "12" and p.format_name == "coco17"
+    np.testing.assert_allclose(p.points[[0, 5, 16]], pts[[0, 5, 16]])
+    assert list(p.confidences[[3, 4]]) == [0.0, 0.0] and np.isnan(p.points[3]).all() and p.confidences[0] == 0.8
+    bad = _ns(header=header, detections=[_ns(id="1", keypoints3d=_ns(frame_id="", data=[_ns(id=18, point=_ns(
+        x=0.0, y=0.0, z=0.0), score=1.0)]))])
+    with pytest.raises(core.MalformedInput, match="outside 1..17"):
+        adapters.from_yolo_detections(bad)
+
+
+def test_runtime_message_types_missing_is_a_clear_start_error(prior_path):
+    """zed_objects / yolo_detections load their message types at run time: without them the node exits 1 and says
+    which package to install."""
+    cmd = [sys.executable, "-m", "dposer_ros.ros.refine_node", "--ros-args", "--params-file", str(CONFIG),
+           "-p", f"model_path:={prior_path}", "-p", "backend:=torch", "-p", "input_type:=yolo_detections"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "yolo_msgs" in done.stderr, done.stderr[-2000:]
+
+
 def test_pointcloud2_adapter():
     a, _ = body_keypoints(4)
     b, _ = body_keypoints(5)
@@ -640,6 +675,63 @@ def test_bag_round_trip_with_dposer_msgs(tmp_path):
         assert [m.timestamp_ns for m in got] == [1000, 1001, 1002]
         back = deserialize_message(got[0].data, Keypoints3DArray)
         assert back.people[0].person_id == "bag" and back.people[0].points[4].x == pytest.approx(good[4, 0])
+
+
+def test_export_poses_writes_amass_npz_per_person_that_reproduces_the_joints(tmp_path):
+    """A bag of answers for two people (one answer failed) -> one AMASS-style npz each; the package's kinematics with
+    the file's poses, trans and betas gives the published joints, and `to_smplx_kwargs` feeds an `smplx` model."""
+    from rclpy.serialization import serialize_message
+    from tiny_smplx import write_tiny_smplx
+
+    from dposer_ros.body.amass import SMPLX_MODEL_KWARGS, to_smplx_kwargs
+    from dposer_ros.body.smplx_model import SmplxModel
+    from dposer_ros.cli import main as dposer
+    from dposer_ros.replay.bags import BagWriter
+    from dposer_ros.ros.convert import pose_array
+
+    gen = torch.Generator().manual_seed(11)
+    betas = {"alice": torch.randn(10, generator=gen, dtype=torch.float64), "7": torch.zeros(10, dtype=torch.float64)}
+    fk = ForwardKinematics()
+    truth: dict = {"alice": [], "7": []}
+    with BagWriter(tmp_path / "session.mcap") as writer:
+        writer.add_topic("/smplx_poses", "dposer_msgs/msg/SmplxPoseArray")
+        for i in range(5):
+            people = []
+            for pid in ("alice", "7"):
+                pose = torch.randn(55, 3, generator=gen, dtype=torch.float64) * 0.2
+                transl = torch.randn(3, generator=gen, dtype=torch.float64)
+                joints = fk(pose[None], transl[None], rest_joints(betas[pid])[None]).joints[0]
+                res = core.PersonResult(pid, pose.numpy(), transl.numpy(), joints.numpy(), np.ones(4, np.float32),
+                                        np.zeros(4, bool), 1.0, FORMAT, betas=betas[pid].numpy())
+                if pid == "7" and i == 2:
+                    res.failed = True
+                else:
+                    truth[pid].append(res)
+                people.append(res)
+            hdr = keypoints_msg([], stamp_s=100.0 + i / 30).header
+            writer.write("/smplx_poses", 1_000 + i, serialize_message(pose_array(people, hdr)))
+    assert dposer(["export-poses", str(tmp_path / "session"), "--out", str(tmp_path / "poses.npz")]) == 0
+    for pid, name in (("alice", "poses_alice.npz"), ("7", "poses_7.npz")):
+        data = np.load(tmp_path / name)
+        assert data["poses"].shape == (len(truth[pid]), 165) and str(data["gender"]) == "neutral"
+        assert float(data["mocap_framerate"]) == pytest.approx(30.0, rel=1e-3) and bool(data["flat_hand_mean"])
+        np.testing.assert_allclose(data["betas"], betas[pid].numpy())
+        poses = torch.as_tensor(data["poses"]).reshape(-1, 55, 3)
+        rest = rest_joints(torch.as_tensor(data["betas"]))[None]
+        joints = fk(poses, torch.as_tensor(data["trans"]), rest).joints.numpy()
+        np.testing.assert_allclose(joints, np.stack([r.joints for r in truth[pid]]), atol=1e-6)
+    kwargs = to_smplx_kwargs(np.load(tmp_path / "poses_alice.npz"))
+    model = SmplxModel(write_tiny_smplx(tmp_path / "SMPLX_NEUTRAL.npz"))
+    assert SMPLX_MODEL_KWARGS["flat_hand_mean"] and not SMPLX_MODEL_KWARGS["use_pca"]
+    out = model.model(**kwargs, return_full_pose=True)
+    assert out.joints.shape[0] == 5 and torch.allclose(out.full_pose.reshape(5, 55, 3).double(),
+                                                        torch.as_tensor(np.load(tmp_path / "poses_alice.npz")["poses"])
+                                                        .reshape(5, 55, 3), atol=1e-6)
+    # a bag without answers: a clear error, exit 1
+    with BagWriter(tmp_path / "empty.mcap") as writer:
+        writer.add_topic("/keypoints", "dposer_msgs/msg/Keypoints3DArray")
+        writer.write("/keypoints", 1, serialize_message(keypoints_msg([], 1.0)))
+    assert dposer(["export-poses", str(tmp_path / "empty"), "--out", str(tmp_path / "x.npz")]) == 1
 
 
 # ----------------------------------------------------------------------------------------------- replay

@@ -12,6 +12,15 @@ Pure functions over message objects (attribute access only; no rclpy import), on
 - `from_pointcloud2`: sensor_msgs/PointCloud2 with float fields x, y, z[, confidence][, person_id | id |
   body_id]; points ordered per the keypoint format, people one after the other (or grouped by the id field).
 
+- `from_zed_objects`: zed_msgs (or zed_interfaces) ObjectsStamped of the ZED ROS 2 wrapper's body tracking: per
+  object with `skeleton_available`, the 3D keypoints of its `body_format` (0 BODY_18, 1 BODY_34, 2 BODY_38:
+  formats zed_body18 / 34 / 38), NaN for a missing keypoint (confidence 0), the object's `confidence` (0-100)
+  scaled to [0, 1] for the others; person id = `label_id` (the tracking id).
+- `from_yolo_detections`: yolo_msgs (yolo_ros) DetectionArray: per detection with `keypoints3d`, each KeyPoint3D's
+  `id` is 1 + the keypoint's index in the pose model's layout (COCO-17 for YOLO pose models), its `score` the
+  confidence; keypoints below yolo_ros' threshold are absent (confidence 0). Person id = the detection's tracking
+  `id` (empty without tracking: no warm start).
+
 Each returns `(stamp_ns, frame_id, stamp, people)`; a message that cannot be read at all raises
 `MalformedInput` (reason `bad_message` or `wrong_count`).
 """
@@ -149,3 +158,60 @@ def from_pointcloud2(msg, fmt_name: str) -> tuple[int, str, object, list[PersonI
             label = str(int(pid)) if float(pid).is_integer() else str(pid)
             people.append(PersonInput(label, pts[sel], conf[sel], fmt_name))
     return stamp_ns(msg.header.stamp), msg.header.frame_id, msg.header.stamp, people
+
+
+ZED_BODY_FORMATS = {0: "zed_body18", 1: "zed_body34", 2: "zed_body38"}  # Object.body_format -> keypoint format
+ZED_MESSAGE_PACKAGES = ("zed_msgs", "zed_interfaces")  # ZED ROS 2 wrapper interfaces: new and old package name
+YOLO_MESSAGE_PACKAGES = ("yolo_msgs",)
+
+
+def message_type(packages: tuple[str, ...], name: str):
+    """A message class loaded at run time from the first package that has it (none is a hard dependency)."""
+    import importlib
+
+    for pkg in packages:
+        try:
+            return getattr(importlib.import_module(f"{pkg}.msg"), name)
+        except (ImportError, AttributeError):
+            continue
+    raise ImportError(f"no {name} message: install or build one of {', '.join(packages)}")
+
+
+def from_zed_objects(msg) -> tuple[int, str, object, list[PersonInput]]:
+    """ZED ObjectsStamped -> the people whose skeleton is available, in zed_body18 / 34 / 38."""
+    people = []
+    for obj in msg.objects:
+        if not obj.skeleton_available:
+            continue
+        fmt_name = ZED_BODY_FORMATS.get(int(obj.body_format), f"zed_body_format_{int(obj.body_format)}")
+        pid = str(int(obj.label_id))
+        if fmt_name not in ZED_BODY_FORMATS.values():  # BODY_70 and later: no table here; the core says so
+            people.append(PersonInput(pid, np.zeros((0, 3)), np.zeros(0), fmt_name))
+            continue
+        k = resolve_format(fmt_name).num_keypoints
+        pts = np.array([kp.kp for kp in obj.skeleton_3d.keypoints[:k]], dtype=np.float64).reshape(-1, 3)
+        seen = np.isfinite(pts).all(-1)
+        conf = np.where(seen, float(np.clip(obj.confidence, 0.0, 100.0)) / 100.0, 0.0)
+        people.append(PersonInput(pid, pts, conf, fmt_name))
+    return stamp_ns(msg.header.stamp), msg.header.frame_id, msg.header.stamp, people
+
+
+def from_yolo_detections(msg, fmt_name: str = "coco17") -> tuple[int, str, object, list[PersonInput]]:
+    """yolo_ros DetectionArray -> the detections with 3D keypoints, in `fmt_name` (COCO-17 for YOLO pose)."""
+    k = resolve_format(fmt_name).num_keypoints
+    people = []
+    frame_id = msg.header.frame_id
+    for i, det in enumerate(msg.detections):
+        data = det.keypoints3d.data
+        if not data:
+            continue
+        pts, conf = np.full((k, 3), np.nan), np.zeros(k)
+        for kp in data:
+            j = int(kp.id) - 1
+            if not 0 <= j < k:
+                raise MalformedInput("wrong_count", f"yolo keypoint id {kp.id} outside 1..{k} of format {fmt_name!r}")
+            pts[j] = (kp.point.x, kp.point.y, kp.point.z)
+            conf[j] = float(kp.score)
+        frame_id = det.keypoints3d.frame_id or frame_id
+        people.append(PersonInput(det.id, pts, conf, fmt_name))
+    return stamp_ns(msg.header.stamp), frame_id, msg.header.stamp, people

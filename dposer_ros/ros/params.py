@@ -17,7 +17,7 @@ import yaml
 from ..solvers.refine import RefineSettings
 from .core import CoreSettings
 
-INPUT_TYPES = ("keypoints_array", "marker_array", "pointcloud2")
+INPUT_TYPES = ("keypoints_array", "marker_array", "pointcloud2", "zed_objects", "yolo_detections")
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
 
 
@@ -39,8 +39,10 @@ def build_parameters(solver: RefineSettings = RefineSettings()) -> tuple[ParamSp
     return (
         ParamSpec("input_type", "keypoints_array",
                   "Message type on the `keypoints` topic: keypoints_array (dposer_msgs/Keypoints3DArray), marker_array "
-                  "(visualization_msgs/MarkerArray skeletons, Azure Kinect style: id = body_id * 100 + joint_id) or "
-                  "pointcloud2 (sensor_msgs/PointCloud2 with fields x, y, z, confidence [, person_id]).",
+                  "(visualization_msgs/MarkerArray skeletons, Azure Kinect style: id = body_id * 100 + joint_id), "
+                  "pointcloud2 (sensor_msgs/PointCloud2 with fields x, y, z, confidence [, person_id]), zed_objects "
+                  "(zed_msgs/ObjectsStamped of the ZED wrapper's body tracking: BODY_18 / 34 / 38) or yolo_detections "
+                  "(yolo_msgs/DetectionArray of yolo_ros with keypoints3d). The last two are loaded at run time.",
                   choices=INPUT_TYPES, read_only=True, constraints="one of " + ", ".join(INPUT_TYPES)),
         ParamSpec("input_format", "",
                   "Keypoint format name (see `dposer_ros.keypoints.known_formats()`, e.g. coco17, coco_wholebody133, "

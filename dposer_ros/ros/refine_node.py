@@ -153,6 +153,7 @@ class RefineNodeMixin:
             raise ValueError("input_type pointcloud2 needs input_format (a PointCloud2 does not name its keypoint "
                              "format): add -p input_format:=<name>, e.g. coco17")
         self._core_settings(p)  # raises on a bad format or t_min > t_max
+        self._input_class = self._input_type_class()  # raises when a run-time message package is missing
         self.core = None
         self._inputs: list = []
         self._worker: threading.Thread | None = None
@@ -200,12 +201,21 @@ class RefineNodeMixin:
         self._last_prune = 0.0
         self._diag_timer = self.create_timer(p["diagnostics_period"], self._publish_diagnostics)
 
+    def _input_type_class(self):
+        fixed = {"keypoints_array": Keypoints3DArray, "marker_array": MarkerArray, "pointcloud2": PointCloud2}
+        if self.input_type in fixed:
+            return fixed[self.input_type]
+        try:
+            if self.input_type == "zed_objects":
+                return adapters.message_type(adapters.ZED_MESSAGE_PACKAGES, "ObjectsStamped")
+            return adapters.message_type(adapters.YOLO_MESSAGE_PACKAGES, "DetectionArray")
+        except ImportError as err:
+            raise ValueError(f"input_type {self.input_type}: {err} (source the workspace that has it)") from None
+
     def _activate(self) -> None:
         p = self.params()
         # inputs: sensor-data QoS (best effort); callbacks only store
-        in_type = {"keypoints_array": Keypoints3DArray, "marker_array": MarkerArray, "pointcloud2": PointCloud2}
-        self._inputs = [self.create_subscription(in_type[self.input_type], "keypoints", self._on_input,
-                                                 qos_profile_sensor_data)]
+        self._inputs = [self.create_subscription(self._input_class, "keypoints", self._on_input, qos_profile_sensor_data)]
         if self.pub_overlay is not None:
             self._inputs += [self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, qos_profile_sensor_data),
                              self.create_subscription(Image, "image", self._on_image, qos_profile_sensor_data)]
@@ -303,8 +313,13 @@ class RefineNodeMixin:
                 stamp_ns, frame_id, stamp, people = adapters.from_keypoints_array(msg, s.max_points, s.max_people)
             elif self.input_type == "marker_array":
                 stamp_ns, frame_id, stamp, people = adapters.from_marker_array(msg, self.core.settings.input_format)
-            else:
+            elif self.input_type == "pointcloud2":
                 stamp_ns, frame_id, stamp, people = adapters.from_pointcloud2(msg, self.core.settings.input_format)
+            elif self.input_type == "zed_objects":
+                stamp_ns, frame_id, stamp, people = adapters.from_zed_objects(msg)
+            else:
+                stamp_ns, frame_id, stamp, people = adapters.from_yolo_detections(msg, self.core.settings.input_format
+                                                                                  or "coco17")
         except MalformedInput as err:
             self.core.stats.frame_in(0)
             self.core.stats.bad(err.reason)
