@@ -477,6 +477,7 @@ def test_lifecycle_node_loads_on_configure_serves_when_active_and_releases_on_cl
 @pytest.mark.parametrize("args, message", [
     (["-p", "input_type:=pointcloud2"], "pointcloud2 needs input_format"),
     (["-p", "steps:=abc"], "steps must be integer"),
+    (["-p", "output_frame:=base_link"], "cannot be resolved"),  # no tf2_ros here, identity output_transform
 ])
 def test_the_node_refuses_to_start_with_bad_parameters(prior_path, args, message):
     """Exit 1 and a message that says what to fix (both used to start, and then reject every message or ignore

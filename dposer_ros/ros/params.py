@@ -95,6 +95,10 @@ def build_parameters(solver: RefineSettings = RefineSettings()) -> tuple[ParamSp
         ParamSpec("output_frame", "",
                   "Frame of the outputs. Empty: keep the input's frame_id. Otherwise the input->output transform is "
                   "looked up with tf2 when tf2_ros is installed, else `output_transform` is used.",),
+        ParamSpec("tf_timeout", 0.05,
+                  "Longest wait [s] for the input -> output_frame transform at a message's stamp; an answer whose "
+                  "transform is not there is dropped and counted (error.transform), never relabelled.",
+                  range=(0.0, 5.0)),
         ParamSpec("output_transform", [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0],
                   "Static transform input frame -> output_frame as [x, y, z, qx, qy, qz, qw] (metres, unit "
                   "quaternion), used when output_frame is set and tf2_ros is not available.",

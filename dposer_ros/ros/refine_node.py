@@ -61,7 +61,7 @@ from .core import (
     resolve_format,
     transform_result,
 )
-from .params import PARAMETERS, check_value
+from .params import BY_NAME, PARAMETERS, check_value
 
 MODEL_RELATIVE = Path("models") / "dposer_cpu" / "prior.pt"
 MESH_MAX_RATE_HZ = 5.0
@@ -269,8 +269,6 @@ class RefineNodeMixin:
         return CoreSettings(input_format=p["input_format"], **{f: p[f] for f in SOLVER_FIELDS + CORE_FIELDS})
 
     def _on_set_parameters(self, changed) -> SetParametersResult:
-        from .params import BY_NAME
-
         p = self.params()
         for param in changed:
             spec = BY_NAME.get(param.name)
@@ -381,9 +379,11 @@ class RefineNodeMixin:
         if not target or target == out.frame.frame_id:
             return people
         if self._tf_buffer is not None:
+            from rclpy.duration import Duration
             from rclpy.time import Time
 
-            tf = self._tf_buffer.lookup_transform(target, out.frame.frame_id, Time.from_msg(out.frame.stamp))
+            wait = Duration(seconds=float(self.get_parameter("tf_timeout").value))
+            tf = self._tf_buffer.lookup_transform(target, out.frame.frame_id, Time.from_msg(out.frame.stamp), wait)
             tr, q = tf.transform.translation, tf.transform.rotation
             rot, trans = quat_to_matrix([q.x, q.y, q.z, q.w]), np.array([tr.x, tr.y, tr.z])
         else:
@@ -392,9 +392,16 @@ class RefineNodeMixin:
         return [transform_result(r, rot, trans) for r in people]
 
     def _setup_tf(self) -> None:
+        """tf2 when installed; else the static output_transform, which must then say something (an identity would
+        only relabel the input frame as output_frame)."""
         try:
             from tf2_ros import Buffer, TransformListener
         except ImportError:
+            t = self.get_parameter("output_transform").value
+            if list(t) == list(BY_NAME["output_transform"].default):
+                raise ValueError(f"output_frame {self.get_parameter('output_frame').value!r} cannot be resolved: "
+                                 "tf2_ros is not installed and output_transform is the identity; set "
+                                 "output_transform to the input -> output_frame transform, or install tf2_ros") from None
             self.get_logger().info("tf2_ros not installed: outputs use the static output_transform parameter")
             return
         self._tf_buffer = Buffer()
