@@ -12,8 +12,10 @@ from dposer_ros.body import smplx_neutral
 NUM_VERTICES = 9930
 
 
-def write_tiny_smplx(path: Path, seed: int = 0) -> Path:
-    """Random-but-valid SMPL-X model: joints regress exactly onto 55 anchor vertices placed at the neutral rest joints."""
+def write_tiny_smplx(path: Path, seed: int = 0, package_shape: bool = False) -> Path:
+    """Random-but-valid SMPL-X model: joints regress exactly onto 55 anchor vertices placed at the neutral rest joints.
+    `package_shape`: the anchors move with the first 10 betas as this package's joint shape table says
+    (`dposer_ros.body.shape`), so the model's joints are this package's for any shape."""
     rng = np.random.default_rng(seed)
     skel = smplx_neutral()
     v_template = rng.normal(0.0, 0.3, (NUM_VERTICES, 3))
@@ -24,6 +26,11 @@ def write_tiny_smplx(path: Path, seed: int = 0) -> Path:
     v_template[55:110] = skel.rest_joints
     shapedirs = np.zeros((NUM_VERTICES, 3, 20))
     shapedirs[:110] = rng.normal(0.0, 0.01, (110, 3, 20))
+    if package_shape:
+        from dposer_ros.body.shape import shape_tables
+
+        dirs = shape_tables()[1].numpy()
+        shapedirs[:55, :, :10] = shapedirs[55:110, :, :10] = dirs
     weights = np.zeros((NUM_VERTICES, 55))
     weights[np.arange(NUM_VERTICES), rng.integers(0, 55, NUM_VERTICES)] = 1.0
     kintree = np.stack([np.array(skel.parents, dtype=np.int64), np.arange(55)])
