@@ -51,11 +51,16 @@ def body_frames(joints: np.ndarray, rotations: np.ndarray) -> tuple[np.ndarray, 
 def joint_state(pose: np.ndarray, body_id: str) -> tuple[list[str], np.ndarray]:
     """The URDF's joint names and angles (162,) for a (55, 3) axis-angle pose; the root's orientation is the body
     frame's, not a joint."""
-    local = roma.rotvec_to_rotmat(torch.as_tensor(np.asarray(pose)[1:], dtype=torch.float64))
-    fix = torch.as_tensor(REP_FROM_SMPLX)
-    euler = roma.rotmat_to_euler("XYZ", fix.T @ local @ fix).numpy()  # intrinsic x, y, z in the link's axes
-    names = [f"{n}_{a}_{body_id}" for n in smplx_neutral().names[1:] for a in AXES]
-    return names, euler.reshape(-1)
+    local = roma.rotvec_to_rotmat(torch.as_tensor(np.asarray(pose)[1:], dtype=torch.float64)).numpy()
+    r = REP_FROM_SMPLX.T @ local @ REP_FROM_SMPLX  # in the link's axes
+    # R = Rx(a) Ry(b) Rz(c): R[0, 2] = sin b, R[1, 2] = -sin a cos b, R[2, 2] = cos a cos b, R[0, :2] = cos b (cos c, -sin c)
+    euler = np.stack([np.arctan2(-r[:, 1, 2], r[:, 2, 2]), np.arcsin(np.clip(r[:, 0, 2], -1.0, 1.0)),
+                      np.arctan2(-r[:, 0, 1], r[:, 0, 0])], axis=-1)
+    return _joint_names(body_id), euler.reshape(-1)
+
+
+def _joint_names(body_id: str) -> list[str]:
+    return [f"{n}_{a}_{body_id}" for n in smplx_neutral().names[1:] for a in AXES]
 
 
 def urdf(body_id: str, betas: np.ndarray | None = None) -> str:

@@ -203,6 +203,13 @@ def run_demo(args) -> int:
         client = ReplayClient("dposer_demo", context=ctx)
         client.create_subscription(DiagnosticArray, "/diagnostics",
                                    lambda m: diag.update(diagnostic_values(m)), 10)
+        tf_seen: list = []  # REP 155 frames as a subscriber sees them (hri_output)
+        try:
+            from tf2_msgs.msg import TFMessage
+
+            client.create_subscription(TFMessage, "/tf", lambda m: tf_seen.append(m) if len(tf_seen) < 400 else None, 100)
+        except ImportError:
+            pass
         spinner = _Spinner(client)
         end = time.monotonic() + 90.0  # the node imports torch, loads the prior (first use: exports ONNX)
         while not client.wait_connected(0.5):
@@ -231,6 +238,8 @@ def run_demo(args) -> int:
               f"{diag.get('malformed_total')} malformed")
     picture = demo_figure(stream, results, args.out / "demo_refine.png")
     print(f"picture: {picture}")
+    if tf_seen:
+        print(f"picture: {tf_figure(tf_seen, args.out / 'demo_tf.png')}")
     if args.retarget:
         from ..dataset.build import BuildConfig, build_dataset
         from ..dataset.figure import retarget_figure
@@ -240,6 +249,58 @@ def run_demo(args) -> int:
         print(f"picture: {retarget_figure(built, args.out / 'demo_retarget.png', config.fps)}")
     print(f"demo took {time.monotonic() - t_start:.1f} s")
     return 0
+
+
+def tf_figure(messages: list, path: Path, panels: int = 3) -> Path:
+    """The REP 155 TF frames of the demo's body, drawn from the received /tf messages alone: every joint frame
+    `<joint>_<id>` composed with `body_<id>`, its axes (x red, y green, z blue) and the bones between them."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from ..body import smplx_neutral
+    from .core import quat_to_matrix
+
+    def matrix(t) -> np.ndarray:
+        m = np.eye(4)
+        q, p = t.transform.rotation, t.transform.translation
+        m[:3, :3], m[:3, 3] = quat_to_matrix([q.x, q.y, q.z, q.w]), [p.x, p.y, p.z]
+        return m
+
+    sk = smplx_neutral()
+    stamps = [m for m in messages if any(t.child_frame_id.startswith("body_") for t in m.transforms)]
+    picks = [stamps[int(i)] for i in np.linspace(0, len(stamps) - 1, min(panels, len(stamps)))]
+    fig = plt.figure(figsize=(4.5 * len(picks), 5))
+    for i, msg in enumerate(picks):
+        frames = {t.child_frame_id: t for t in msg.transforms}
+        body_name = next(n for n in frames if n.startswith("body_"))
+        bid = body_name[len("body_"):]
+        body = matrix(frames[body_name])
+        world = np.stack([body @ matrix(frames[f"{n}_{bid}"]) for n in sk.names[:22]])
+        ax = fig.add_subplot(1, len(picks), i + 1, projection="3d")
+        for j, p in enumerate(sk.parents[:22]):
+            if p >= 0:
+                ax.plot(*zip(world[p, :3, 3], world[j, :3, 3]), color="0.4", lw=1.5)
+        for m in world:
+            for axis, color in zip(range(3), ("r", "g", "b")):
+                ax.plot(*zip(m[:3, 3], m[:3, 3] + 0.08 * m[:3, axis]), color=color, lw=1)
+        ax.plot(*zip(body[:3, 3], body[:3, 3] + 0.25 * body[:3, 0]), color="r", lw=3)  # body_<id>: x forward
+        ax.plot(*zip(body[:3, 3], body[:3, 3] + 0.25 * body[:3, 2]), color="b", lw=3)  # ... z up
+        centre = world[:, :3, 3].mean(0)
+        for setter, c in zip((ax.set_xlim, ax.set_ylim, ax.set_zlim), centre):
+            setter(c - 0.9, c + 0.9)
+        ax.set_box_aspect((1, 1, 1))
+        t = [m.transforms[0].header.stamp for m in (picks[0], msg)]
+        ax.set_title(f"body_{bid} in {frames[body_name].header.frame_id}, "
+                     f"+{(t[1].sec - t[0].sec) + (t[1].nanosec - t[0].nanosec) * 1e-9:.1f} s", fontsize=9)
+    fig.suptitle("REP 155 TF frames as a subscriber receives them: body_<id> (thick) and the 22 body joint frames "
+                 "<joint>_<id> (x red, y green, z blue)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def demo_figure(stream, results, path: Path, panels: int = 4) -> Path:

@@ -27,8 +27,9 @@ TRACKED_TOPIC = "/humans/bodies/tracked"
 URDF_SHAPE_CHANGE = 0.05  # republish a body's URDF when a shape coefficient moved this much
 
 
-def _quaternion(rot: np.ndarray) -> np.ndarray:
-    return roma.rotmat_to_unitquat(torch.as_tensor(rot, dtype=torch.float64)).numpy()  # x, y, z, w
+def _quaternions(rot: np.ndarray) -> np.ndarray:
+    """(N, 3, 3) -> (N, 4) x, y, z, w."""
+    return roma.rotmat_to_unitquat(torch.as_tensor(rot, dtype=torch.float64)).numpy()
 
 
 class HriPublisher:
@@ -62,17 +63,18 @@ class HriPublisher:
             rest = None if res.betas is None else rest_joints(torch.as_tensor(res.betas))[None]
             posed = self.fk(torch.as_tensor(res.pose)[None], torch.as_tensor(res.transl)[None], rest)
             origin, rot, local_pos, local_rot = body_frames(posed.joints[0].numpy(), posed.rotations[0].numpy())
-            frames = [(header.frame_id, f"body_{bid}", origin, rot)]
-            frames += [(f"body_{bid}", f"{n}_{bid}", p, r) for n, p, r in zip(self.names, local_pos, local_rot)]
-            for parent, child, pos, r in frames:
+            positions = np.concatenate([origin[None], local_pos]).tolist()
+            quats = _quaternions(np.concatenate([rot[None], local_rot])).tolist()  # one batched conversion
+            parents = [header.frame_id] + [f"body_{bid}"] * len(self.names)
+            children = [f"body_{bid}"] + [f"{n}_{bid}" for n in self.names]
+            for parent, child, pos, q in zip(parents, children, positions, quats):
                 t = TransformStamped()
                 t.header.stamp, t.header.frame_id, t.child_frame_id = header.stamp, parent, child
-                t.transform.translation.x, t.transform.translation.y, t.transform.translation.z = map(float, pos)
-                q = _quaternion(r)
-                t.transform.rotation.x, t.transform.rotation.y, t.transform.rotation.z, t.transform.rotation.w = map(float, q)
+                t.transform.translation.x, t.transform.translation.y, t.transform.translation.z = pos
+                t.transform.rotation.x, t.transform.rotation.y, t.transform.rotation.z, t.transform.rotation.w = q
                 transforms.append(t)
             names, angles = joint_state(res.pose, bid)
-            body["joints"].publish(JointState(header=header, name=names, position=[float(a) for a in angles]))
+            body["joints"].publish(JointState(header=header, name=names, position=angles.tolist()))
         if transforms:
             self.pub_tf.publish(TFMessage(transforms=transforms))
         self.pub_tracked.publish(IdsList(header=header, ids=[body_id_token(p) for p in tracked]))
