@@ -1,5 +1,6 @@
 """Keypoint formats: tables load, landmark geometry is sane and rigid, sides are right, errors are clear."""
 
+import re
 from importlib import resources
 
 import numpy as np
@@ -28,6 +29,11 @@ COUNTS = {
     "mediapipe_holistic75": 75,
     "radar14": 14,
     "azure_kinect32": 32,
+    "openpose_body25": 25,
+    "halpe26": 26,
+    "zed_body18": 18,
+    "zed_body34": 34,
+    "zed_body38": 38,
 }
 SKEL = smplx_neutral()
 FK = ForwardKinematics()
@@ -172,7 +178,8 @@ def _pairs(fmt: KeypointFormat) -> list[tuple[int, int]]:
 
 
 @pytest.mark.parametrize("name", ["coco17", "mediapipe33", "coco_wholebody133", "h36m17", "radar14",
-                                  "mediapipe_holistic75", "smplx55"])
+                                  "mediapipe_holistic75", "smplx55", "openpose_body25", "halpe26", "zed_body18",
+                                  "zed_body34", "zed_body38"])
 def test_left_and_right_keypoints_are_mirror_images(name):
     """Mirror the rest body (x -> -x): each left keypoint must land on its right counterpart (< 1.5 cm).
 
@@ -197,6 +204,105 @@ def test_left_and_right_keypoints_are_mirror_images(name):
             err = np.linalg.norm(kp[left] * mirror - kp_of_mirrored_body[right])
         assert err < 0.015, f"{name}: {fmt.keypoint_names[left]} vs {fmt.keypoint_names[right]}: {err * 100:.1f} cm"
         assert kp[left][0] > kp[right][0], "left keypoints lie at +X (the person's own left)"
+
+
+# Keypoint names in the published order, copied from each definition (the YAML headers say more).
+PUBLISHED = {
+    # CMU-Perceptual-Computing-Lab/openpose src/openpose/pose/poseParameters.cpp POSE_BODY_25_BODY_PARTS and
+    # doc/02_output.md (25, "Background", is a heatmap channel, not a keypoint)
+    "openpose_body25": [
+        "Nose", "Neck", "RShoulder", "RElbow", "RWrist", "LShoulder", "LElbow", "LWrist", "MidHip", "RHip",
+        "RKnee", "RAnkle", "LHip", "LKnee", "LAnkle", "REye", "LEye", "REar", "LEar", "LBigToe", "LSmallToe",
+        "LHeel", "RBigToe", "RSmallToe", "RHeel",
+    ],
+    # Fang-Haoshu/Halpe-FullBody README.md, "Keypoints format", 26 body keypoints ("Rknee" sic)
+    "halpe26": [
+        "Nose", "LEye", "REye", "LEar", "REar", "LShoulder", "RShoulder", "LElbow", "RElbow", "LWrist", "RWrist",
+        "LHip", "RHip", "LKnee", "Rknee", "LAnkle", "RAnkle", "Head", "Neck", "Hip", "LBigToe", "RBigToe",
+        "LSmallToe", "RSmallToe", "LHeel", "RHeel",
+    ],
+    # stereolabs/zed-python-api src/pyzed/sl.pyx, class BODY_18_PARTS (sl::BODY_18_PARTS)
+    "zed_body18": [
+        "NOSE", "NECK", "RIGHT_SHOULDER", "RIGHT_ELBOW", "RIGHT_WRIST", "LEFT_SHOULDER", "LEFT_ELBOW", "LEFT_WRIST",
+        "RIGHT_HIP", "RIGHT_KNEE", "RIGHT_ANKLE", "LEFT_HIP", "LEFT_KNEE", "LEFT_ANKLE", "RIGHT_EYE", "LEFT_EYE",
+        "RIGHT_EAR", "LEFT_EAR",
+    ],
+    # stereolabs/zed-python-api src/pyzed/sl.pyx, class BODY_34_PARTS (sl::BODY_34_PARTS)
+    "zed_body34": [
+        "PELVIS", "NAVAL_SPINE", "CHEST_SPINE", "NECK", "LEFT_CLAVICLE", "LEFT_SHOULDER", "LEFT_ELBOW",
+        "LEFT_WRIST", "LEFT_HAND", "LEFT_HANDTIP", "LEFT_THUMB", "RIGHT_CLAVICLE", "RIGHT_SHOULDER", "RIGHT_ELBOW",
+        "RIGHT_WRIST", "RIGHT_HAND", "RIGHT_HANDTIP", "RIGHT_THUMB", "LEFT_HIP", "LEFT_KNEE", "LEFT_ANKLE",
+        "LEFT_FOOT", "RIGHT_HIP", "RIGHT_KNEE", "RIGHT_ANKLE", "RIGHT_FOOT", "HEAD", "NOSE", "LEFT_EYE", "LEFT_EAR",
+        "RIGHT_EYE", "RIGHT_EAR", "LEFT_HEEL", "RIGHT_HEEL",
+    ],
+    # stereolabs/zed-python-api src/pyzed/sl.pyx, class BODY_38_PARTS (sl::BODY_38_PARTS)
+    "zed_body38": [
+        "PELVIS", "SPINE_1", "SPINE_2", "SPINE_3", "NECK", "NOSE", "LEFT_EYE", "RIGHT_EYE", "LEFT_EAR",
+        "RIGHT_EAR", "LEFT_CLAVICLE", "RIGHT_CLAVICLE", "LEFT_SHOULDER", "RIGHT_SHOULDER", "LEFT_ELBOW",
+        "RIGHT_ELBOW", "LEFT_WRIST", "RIGHT_WRIST", "LEFT_HIP", "RIGHT_HIP", "LEFT_KNEE", "RIGHT_KNEE",
+        "LEFT_ANKLE", "RIGHT_ANKLE", "LEFT_BIG_TOE", "RIGHT_BIG_TOE", "LEFT_SMALL_TOE", "RIGHT_SMALL_TOE",
+        "LEFT_HEEL", "RIGHT_HEEL", "LEFT_HAND_THUMB_4", "RIGHT_HAND_THUMB_4", "LEFT_HAND_INDEX_1",
+        "RIGHT_HAND_INDEX_1", "LEFT_HAND_MIDDLE_4", "RIGHT_HAND_MIDDLE_4", "LEFT_HAND_PINKY_1", "RIGHT_HAND_PINKY_1",
+    ],
+}
+
+
+def _snake(published: str) -> str:
+    """A published keypoint name as this package spells it: enum names in lower case (LEFT_HIP -> left_hip),
+    OpenPose/Halpe names with the side spelled out and camel case split (RBigToe -> right_big_toe)."""
+    if published.isupper():
+        return published.lower()
+    side = {"L": "left_", "R": "right_"}.get(published[0], "")
+    rest = published[1:] if side else published
+    return side + re.sub(r"(?<!^)(?=[A-Z])", "_", rest).lower()
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_formats_follow_their_published_order(name):
+    published = PUBLISHED[name]
+    assert len(published) == COUNTS[name] == len(set(published))
+    assert get_format(name).keypoint_names == tuple(_snake(p) for p in published)
+    assert name in known_formats()
+
+
+def test_published_name_spelling():
+    assert [_snake(n) for n in ("RShoulder", "MidHip", "LSmallToe", "Rknee", "Neck", "NAVAL_SPINE")] == [
+        "right_shoulder", "mid_hip", "left_small_toe", "right_knee", "neck", "naval_spine"]
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_new_formats_are_plausible_at_rest(name):
+    """At rest (SMPL-X canonical axes: +X the person's left, +Y up), left keypoints lie left of their right
+    twins, feet below the hips, the head above the shoulders, and every keypoint inside a 1.73 m body."""
+    fmt = get_format(name)
+    kp = dict(zip(fmt.keypoint_names, fmt.from_posed(FK(torch.zeros(1, NUM_JOINTS, 3))).numpy()[0]))
+    sided = [n for n in kp if _side(n) == "left"]
+    assert len(sided) >= 7
+    for left in sided:
+        assert kp[left][0] > kp[_swap(left)][0] + 0.01, (left, kp[left], kp[_swap(left)])
+    hips = [p for n, p in kp.items() if "hip" in n.split("_")]
+    feet = [p for n, p in kp.items() if {"ankle", "heel", "toe", "foot"} & set(n.split("_"))]
+    head = [p for n, p in kp.items() if {"nose", "eye", "ear", "head"} & set(n.split("_"))]
+    shoulders = [kp["left_shoulder"], kp["right_shoulder"]]
+    assert len(hips) >= 2 and len(feet) >= 2 and len(head) >= 5
+    assert max(p[1] for p in feet) < min(p[1] for p in hips) - 0.6
+    assert min(p[1] for p in head) > max(p[1] for p in shoulders) + 0.1
+    ys = np.array([p[1] for p in kp.values()])
+    assert ys.max() - ys.min() < 1.75 and np.isfinite(ys).all()
+    # the neck keypoint sits between the shoulders and the nose
+    neck = kp["neck"]
+    assert abs(neck[0]) < 0.03 and kp["left_shoulder"][1] - 0.01 < neck[1] < kp["nose"][1]
+
+
+def test_openpose_neck_is_the_shoulder_midpoint_and_mid_hip_the_hip_midpoint():
+    for name, mid_hip in (("openpose_body25", "mid_hip"), ("halpe26", "hip")):
+        kp = dict(zip(get_format(name).keypoint_names, _rest(get_format(name))))
+        np.testing.assert_allclose(kp[mid_hip], (kp["left_hip"] + kp["right_hip"]) / 2, atol=1e-4)  # 0.1 mm rounding
+    for name in ("openpose_body25", "zed_body18"):
+        kp = dict(zip(get_format(name).keypoint_names, _rest(get_format(name))))
+        np.testing.assert_allclose(kp["neck"], (kp["left_shoulder"] + kp["right_shoulder"]) / 2, atol=1e-4)
+    halpe = dict(zip(get_format("halpe26").keypoint_names, _rest(get_format("halpe26"))))
+    assert halpe["head"][1] > halpe["nose"][1] + 0.1  # Halpe's Head is the top of the head
 
 
 def test_hand_formats_are_mirror_images_and_sided():

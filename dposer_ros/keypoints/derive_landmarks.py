@@ -153,7 +153,7 @@ def _mouth_jaw(t: _Table) -> None:
 
 def _trunk(t: _Table) -> None:
     hip_mid = 0.5 * (_j("left_hip") + _j("right_hip"))
-    t.section("trunk (parent pelvis / spine1)")
+    t.section("trunk (parent pelvis / spine1 / spine3)")
     t.at("hip_center", "pelvis", hip_mid,
          "exact for this skeleton: midpoint of the SMPL-X hip joints (rigid on the pelvis); H36M's root")
     # Human3.6M (VideoPose3D skeleton, subject S1): root -> hip 132.9 mm sideways, thigh 442.9 + shin 454.2 mm.
@@ -167,6 +167,12 @@ def _trunk(t: _Table) -> None:
     u = (frac_y - s1[1]) / (s2[1] - s1[1])
     t.at("h36m_spine", "spine1", s1 + u * (s2 - s1),
          f"approximate: H36M 'Spine' at 233.4/490.5 of root -> thorax height, {u:.2f} of the way spine1 -> spine2")
+    # OpenPose / COCO-18 'Neck' is the midpoint of the shoulders, not the base of the neck.
+    shoulder_mid = 0.5 * (_j("left_shoulder") + _j("right_shoulder"))
+    below = (_j("neck")[1] - shoulder_mid[1]) * 100
+    t.at("shoulder_center", "spine3", shoulder_mid,
+         f"exact at rest for this skeleton: midpoint of the SMPL-X shoulder joints, {below:.1f} cm below the neck"
+         " joint (OpenPose 'Neck'); rides on spine3, so it does not follow shrugs")
 
 
 def _feet(t: _Table) -> None:
