@@ -570,6 +570,48 @@ def test_yolo_ros_adapter_reads_one_based_keypoint_ids_and_scores():
         adapters.from_yolo_detections(bad)
 
 
+@pytest.mark.parametrize("body_format, fmt_name", [(0, "zed_body18"), (1, "zed_body34"), (2, "zed_body38")])
+def test_zed_objects_adapter(body_format, fmt_name):
+    """ZED ObjectsStamped as the wrapper publishes it: Skeleton3D has 70 keypoint slots (the format's first K used),
+    NaN for a joint the SDK did not find, the object's confidence 0-100, label_id the tracking id."""
+    pts, _ = body_keypoints(4, fmt_name)
+    k = len(pts)
+    slots = np.full((70, 3), np.nan)
+    slots[:k] = pts
+    slots[2] = np.nan  # a missing joint
+    obj = _ns(label_id=5, confidence=80.0, skeleton_available=True, body_format=body_format,
+              skeleton_3d=_ns(keypoints=[_ns(kp=slots[i].astype(np.float32)) for i in range(70)]))
+    no_skeleton = _ns(label_id=6, confidence=90.0, skeleton_available=False, body_format=body_format,
+                      skeleton_3d=_ns(keypoints=[]))
+    body70 = _ns(label_id=7, confidence=90.0, skeleton_available=True, body_format=3, skeleton_3d=_ns(keypoints=[]))
+    msg = _ns(header=_ns(stamp=Time(sec=3, nanosec=5), frame_id="zed_left_camera_frame"),
+              objects=[obj, no_skeleton, body70])
+    stamp_ns, frame_id, _, people = adapters.from_zed_objects(msg)
+    assert stamp_ns == 3_000_000_005 and frame_id == "zed_left_camera_frame"
+    assert [(p.person_id, p.format_name) for p in people] == [("5", fmt_name), ("7", "zed_body_format_3")]
+    p = people[0]
+    assert p.points.shape == (k, 3) and p.confidences[2] == 0.0 and np.allclose(p.confidences[3:], 0.8)
+    np.testing.assert_allclose(p.points[3:], pts[3:], atol=1e-6)
+    c = core.RefineCore(None, core.CoreSettings())  # the core's checks: the BODY_70 person is an unknown format
+    errors = [e.reason for e in c.submit(core.InputFrame(stamp_ns, frame_id, people))]
+    assert errors == ["unknown_format"] and c.pending == 1
+
+
+@pytest.mark.parametrize("fmt_name", ["openpose_body25", "halpe26"])
+def test_openpose_and_halpe_keypoints_with_missing_joints_are_refined(tiny_core, fmt_name):
+    """Keypoints3DArray people in OpenPose BODY_25 / Halpe-26 (the format named per person), a missing joint NaN at
+    confidence 0: refined, the answer near the keypoints."""
+    pts, _ = body_keypoints(2, fmt_name)
+    conf = np.ones(len(pts))
+    pts[3], conf[3] = np.nan, 0.0
+    msg = keypoints_msg([(f"op_{fmt_name}", fmt_name, pts, conf)], stamp_s=7.0, frame_id="op")
+    stamp_ns, frame_id, _, people = adapters.from_keypoints_array(msg)
+    assert tiny_core.submit(core.InputFrame(stamp_ns, frame_id, people)) == []
+    (res,) = tiny_core.refine_pending()[0].people
+    assert res.format_name == fmt_name and not res.failed and np.isfinite(res.joints).all()
+    assert np.linalg.norm(res.joints[0] - np.nanmean(pts, axis=0)) < 1.0
+
+
 def test_runtime_message_types_missing_is_a_clear_start_error(prior_path):
     """zed_objects / yolo_detections load their message types at run time: without them the node exits 1 and says
     which package to install."""
@@ -668,8 +710,9 @@ def test_output_transform_moves_the_body_rigidly(tiny_core):
 def test_format_names_with_underscores_resolve():
     assert core.resolve_format("smplx_55").name == "smplx55"
     assert core.resolve_format("coco_wholebody_133").name == "coco_wholebody133"
-    with pytest.raises(KeypointFormatError, match="halpe_26"):
-        core.resolve_format("halpe_26")
+    assert core.resolve_format("halpe_26").name == "halpe26"  # the name Keypoints3D.msg gives as an example
+    with pytest.raises(KeypointFormatError, match="halpe_27"):
+        core.resolve_format("halpe_27")
 
 
 # ----------------------------------------------------------------------------------------------- bags

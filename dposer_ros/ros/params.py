@@ -46,8 +46,10 @@ def build_parameters(solver: RefineSettings = RefineSettings()) -> tuple[ParamSp
                   choices=INPUT_TYPES, read_only=True, constraints="one of " + ", ".join(INPUT_TYPES)),
         ParamSpec("input_format", "",
                   "Keypoint format name (see `dposer_ros.keypoints.known_formats()`, e.g. coco17, coco_wholebody133, "
-                  "h36m17, mediapipe33, radar14, smplx55, azure_kinect32; smplx_55-style spellings accepted). Empty: "
-                  "a Keypoints3D's own `format` field; azure_kinect32 for marker_array; required for pointcloud2. A "
+                  "h36m17, mediapipe33, radar14, smplx55, azure_kinect32, openpose_body25, halpe26, zed_body18 / 34 / "
+                  "38; smplx_55-style spellings accepted). Empty: "
+                  "a Keypoints3D's own `format` field; azure_kinect32 for marker_array; the object's body format for "
+                  "zed_objects; coco17 for yolo_detections; required for pointcloud2. A "
                   "Keypoints3D with a non-empty `format` always uses that.",
                   constraints="a known keypoint format name or empty"),
         ParamSpec("model_path", "",
