@@ -32,7 +32,7 @@ from ..body.shape import rest_joints as shape_rest_joints
 from ..body.skeleton import NUM_JOINTS, PART_JOINTS, smplx_neutral
 from ..keypoints import KeypointFormat
 from ..prior.engine import Engine
-from ..prior.layout import DIM, PARTS, from_vector, to_vector
+from ..prior.layout import DIM, PARTS, from_vector, mirror_pose, to_vector
 from ..prior.schedule import TruncatedSchedule, UniformSchedule
 from ..prior.symmetric import MirrorSymmetric
 from .calibration import calibrate, empty_calibration
@@ -63,7 +63,8 @@ class RefineSettings:
     hidden_prior_weight: float = 10.0  # the prior's pull on a joint no keypoint sees is this many times stronger
     hold_decay: float = 0.7  # ... times hold_decay^(frames it has been hidden - 1): the prior takes over a long gap
     hidden_prior_ramp: bool = True  # ... growing as the hold fades: 1 + (w - 1)(1 - hold_decay^(frames hidden - 1))
-    rest_weight: float = 1.0  # pull of the body joints towards the rest pose (per radian^2)
+    rest_weight: float = 1.0  # pull of the body joints towards the rest target (per radian^2) ...
+    rest_target: str = "zero"  # ... "zero": the SMPL-X rest pose; "mean": the training data's mean pose (mirrored)
     hand_rest_weight: float = 0.01  # ... and of the finger joints
     spine_from_prior: bool = True  # when the torso is seen, the spine joints do not count as seen: keypoints see the
     # three spine rotations only together, so the prior (with hidden_prior_weight) splits the bend, pelvis included
@@ -93,6 +94,8 @@ class RefineSettings:
     max_offset_cm: float = 6.0  # bound of a calibrated keypoint offset
 
     def __post_init__(self) -> None:
+        if self.rest_target not in ("zero", "mean"):
+            raise ValueError(f"rest_target must be 'zero' or 'mean', got {self.rest_target!r}")
         if self.schedule not in ("truncated", "uniform"):
             raise ValueError(f"schedule must be 'truncated' or 'uniform', got {self.schedule!r}")
         if not 1 <= self.steps <= 8:
@@ -124,7 +127,8 @@ TORSO_JOINTS = ("pelvis", "left_hip", "right_hip", "spine1", "spine2", "spine3",
 
 
 def cold_start(fk, points: AttachedPoints, obs: Observation, rest_scale: torch.Tensor, s: RefineSettings,
-               rest: torch.Tensor | None = None, offsets: torch.Tensor | None = None):
+               rest: torch.Tensor | None = None, offsets: torch.Tensor | None = None,
+               rest_target: torch.Tensor | None = None):
     """A new track: rigid (Kabsch) alignment of the rest pose to the keypoints, then data-only Gauss-Newton steps
     with a firm pull towards the rest pose and a wide robust scale. `rest` (B, 55, 3): the people's rest joints (None:
     the mean shape), `offsets` (B, K, 3) their keypoints' calibrated offsets. Returns local rotations, translation."""
@@ -139,7 +143,8 @@ def cold_start(fk, points: AttachedPoints, obs: Observation, rest_scale: torch.T
     transl = (wn * obs.points).sum(1) - ((rot @ ((wn * rest_pts).sum(1) - root)[..., None]).squeeze(-1) + root)
     local = torch.eye(3).repeat(batch, NUM_JOINTS, 1, 1)
     local[:, 0] = rot
-    zero = Pull(torch.zeros(batch, len(points.free), 3), rest_scale * 10.0)
+    target = torch.zeros(len(points.free), 3) if rest_target is None else rest_target
+    zero = Pull(target.expand(batch, -1, -1), rest_scale * 10.0)
     for _ in range(s.cold_start_iters):
         local, transl = gauss_newton_step(fk, points, local, transl, obs.points, obs.confidence, [zero], s.damping,
                                           s.sigma_cm * 4, rest_joints=rest, offsets=offsets)
@@ -185,6 +190,11 @@ class FewStepRefiner:
         rest[list(hands)] = settings.hand_rest_weight**0.5
         rest[0] = 0.0
         self.rest_scale = rest[self.free]
+        # the rest target: SMPL-X's rest pose, or the training data's mean pose (the prior's normalisation mean,
+        # averaged with its mirror image so that it has no side)
+        mean_pose = from_vector(prior.mean.float(), torch.zeros(NUM_JOINTS, 3))[0]
+        mean_pose = 0.5 * (mean_pose + mirror_pose(mean_pose))
+        self.rest_target = mean_pose[self.free] if settings.rest_target == "mean" else torch.zeros(len(FREE_JOINTS), 3)
         part_of = {j: p for p, js in PART_JOINTS.items() for j in js}
         parents = smplx_neutral().parents
         kp_part = []
@@ -230,7 +240,8 @@ class FewStepRefiner:
         betas = calib.betas.float()
         rest = shape_rest_joints(betas)
         if init is None:
-            local, transl = cold_start(self.fk, self.points, obs, self.rest_scale, s, rest, calib.offsets)
+            local, transl = cold_start(self.fk, self.points, obs, self.rest_scale, s, rest, calib.offsets,
+                                       self.rest_target)
             previous = None
         else:
             local, transl = roma.rotvec_to_rotmat(init.pose.float()), init.transl.float().clone()
@@ -266,7 +277,7 @@ class FewStepRefiner:
         if init is None and use_prior and s.cold_prior_steps > 0:
             local, transl = self._cold_prior(obs, local, transl, factor, rest, calib.offsets, by_data, gen)
             evals += s.cold_prior_steps * s.cold_samples
-        zero = torch.zeros(batch, len(FREE_JOINTS), 3)
+        zero = self.rest_target.expand(batch, -1, -1)
         for t in schedule:
             pose = roma.rotmat_to_rotvec(local)
             pulls = [_scaled(p, factor) for p in self.prior_pulls(pose, t, gen, carry)] if use_prior else []
@@ -299,7 +310,7 @@ class FewStepRefiner:
         rep = (lambda x: x.repeat_interleave(n, dim=0)) if n > 1 else (lambda x: x)
         local, transl, points, conf, factor, rest, offsets = map(rep, (local, transl, obs.points, obs.confidence,
                                                                       factor, rest, offsets))
-        zero = torch.zeros(local.shape[0], len(FREE_JOINTS), 3)
+        zero = self.rest_target.expand(local.shape[0], -1, -1)
         carry: dict = {"seen": rep(seen)}
         if n > 1:
             carry.update(eps=torch.randn(2 * local.shape[0], DIM, generator=gen), t=float("inf"))
