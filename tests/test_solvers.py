@@ -316,3 +316,44 @@ def test_steps_renoise_with_the_predicted_noise(prior, monkeypatch, carry_noise)
     calls.clear()
     FewStepRefiner(prior, fmt, settings)(Observation(kp, torch.ones(kp.shape[:2]), fmt), BodyState(out.pose, out.transl))
     assert [eps is None for _, eps, _ in calls] == [True, not carry_noise, not carry_noise]
+
+
+def test_a_known_floor_keeps_hidden_feet_on_it(prior):
+    """A squat with the legs hidden (h36m17 without hips, knees and ankles): without the floor the hidden legs go
+    where the (here untrained) prior and the rest pull put them, nowhere near the floor; with the floor given, the
+    lower hidden ankle ends `ankle_height_cm` above it and the knees bend. A floor out of reach (40 cm below a standing body) bends nothing
+    it cannot and moves no seen keypoint; seen feet are left to their keypoints."""
+    fmt = get_format("h36m17")
+    sk = smplx_neutral()
+    pose = torch.zeros(1, 55, 3)
+    for side in ("left", "right"):
+        pose[0, sk.index(f"{side}_hip"), 0], pose[0, sk.index(f"{side}_knee"), 0] = -1.3, 2.0
+    posed = ForwardKinematics()(pose, torch.zeros(1, 3))
+    pts = fmt.from_posed(posed).float()
+    conf = torch.ones(1, fmt.num_keypoints)
+    legs = [fmt.index(n) for n in ("left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle")]
+    conf[0, legs] = 0.0
+    ankles = [sk.index(f"{s}_ankle") for s in ("left", "right")]
+    level = float(posed.joints[0, ankles, 1].min())
+    floor = torch.tensor([[0.0, 1.0, 0.0, level - 0.08]])
+    settings = RefineSettings(floor_weight=1.0, ankle_height_cm=8.0)
+    refiner = FewStepRefiner(prior, fmt, settings)
+    with_floor = refiner(Observation(pts.clone(), conf.clone(), fmt, floor))
+    without = refiner(Observation(pts.clone(), conf.clone(), fmt))
+    height = lambda out: out.joints[0, ankles, 1] - level  # noqa: E731 - above the true ankles
+    assert float(height(without).abs().min()) > 0.1  # no foot on the floor
+    assert abs(float(height(with_floor).min())) < 0.03 and float(height(with_floor).max()) > -0.03
+    knee = sk.index("left_knee")
+    assert float(with_floor.pose[0, knee].norm()) > 1.0  # the knee bends to get there
+    # a floor out of reach: the seen body stays where its keypoints are
+    standing = fmt.from_posed(ForwardKinematics()(torch.zeros(1, 55, 3), torch.zeros(1, 3))).float()
+    low = torch.tensor([[0.0, 1.0, 0.0, level - 1.0]])
+    a = refiner(Observation(standing.clone(), conf.clone(), fmt, low))
+    b = refiner(Observation(standing.clone(), conf.clone(), fmt))
+    assert torch.allclose(a.joints[0, :1], b.joints[0, :1], atol=0.01) and torch.allclose(a.transl, b.transl, atol=0.01)
+    seen = torch.ones_like(conf)  # feet seen: the floor does not move them
+    c = refiner(Observation(pts.clone(), seen.clone(), fmt, floor))
+    d = refiner(Observation(pts.clone(), seen.clone(), fmt))
+    assert torch.allclose(c.joints, d.joints, atol=1e-5)
+    with pytest.raises(ValueError, match="unit normal"):
+        Observation(pts.clone(), conf.clone(), fmt, torch.tensor([[0.0, 0.0, 0.0, 1.0]]))
