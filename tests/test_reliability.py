@@ -317,26 +317,3 @@ def test_the_node_exits_cleanly_on_a_signal_under_load(tmp_path, prior_file, sig
     assert seconds < 2.0, f"took {seconds:.1f} s"
     bad = [line for line in log.splitlines() if "ERROR" in line or "Traceback" in line or "terminate" in line]
     assert bad == [], "\n".join(bad)
-
-
-def test_floor_plane_is_checked_and_reaches_the_solver(prior):
-    spec = BY_NAME["floor_plane"]
-    assert check_value(spec, [0.0, 0.0, 0.0, 0.0]) is None and check_value(spec, [0.0, 0.0, 1.0, 0.0]) is None
-    assert "unit vector" in check_value(spec, [0.0, 0.0, 0.1, 0.0])
-    assert "finite" in check_value(spec, [0.0, 0.0, float("nan"), 0.0])
-    seen = []
-    c = make_core(prior, floor_plane=(0.0, 1.0, 0.0, -1.3))
-    refiner = c.refiner(get_format(FORMAT))
-    call = type(refiner).__call__
-
-    def spy(self, obs, init=None):
-        seen.append(obs.floor)
-        return call(self, obs, init)
-
-    type(refiner).__call__ = spy
-    try:
-        c.submit(frame([core.PersonInput("F", keypoints(13), np.ones(K))], 1.0))
-        drain(c)
-    finally:
-        type(refiner).__call__ = call
-    assert seen and torch.allclose(seen[0], torch.tensor([[0.0, 1.0, 0.0, -1.3]]))

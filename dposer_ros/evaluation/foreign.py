@@ -38,9 +38,6 @@ class KeypointClip:
     start: int
     truth: dict[str, torch.Tensor] = field(repr=False)  # format name -> (T, K, 3) metres, NaN where undefined
     kind: str = "body"
-    # the scene's floor in the truth's frame (n, d: the plane n . x = d, n up), when known (foreign takes: the
-    # sources are y up and the floor is `FLOOR_BELOW_ANKLES_M` below the lowest ankle of the whole take)
-    floor: tuple[float, float, float, float] | None = None
 
     def __len__(self) -> int:
         return next(iter(self.truth.values())).shape[0]
@@ -99,16 +96,6 @@ def take_points(spec: SourceSpec, take: Take, fps: float = 30.0) -> dict[str, np
         xyz = motion.positions[spec.skip_first_frames :, motion.index(joint)] * float(rig["unit_m"])
         out[point] = resample(xyz, motion.fps, fps)
     return out
-
-
-FLOOR_BELOW_ANKLES_M = 0.08  # the standing ankle joint's height above the floor (RefineSettings.ankle_height_cm)
-
-
-def take_floor(points: dict[str, np.ndarray]) -> tuple[float, float, float, float]:
-    """The floor of a take's scene, as a robot knows its own: y up (every source here), the plane
-    `FLOOR_BELOW_ANKLES_M` below the lowest ankle over the whole take (not only the clip)."""
-    lowest = min(float(np.nanmin(points[p][:, 1])) for p in ("left_ankle", "right_ankle"))
-    return (0.0, 1.0, 0.0, lowest - FLOOR_BELOW_ANKLES_M)
 
 
 def format_truth(points: dict[str, np.ndarray], fmt: KeypointFormat) -> torch.Tensor:
@@ -178,7 +165,7 @@ def foreign_clips(mocap_dir: Path, count: int, frames: int, split: str = "test",
             if not all(np.isfinite(v).all() for v in window.values()):
                 continue
             clips.append(KeypointClip(f"{take.take_id}@{start}", source, take.take_id, start,
-                                      {f.name: format_truth(window, f) for f in fmts}, floor=take_floor(points)))
+                                      {f.name: format_truth(window, f) for f in fmts}))
             bar.update(1)
     bar.close()
     if len(clips) < count:

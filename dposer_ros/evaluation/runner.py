@@ -96,15 +96,12 @@ class EvalResult:
         }
 
 
-def run_stream(solver: Solver, fmt: KeypointFormat, data: Corrupted,
-               floor: tuple[float, float, float, float] | None = None) -> tuple[list[Refined], list[float]]:
-    """Refine a corrupted stream frame by frame (warm-started); -> one `Refined` per frame, per-frame seconds.
-    `floor`: the scene's floor plane (n, d), given to every frame when known."""
+def run_stream(solver: Solver, fmt: KeypointFormat, data: Corrupted) -> tuple[list[Refined], list[float]]:
+    """Refine a corrupted stream frame by frame (warm-started); -> one `Refined` per frame, per-frame seconds."""
     state: BodyState | None = None
     outs, seconds = [], []
-    floor_t = None if floor is None else torch.tensor([floor], dtype=torch.float32)
     for i in range(data.points.shape[0]):
-        obs = Observation(data.points[i : i + 1].clone(), data.confidence[i : i + 1].clone(), fmt, floor_t)
+        obs = Observation(data.points[i : i + 1].clone(), data.confidence[i : i + 1].clone(), fmt)
         start = time.perf_counter()
         out = solver(obs, state)
         seconds.append(time.perf_counter() - start)
@@ -170,7 +167,7 @@ def evaluate(methods: dict[str, MethodFactory], corruptions: Iterable[Corruption
                     row.error = f"could not build for format {fmt.name}: {_describe(solver)}"
                     continue
                 try:
-                    outs, seconds = run_stream(solver, fmt, data, getattr(clip, "floor", None))
+                    outs, seconds = run_stream(solver, fmt, data)
                 except Exception as err:
                     row.error = f"failed on clip {clip.name}: {_describe(err)}"
                     continue

@@ -203,7 +203,7 @@ SOLVER_FIELDS = ("steps", "t_max", "t_min", "prior_weight", "hand_prior_weight",
                  "hidden_prior_weight", "calibrate_shape", "calibrate_offsets")
 # node parameters of the core (tracks, checks, bounded work)
 CORE_FIELDS = ("person_timeout", "max_batch", "max_coordinate_m", "max_bone_ratio", "max_keypoint_spread_m",
-               "max_people", "max_points", "latency_budget_ms", "floor_plane")
+               "max_people", "max_points", "latency_budget_ms")
 
 
 @dataclass
@@ -229,7 +229,6 @@ class CoreSettings:
     max_people: int = 64  # people per message; more are rejected (too_many_people)
     max_points: int = 512  # keypoints per person; more are rejected (too_many_points)
     latency_budget_ms: float = 100.0  # arrival to answer; under load fewer prior steps (down to 1); 0: off
-    floor_plane: tuple[float, ...] = (0.0, 0.0, 0.0, 0.0)  # (n, d) in the input frame: n . x = d, n up; 0: unknown
 
     def refine_settings(self) -> RefineSettings:
         return RefineSettings(**{f: getattr(self, f) for f in SOLVER_FIELDS})
@@ -629,9 +628,7 @@ class RefineCore:
         refiner = self.refiner(fmt, steps)
         points = torch.from_numpy(np.stack([p.person.points for p in chunk]).astype(np.float32))
         conf_np = np.stack([p.person.confidences for p in chunk]).astype(np.float32)
-        plane = tuple(self.settings.floor_plane)
-        floor = torch.tensor([plane], dtype=torch.float32) if any(plane[:3]) else None
-        obs = Observation(points, torch.from_numpy(conf_np.copy()), fmt, floor)
+        obs = Observation(points, torch.from_numpy(conf_np.copy()), fmt)
         t0 = time.perf_counter()
         try:
             refined = refiner(obs, init)

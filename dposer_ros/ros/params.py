@@ -101,11 +101,6 @@ def build_parameters(solver: RefineSettings = RefineSettings()) -> tuple[ParamSp
                   "Longest wait [s] for the input -> output_frame transform at a message's stamp; an answer whose "
                   "transform is not there is dropped and counted (error.transform), never relabelled.",
                   range=(0.0, 5.0)),
-        ParamSpec("floor_plane", list(node.floor_plane),
-                  "The floor people stand on, in the input frame, as [nx, ny, nz, d] (the plane n . x = d, n pointing "
-                  "up, metres; e.g. [0, 0, 1, 0] for a z-up frame on the floor). When known, feet no keypoint sees are "
-                  "kept on it (RefineSettings.floor_weight): hidden legs stand instead of kneeling. All zeros: unknown.",
-                  constraints="4 numbers"),
         ParamSpec("output_transform", [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0],
                   "Static transform input frame -> output_frame as [x, y, z, qx, qy, qz, qw] (metres, unit "
                   "quaternion), used when output_frame is set and tf2_ros is not available.",
@@ -167,11 +162,6 @@ def check_value(spec: ParamSpec, value: Any) -> str | None:
         return f"{spec.name} must be one of {', '.join(spec.choices)}, got {value!r}"
     if spec.range is not None and not (spec.range[0] <= value <= spec.range[1]):
         return f"{spec.name} must lie in [{spec.range[0]}, {spec.range[1]}], got {value!r}"
-    if spec.name == "floor_plane":
-        if len(value) != 4 or not all(math.isfinite(v) for v in value):
-            return f"floor_plane needs 4 finite numbers [nx, ny, nz, d], got {list(value)}"
-        if any(value[:3]) and math.hypot(*value[:3]) < 0.5:
-            return f"floor_plane's normal must be a unit vector (or all zeros: unknown), got {list(value[:3])}"
     if spec.name == "output_transform":
         if len(value) != 7:
             return f"output_transform needs 7 numbers [x, y, z, qx, qy, qz, qw], got {len(value)}"

@@ -69,13 +69,10 @@ def gauss_newton_step(
     posed: Posed | None = None,
     rest_joints: torch.Tensor | None = None,
     offsets: torch.Tensor | None = None,
-    extra=None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One step for a batch: local (B, J, 3, 3), transl (B, 3), target (B, K, 3) metres, weight (B, K);
     `rest_joints` (B, J, 3) the people's own rest joints (None: the mean shape), `offsets` (B, K, 3) their
-    keypoints' calibrated offsets (None: the format's). `extra`: a callable (posed) -> (points, targets (B, M, 3),
-    weights (B, M), movable (B, F)) of further point residuals that only the `movable` joints' rotations answer to
-    (the floor contact of hidden feet moves hidden legs, never the seen body)."""
+    keypoints' calibrated offsets (None: the format's)."""
     batch = local.shape[0]
     posed = posed or fk.from_rotmat(local, transl, rest_joints)
     kp = points.positions(posed, offsets)
@@ -90,16 +87,6 @@ def gauss_newton_step(
     jt = jac.transpose(1, 2)
     h = jt @ jac
     g = jt @ r[..., None]
-    if extra is not None:
-        more, goal, wx, movable = extra(posed)
-        pos = more.positions(posed)
-        sx = wx.clamp(min=0).sqrt()[..., None]
-        jx = more.jacobian(posed, pos) * 100.0 * sx.expand(-1, -1, 3).reshape(batch, -1, 1)
-        # only the `movable` (B, F) joints answer to these residuals: not the translation, not the seen joints
-        cols = torch.cat([movable.float().repeat_interleave(3, dim=1), torch.zeros(batch, 3)], dim=1)
-        jx = jx * cols[:, None, :]
-        h = h + jx.transpose(1, 2) @ jx
-        g = g + jx.transpose(1, 2) @ (((pos - goal) * 100.0 * sx).reshape(batch, -1, 1))
     if pulls:
         theta = roma.rotmat_to_rotvec(local[:, points.free])
         jinv = inverse_right_jacobian(theta)  # (B, F, 3, 3)

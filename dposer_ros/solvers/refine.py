@@ -22,7 +22,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import cast
 
-import numpy as np
 import roma
 import torch
 
@@ -93,9 +92,6 @@ class RefineSettings:
     calibration_prior_weight: float = 0.0  # the prior's pull on seen joints while offsets calibrate (shape_frames)
     offset_prior_frames: float = 10.0  # a zero-offset prior worth this many frames of evidence
     max_offset_cm: float = 6.0  # bound of a calibrated keypoint offset
-    floor_weight: float = 0.0  # with a known floor (Observation.floor): the lower hidden ankle is pulled to
-    # ankle_height_cm above it, and no hidden ankle goes below that (per cm^2, as a keypoint of this confidence)
-    ankle_height_cm: float = 8.0
 
     def __post_init__(self) -> None:
         if self.rest_target not in ("zero", "mean"):
@@ -215,14 +211,6 @@ class FewStepRefiner:
         self.spine = [FREE_JOINTS.index(names.index(n)) for n in ("spine1", "spine2", "spine3")]
         self.torso = torch.tensor([float(names[int(j)] in TORSO_JOINTS) for j in fmt.joints])  # (K,)
         body = torch.tensor([0 < j < 22 for j in FREE_JOINTS])
-        # the floor contact of hidden feet: the two ankle joints, and which keypoints see each foot (at the ankle or
-        # below it: ankle, foot, heel and toe keypoints)
-        ankles = [names.index(f"{side}_ankle") for side in ("left", "right")]
-        self.ankles = AttachedPoints(self.fk, ankles, np.zeros((2, 3)), FREE_JOINTS)
-        below = [{a, *smplx_neutral().descendants(a)} for a in ankles]
-        self.foot_keypoints = torch.tensor([[float(int(j) in b) for j in fmt.joints] for b in below])  # (2, K)
-        legs = {names.index(f"{side}_{part}") for side in ("left", "right") for part in ("hip", "knee", "ankle")}
-        self.legs = torch.tensor([j in legs for j in FREE_JOINTS])  # (F,): the joints that carry a foot
         self.observable = body & (self.sees.sum(0) > 0)  # (F,) body joints some keypoint of the format moves
         self.unobservable = body & ~self.observable  # ... and those none does (COCO's ankles: no foot keypoint)
 
@@ -286,7 +274,6 @@ class FewStepRefiner:
         # what a prior term hands from one step to the next within this frame (and which joints keypoints see)
         carry: dict = {"seen": by_data}
         evals = 0
-        floor = self.floor_contact(obs.floor, obs.confidence, by_data)
         if init is None and use_prior and s.cold_prior_steps > 0:
             local, transl = self._cold_prior(obs, local, transl, factor, rest, calib.offsets, by_data, gen)
             evals += s.cold_prior_steps * s.cold_samples
@@ -298,8 +285,7 @@ class FewStepRefiner:
             if previous is not None and (s.temporal_weight > 0 or s.hold_weight > 0):
                 pulls.append(Pull(previous, hold))
             local, transl = gauss_newton_step(self.fk, self.points, local, transl, obs.points, obs.confidence,
-                                              pulls, s.damping, s.sigma_cm, rest_joints=rest, offsets=calib.offsets,
-                                              extra=floor)
+                                              pulls, s.damping, s.sigma_cm, rest_joints=rest, offsets=calib.offsets)
         evals += len(schedule) if use_prior else 0
         posed = self.fk.from_rotmat(local, transl, rest)
         # for the next frame: this one is answered with the shape and offsets it was solved with
@@ -324,7 +310,6 @@ class FewStepRefiner:
         rep = (lambda x: x.repeat_interleave(n, dim=0)) if n > 1 else (lambda x: x)
         local, transl, points, conf, factor, rest, offsets = map(rep, (local, transl, obs.points, obs.confidence,
                                                                       factor, rest, offsets))
-        floor = self.floor_contact(None if obs.floor is None else rep(obs.floor), conf, rep(seen))
         zero = self.rest_target.expand(local.shape[0], -1, -1)
         carry: dict = {"seen": rep(seen)}
         if n > 1:
@@ -333,38 +318,11 @@ class FewStepRefiner:
             pose = roma.rotmat_to_rotvec(local)
             pulls = [_scaled(p, factor) for p in self.prior_pulls(pose, t, gen, carry)] + [Pull(zero, self.rest_scale)]
             local, transl = gauss_newton_step(self.fk, self.points, local, transl, points, conf, pulls, s.damping,
-                                              s.sigma_cm, rest_joints=rest, offsets=offsets, extra=floor)
+                                              s.sigma_cm, rest_joints=rest, offsets=offsets)
         if n == 1:
             return local, transl
         mean = roma.rotmat_to_rotvec(local).reshape(-1, n, *local.shape[1:-2], 3).mean(1)
         return roma.rotvec_to_rotmat(mean), transl.reshape(-1, n, 3).mean(1)
-
-    def floor_contact(self, floor: torch.Tensor | None, confidence: torch.Tensor, seen: torch.Tensor | None = None):
-        """The floor contact of feet no keypoint sees, as extra point residuals for `gauss_newton_step` (None
-        without a floor or with `floor_weight` 0): the lower hidden ankle goes to `ankle_height_cm` above the
-        floor (it carries the body), the other hidden one no lower than that. A foot that keypoints see is left
-        to them. Only the leg joints no keypoint sees (`seen` (B, F), the solver's by-data mask) bend to reach the
-        floor: a floor in the wrong place cannot move the seen body. Gravity is what the prior does not know (it
-        has no global orientation): with the legs hidden it cannot tell standing from kneeling, the floor can."""
-        s = self.settings
-        if floor is None or s.floor_weight <= 0:
-            return None
-        hidden = (((confidence > 0.1).float() @ self.foot_keypoints.T) == 0).float()  # (B, 2)
-        if not hidden.any():
-            return None
-        normal, level = floor[:, None, :3], floor[:, 3:] + s.ankle_height_cm / 100.0  # (B, 1, 3), (B, 1)
-        if seen is None:
-            seen = ((confidence > 0.1).float() @ self.sees) > 0
-        movable = self.legs & ~seen  # (B, F)
-
-        def term(posed):
-            pos = self.ankles.positions(posed)
-            height = (pos * normal).sum(-1) - level  # (B, 2) above the ankles' standing level
-            support = torch.nn.functional.one_hot(height.argmin(1), 2).bool()
-            goal = torch.where(support, 0.0, height.clamp(min=0.0))
-            return self.ankles, pos - (height - goal)[..., None] * normal, s.floor_weight * hidden, movable
-
-        return term
 
     def prior_pulls(self, pose: torch.Tensor, t: float, generator: torch.Generator, carry: dict) -> list[Pull]:
         """The prior's term at step time t at unit strength (the solver scales it per joint): here a pull towards

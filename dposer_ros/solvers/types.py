@@ -18,8 +18,6 @@ class Observation:
     points: torch.Tensor  # (B, K, 3)
     confidence: torch.Tensor  # (B, K) in [0, 1]; 0 = not observed
     format: KeypointFormat
-    # the floor the people stand on, when known: (B, 4) = unit normal n pointing up and d, the plane n . x = d
-    floor: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         k = self.format.num_keypoints
@@ -34,13 +32,6 @@ class Observation:
         usable = (conf > 0) & torch.isfinite(points).all(-1)
         self.points = torch.where(usable[..., None], points, 0.0)
         self.confidence = conf * usable * torch.tensor(self.format.weights, dtype=torch.float32)
-        if self.floor is not None:
-            floor = torch.as_tensor(self.floor, dtype=torch.float32).reshape(-1, 4).expand(self.points.shape[0], 4)
-            normal = floor[:, :3].norm(dim=-1)
-            if not (torch.isfinite(floor).all() and (normal > 0.5).all()):
-                raise ValueError("floor must be finite (n, d) with a unit normal n, got "
-                                 f"{floor.tolist()}")
-            self.floor = torch.cat([floor[:, :3] / normal[:, None], floor[:, 3:] / normal[:, None]], dim=1)
 
 
 @dataclass
