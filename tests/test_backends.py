@@ -3,6 +3,7 @@ engine cache keys. TensorRT and CUDA tests run only where those exist."""
 
 import json
 import logging
+import os
 import subprocess
 import sys
 
@@ -404,3 +405,10 @@ def test_tensorrt_cache_logic_with_a_stand_in(files, tmp_path, monkeypatch, capl
     assert ("network", 1 << 5) in fake11.calls and ("flag", "FP16") not in fake11.calls
     parsed = onnx.load_from_string(next(c[1] for c in fake11.calls if c[0] == "parse"))
     assert any(n.op_type == "Cast" for n in parsed.graph.node)
+
+
+def test_gpu_check_script_is_valid_bash():
+    """bench/gpu_check.sh runs where a GPU is lent; here at least it must parse."""
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench", "gpu_check.sh")
+    done = subprocess.run(["bash", "-n", script], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
