@@ -39,9 +39,9 @@ from dposer_ros.ros.refine_node import default_model_path  # noqa: E402
 
 
 def phase(model: Path, budget_ms: float, people, rate: float, seconds: float, out_dir: Path, tag: str,
-          within_ms: float) -> dict:
+          within_ms: float, extra: dict | None = None) -> dict:
     domain = random.randint(120, 229)
-    node = NodeProcess({"model_path": model, "latency_budget_ms": budget_ms, "person_timeout": 5.0},
+    node = NodeProcess({"model_path": model, "latency_budget_ms": budget_ms, "person_timeout": 5.0, **(extra or {})},
                        out_dir / f"{tag}.node.log", domain)
     bench = Bench(domain)
     try:
@@ -95,7 +95,10 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=2, help="budget: off/on pairs")
     ap.add_argument("--budget-ms", type=float, default=50.0)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--node-param", action="append", default=[], metavar="NAME=VALUE",
+                    help="another node parameter for every phase (e.g. hri_output=false)")
     args = ap.parse_args()
+    extra = dict(p.split("=", 1) for p in args.node_param)
     model = args.model or default_model_path()
     out = args.out or ROOT / "out" / "bench" / f"soak_{args.mode}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -113,7 +116,7 @@ def main() -> int:
         plan = [(f"soak {args.seconds:.0f} s, budget {args.budget_ms:.0f} ms", args.budget_ms)]
     for name, budget in plan:
         r = phase(model, budget, people, args.rate, args.seconds, ROOT / "out" / "bench", f"soak_{len(result['phases'])}",
-                  args.budget_ms)
+                  args.budget_ms, extra)
         r["name"] = name
         if args.mode == "soak":
             rss = np.array([v for t, v in r["rss_mb_samples"] if t >= 60.0])

@@ -6,12 +6,15 @@ Per answered body `<id>` (the person_id as a ROS name token, `dposer_ros.body.ur
                                     REP 155: origin at the mid point of the hips, x forward, z up) and one frame per
                                     SMPL-X joint, `<joint>_<id>`, parented to it (REP 103 axes, aligned at rest)
   /humans/bodies/<id>/joint_states  sensor_msgs/JointState: the 162 angles of the body's URDF
+                                    (TF and joint states at most `hri_rate_hz` times a second per body)
   /humans/bodies/<id>/urdf          std_msgs/String, transient local: the body's URDF in its calibrated proportions
                                     (RViz's RobotModel reads it as a description topic), again when the shape changes
 Message types are loaded here, at run time: the node runs without them (and says so) when they are not built.
 """
 
 from __future__ import annotations
+
+import time
 
 import numpy as np
 import roma
@@ -35,12 +38,13 @@ def _quaternions(rot: np.ndarray) -> np.ndarray:
 class HriPublisher:
     """Publishes REP 155 bodies for a node; `publish` per answered frame, `prune` to drop gone bodies."""
 
-    def __init__(self, node) -> None:
+    def __init__(self, node, rate_hz: float = 0.0) -> None:
         from hri_msgs.msg import IdsList  # noqa: F401 - raise ImportError here when the interfaces are missing
         from rclpy.qos import DurabilityPolicy, QoSProfile
         from tf2_msgs.msg import TFMessage
 
         self.node = node
+        self.rate_hz = rate_hz  # most TF / joint-state updates per body and second (0: every answer)
         self.pub_tf = node.create_publisher(TFMessage, "/tf", QoSProfile(depth=100))
         self.pub_tracked = node.create_publisher(IdsList, TRACKED_TOPIC, QoSProfile(depth=10))
         self.latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -49,46 +53,64 @@ class HriPublisher:
         self.names = smplx_neutral().names
 
     def publish(self, people: list[PersonResult], header, tracked: list[str]) -> None:
-        from geometry_msgs.msg import TransformStamped
+        """TF frames and joint states of the answered people (each body at most `rate_hz` times a second; nothing is
+        built for a topic nobody subscribes to), and the tracked ids."""
         from hri_msgs.msg import IdsList
         from sensor_msgs.msg import JointState
         from tf2_msgs.msg import TFMessage
 
+        now = time.monotonic()
+        due = [r for r in people if not r.failed]
+        if self.rate_hz > 0:
+            due = [r for r in due if now - self.bodies.get(body_id_token(r.person_id), {}).get("sent", -1e9)
+                   >= 1.0 / self.rate_hz - 1e-3]
         transforms = []
-        for res in people:
-            if res.failed:
-                continue
+        want_tf = self.pub_tf.get_subscription_count() > 0
+        for res in due:
             bid = body_id_token(res.person_id)
             body = self._body(bid, res.betas)
+            want_joints = body["joints"].get_subscription_count() > 0
+            if not (want_tf or want_joints):
+                continue
+            body["sent"] = now
             rest = None if res.betas is None else rest_joints(torch.as_tensor(res.betas))[None]
             posed = self.fk(torch.as_tensor(res.pose)[None], torch.as_tensor(res.transl)[None], rest)
             origin, rot, local_pos, local_rot = body_frames(posed.joints[0].numpy(), posed.rotations[0].numpy())
             positions = np.concatenate([origin[None], local_pos]).tolist()
             quats = _quaternions(np.concatenate([rot[None], local_rot])).tolist()  # one batched conversion
-            parents = [header.frame_id] + [f"body_{bid}"] * len(self.names)
-            children = [f"body_{bid}"] + [f"{n}_{bid}" for n in self.names]
-            for parent, child, pos, q in zip(parents, children, positions, quats):
-                t = TransformStamped()
-                t.header.stamp, t.header.frame_id, t.child_frame_id = header.stamp, parent, child
-                t.transform.translation.x, t.transform.translation.y, t.transform.translation.z = pos
-                t.transform.rotation.x, t.transform.rotation.y, t.transform.rotation.z, t.transform.rotation.w = q
-                transforms.append(t)
-            names, angles = joint_state(res.pose, bid)
-            body["joints"].publish(JointState(header=header, name=names, position=angles.tolist()))
+            frames = body["frames"]  # made once per body, filled in place (publish serialises at once)
+            frames[0].header.frame_id = header.frame_id
+            for t, pos, q in zip(frames, positions, quats):
+                t.header.stamp = header.stamp
+                tr, rq = t.transform.translation, t.transform.rotation
+                tr.x, tr.y, tr.z = pos
+                rq.x, rq.y, rq.z, rq.w = q
+            if want_tf:
+                transforms += frames
+            if want_joints:
+                names, angles = joint_state(res.pose, bid)
+                body["joints"].publish(JointState(header=header, name=names, position=angles.tolist()))
         if transforms:
             self.pub_tf.publish(TFMessage(transforms=transforms))
         self.pub_tracked.publish(IdsList(header=header, ids=[body_id_token(p) for p in tracked]))
 
     def _body(self, bid: str, betas: np.ndarray | None) -> dict:
+        from geometry_msgs.msg import TransformStamped
         from sensor_msgs.msg import JointState
         from std_msgs.msg import String
 
         body = self.bodies.get(bid)
         if body is None:
+            frames = [TransformStamped(child_frame_id=f"body_{bid}")]
+            frames += [TransformStamped(child_frame_id=f"{n}_{bid}") for n in self.names]
+            for t in frames[1:]:
+                t.header.frame_id = f"body_{bid}"
             body = self.bodies[bid] = {
                 "joints": self.node.create_publisher(JointState, f"/humans/bodies/{bid}/joint_states", 10),
                 "urdf": self.node.create_publisher(String, f"/humans/bodies/{bid}/urdf", self.latched),
                 "betas": None,
+                "frames": frames,
+                "sent": -1e9,
             }
         shape = np.zeros(10) if betas is None else np.asarray(betas)
         if body["betas"] is None or np.abs(shape - body["betas"]).max() > URDF_SHAPE_CHANGE:

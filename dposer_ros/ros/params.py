@@ -109,6 +109,9 @@ def build_parameters(solver: RefineSettings = RefineSettings()) -> tuple[ParamSp
                   "Publish REP 155 bodies: /humans/bodies/tracked, TF frames body_<id> and <joint>_<id> on /tf, "
                   "/humans/bodies/<id>/joint_states and the body's URDF on /humans/bodies/<id>/urdf.",
                   read_only=True),
+        ParamSpec("hri_rate_hz", 30.0,
+                  "Most TF / joint-state updates per body and second of the REP 155 output (0: every answer); each "
+                  "body's 56 frames cost about 1 ms to publish.", range=(0.0, 1000.0), read_only=True),
         ParamSpec("publish_markers", True, "Publish the refined skeletons on `skeleton_markers` (MarkerArray)."),
         ParamSpec("publish_mesh", False, "Publish the mannequin body mesh on `mesh_markers` (TRIANGLE_LIST, heavy)."),
         ParamSpec("mesh_stride", 4, "Draw every n-th mesh triangle (1 = full mesh, ~48k triangles).", range=(1, 64),

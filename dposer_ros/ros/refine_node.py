@@ -195,7 +195,7 @@ class RefineNodeMixin:
             try:
                 from .hri import HriPublisher
 
-                self.hri = HriPublisher(self)
+                self.hri = HriPublisher(self, p["hri_rate_hz"])
             except ImportError as err:
                 self.get_logger().warning(f"no REP 155 output: {err} (build ros_ws: scripts/bootstrap.sh)")
         self._last_prune = 0.0
