@@ -1,6 +1,7 @@
 """REP 155 bodies: what HRI stacks (ros4hri's `hri_person_manager`, `pyhri`, `hri_rviz`) read, from refined people.
 
-Per answered body `<id>` (the person_id as a ROS name token, `dposer_ros.body.urdf.body_id_token`):
+Per answered body `<id>` (the person_id as a ROS name token, `dposer_ros.body.urdf.body_id_token`; people without a
+person_id have no track and no body here):
   /humans/bodies/tracked            hri_msgs/IdsList: the bodies with a track, after every answer
   /tf                               tf2_msgs/TFMessage: `body_<id>` (parent: the output frame, on the input stamp;
                                     REP 155: origin at the mid point of the hips, x forward, z up) and one frame per
@@ -60,7 +61,7 @@ class HriPublisher:
         from tf2_msgs.msg import TFMessage
 
         now = time.monotonic()
-        due = [r for r in people if not r.failed]
+        due = [r for r in people if not r.failed and r.person_id]  # REP 155 bodies need an id that lasts
         if self.rate_hz > 0:
             due = [r for r in due if now - self.bodies.get(body_id_token(r.person_id), {}).get("sent", -1e9)
                    >= 1.0 / self.rate_hz - 1e-3]
