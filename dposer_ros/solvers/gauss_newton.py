@@ -23,12 +23,14 @@ class Pull:
     """A quadratic pull of the free joints' axis-angle towards `target`.
 
     Diagonal: sum (scale * (theta - target))^2 per entry. With `precision` (B, 3F, 3F) instead:
-    (theta - target)^T precision (theta - target), e.g. a Gaussian's inverse covariance.
+    (theta - target)^T precision (theta - target), e.g. a Gaussian's inverse covariance; with `blocks`
+    (B, F, 3, 3) the same per joint (a block-diagonal precision).
     """
 
     target: torch.Tensor  # (B, F, 3)
     scale: torch.Tensor | None = None  # (B, F, 3) or broadcastable; zero entries are not pulled
     precision: torch.Tensor | None = None  # (B, 3F, 3F)
+    blocks: torch.Tensor | None = None  # (B, F, 3, 3)
 
 
 def _block_index(n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -99,6 +101,10 @@ def gauss_newton_step(
                 jbt = jb.transpose(1, 2)
                 h[:, : 3 * n_free, : 3 * n_free] += jbt @ pull.precision @ jb
                 g[:, : 3 * n_free] += jbt @ (pull.precision @ d.reshape(batch, -1, 1))
+            elif pull.blocks is not None:
+                jt_p = jinv.transpose(-1, -2) @ pull.blocks  # J^T P per joint
+                h[:, rows, cols] += (jt_p @ jinv).reshape(batch, -1)
+                g[:, : 3 * n_free, 0] += (jt_p @ d[..., None]).reshape(batch, -1)
             else:  # a diagonal pull: scale is set
                 s2 = cast(torch.Tensor, pull.scale).expand_as(theta).square()  # (B, F, 3)
                 jt_s2 = jinv.transpose(-1, -2) * s2[..., None, :]  # J^T diag(s^2)
