@@ -18,9 +18,11 @@ import torch
 
 VARIANTS = {
     "before": {"mirror_symmetric": False, "calibrate_shape": False, "calibrate_offsets": False,
-               "t_max": 0.35, "t_min": 0.3},
-    "mirror only": {"calibrate_shape": False, "calibrate_offsets": False},
-    "calibration only": {"mirror_symmetric": False},
+               "t_max": 0.35, "t_min": 0.3, "weak_hold_weight": 0.0},
+    "mirror only": {"calibrate_shape": False, "calibrate_offsets": False, "weak_hold_weight": 0.0},
+    "calibration only": {"mirror_symmetric": False, "weak_hold_weight": 0.0},
+    "weak hold only": {"mirror_symmetric": False, "calibrate_shape": False, "calibrate_offsets": False,
+                       "t_max": 0.35, "t_min": 0.3},
     "now": {},
 }
 

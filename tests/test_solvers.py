@@ -316,3 +316,38 @@ def test_steps_renoise_with_the_predicted_noise(prior, monkeypatch, carry_noise)
     calls.clear()
     FewStepRefiner(prior, fmt, settings)(Observation(kp, torch.ones(kp.shape[:2]), fmt), BodyState(out.pose, out.transl))
     assert [eps is None for _, eps, _ in calls] == [True, not carry_noise, not carry_noise]
+
+
+def test_weakly_seen_rotation_directions_are_held(prior):
+    """With the knee seen and the ankle hidden, the hip's twist moves no keypoint: `weak_hold_weight` holds that
+    direction at its last pose, while the directions keypoints see stay free (round 10 of the foreign validation)."""
+    fmt = get_format("h36m17")
+    names = smplx_neutral().names
+    pose = torch.zeros(1, 55, 3)
+    pose[0, names.index("left_hip")] = torch.tensor([-0.6, 0.2, 0.1])
+    pose[0, names.index("left_knee")] = torch.tensor([1.2, 0.0, 0.0])  # bent: the ankle sees the hip's twist
+    kp = fmt.from_posed(ForwardKinematics()(pose, torch.zeros(1, 3))).float()
+    conf = torch.ones(1, fmt.num_keypoints)
+    first = FewStepRefiner(prior, fmt)(Observation(kp, conf, fmt))
+    conf[0, fmt.keypoint_names.index("left_ankle")] = 0.0
+    refiner = FewStepRefiner(prior, fmt, RefineSettings(weak_hold_weight=1e4))
+    free = list(refiner.free)
+    hip, knee = free.index(names.index("left_hip")), free.index(names.index("left_knee"))
+    local = roma.rotvec_to_rotmat(first.pose)
+    weak = refiner.weak_directions(local, first.transl, first.rest_joints, first.keypoint_offsets, conf)
+    hip_eig, knee_eig = torch.linalg.eigvalsh(weak[0, hip]), torch.linalg.eigvalsh(weak[0, knee])
+    assert hip_eig[-1] > 0.95 and hip_eig[:2].max() < 0.05  # one direction (the twist) unseen, two seen
+    assert knee_eig.min() > 0.95  # the knee moves no seen keypoint at all
+    seen = refiner.weak_directions(local, first.transl, first.rest_joints, first.keypoint_offsets, torch.ones_like(conf))
+    assert torch.linalg.eigvalsh(seen[0, hip]).max() < 0.1  # with the ankle seen, the hip is seen whole
+
+    def twist_change(out) -> float:  # rotation of the hip about the thigh's own axis since the first frame
+        rel = roma.rotvec_to_rotmat(first.pose[0, names.index("left_hip")]).T @ roma.rotvec_to_rotmat(
+            out.pose[0, names.index("left_hip")])
+        axis = ForwardKinematics().rest_joints[names.index("left_knee")] - ForwardKinematics().rest_joints[names.index("left_hip")]
+        return abs(float(roma.rotmat_to_rotvec(rel) @ (axis / axis.norm()).to(rel)))
+
+    held = refiner(Observation(kp, conf, fmt), first.select(0))
+    loose = FewStepRefiner(prior, fmt, RefineSettings(weak_hold_weight=0.0, rest_weight=50.0))(
+        Observation(kp, conf, fmt), first.select(0))
+    assert twist_change(held) < 0.01 < twist_change(loose)

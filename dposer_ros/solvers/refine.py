@@ -54,8 +54,6 @@ class RefineSettings:
     prior_weight: float = 2.5  # strength of the prior on the body joints, chosen on the validation split
     hand_prior_weight: float = 0.1  # ... and on the finger joints (bench/eval/tuning*.md)
     temporal_weight: float = 2.0  # pull towards the previous frame (per radian^2), 0 for none
-    root_temporal_weight: float = 2.0  # ... of the pelvis' orientation (its pitch is barely seen: the hips and the
-    # spine can counter-rotate, so keypoint noise turns it from frame to frame)
     hold_weight: float = 50.0  # extra pull towards the previous frame on a joint no keypoint sees (per radian^2) ...
     seen_prior_weight: float = 1.0  # the prior's pull on joints confident keypoints see, while some joint is hidden
     # (the completion needs a seen body on the prior's manifold); none while the whole body is seen: the data decides
@@ -64,12 +62,8 @@ class RefineSettings:
     # the prior's guess put the feet 150-180 mm off where the rest pose is 67 mm, in-house validation 2026-11-29)
     hidden_prior_weight: float = 10.0  # the prior's pull on a joint no keypoint sees is this many times stronger
     hold_decay: float = 0.7  # ... times hold_decay^(frames it has been hidden - 1): the prior takes over a long gap
-    hold_frame: str = "local"  # "world": a hidden joint is held at its last world orientation (its parent may turn:
-    # the pelvis' pitch is barely seen), "local": at its last rotation relative to its parent
-    hold_velocity: float = 0.0  # with hold_frame "world": the held orientation turns on at this fraction of the
-    # joint's last world angular velocity per frame (0: held still, 1: constant velocity; decays by it while hidden)
-    weak_hold_weight: float = 0.0  # the same pull on the directions of a seen joint's rotation that move no confident
-    weak_dof_cm: float = 5.0  # keypoint by more than this per radian (a hip's twist while its ankle is hidden)
+    weak_hold_weight: float = 200.0  # the same pull on the directions of a seen joint's rotation that move no
+    weak_dof_cm: float = 10.0  # confident keypoint by more than this per radian (a hip's twist while its ankle is hidden)
     hidden_prior_ramp: bool = True  # ... growing as the hold fades: 1 + (w - 1)(1 - hold_decay^(frames hidden - 1))
     rest_weight: float = 1.0  # pull of the body joints towards the rest target (per radian^2) ...
     rest_target: str = "zero"  # ... "zero": the SMPL-X rest pose; "mean": the training data's mean pose (mirrored)
@@ -104,8 +98,6 @@ class RefineSettings:
     def __post_init__(self) -> None:
         if self.rest_target not in ("zero", "mean"):
             raise ValueError(f"rest_target must be 'zero' or 'mean', got {self.rest_target!r}")
-        if self.hold_frame not in ("world", "local"):
-            raise ValueError(f"hold_frame must be 'world' or 'local', got {self.hold_frame!r}")
         if self.schedule not in ("truncated", "uniform"):
             raise ValueError(f"schedule must be 'truncated' or 'uniform', got {self.schedule!r}")
         if not 1 <= self.steps <= 8:
@@ -185,7 +177,6 @@ class FewStepRefiner:
         self.points = AttachedPoints(self.fk, fmt.joints, fmt.offsets, FREE_JOINTS)
         self.schedule = TruncatedSchedule(settings.t_max, settings.t_min) if settings.schedule == "truncated" else UniformSchedule()
         self.free = torch.tensor(FREE_JOINTS)
-        self.parent_of_free = torch.tensor([max(smplx_neutral().parents[j], 0) for j in FREE_JOINTS])
         # per-entry prior scale of the free joints (1 / std of the prior's normalisation), root not pulled
         std_pose = from_vector(prior.std.float(), torch.zeros(NUM_JOINTS, 3))[0].abs()
         scale = torch.zeros(NUM_JOINTS, 3)
@@ -271,20 +262,11 @@ class FewStepRefiner:
         else:
             local, transl = roma.rotvec_to_rotmat(init.pose.float()), init.transl.float().clone()
             previous = init.pose.float()[:, self.free]
-            last_world = self.fk.from_rotmat(local, transl, rest).rotations[:, self.free]
-            previous_world = last_world
-            if init.velocity is not None and s.hold_velocity > 0:
-                previous_world = roma.rotvec_to_rotmat(s.hold_velocity * init.velocity.float()) @ last_world
         seen = self.seen_joints(obs.confidence)
         by_data = ((obs.confidence > 0.1).float() @ self.sees) > 0  # seen, the spine included
         hidden = torch.zeros(batch, len(FREE_JOINTS)) if init is None or init.hidden_frames is None else init.hidden_frames
         hidden = torch.where(by_data, 0.0, hidden.float() + 1.0)
-        temporal = torch.full((len(FREE_JOINTS),), s.temporal_weight)
-        temporal[0] = s.root_temporal_weight
-        hold = ((hidden > 0) * s.hold_weight * s.hold_decay ** (hidden - 1).clamp(min=0))[..., None]
-        if s.hold_frame == "local":  # one pull: the temporal one and the hold, both towards the last local rotation
-            temporal, hold = temporal + hold[..., 0], torch.zeros_like(hold)
-        temporal_scale, hold_scale = temporal[..., None].sqrt().expand(batch, -1, -1), hold.sqrt()
+        hold = (s.temporal_weight + (hidden > 0) * s.hold_weight * s.hold_decay ** (hidden - 1).clamp(min=0))[..., None].sqrt()
         observed = self.observed_parts(obs.confidence)
         weak = None
         if previous is not None and s.weak_hold_weight > 0:
@@ -320,13 +302,8 @@ class FewStepRefiner:
             pose = roma.rotmat_to_rotvec(local)
             pulls = [_scaled(p, factor) for p in self.prior_pulls(pose, t, gen, carry)] if use_prior else []
             pulls.append(Pull(zero, self.rest_scale))
-            if previous is not None:
-                pulls.append(Pull(previous, temporal_scale))
-                if s.hold_frame == "world":  # the hold of hidden joints: the rotation that keeps their last world
-                    # orientation (the temporal pull stays local: a long-hidden limb follows its parent)
-                    parent = self.fk.from_rotmat(local, transl, rest).rotations[:, self.parent_of_free]
-                    parent[:, 0] = torch.eye(3)
-                    pulls.append(Pull(roma.rotmat_to_rotvec(parent.transpose(-1, -2) @ previous_world), hold_scale))
+            if previous is not None and (s.temporal_weight > 0 or s.hold_weight > 0):
+                pulls.append(Pull(previous, hold))
             if weak is not None:
                 pulls.append(weak)
             local, transl = gauss_newton_step(self.fk, self.points, local, transl, obs.points, obs.confidence,
@@ -337,14 +314,11 @@ class FewStepRefiner:
         used_offsets = calib.offsets
         calib = calibrate(self.fk, self.points, posed, local, obs.points, obs.confidence, calib, s)
         pose = roma.rotmat_to_rotvec(local)
-        velocity = (torch.zeros(batch, len(FREE_JOINTS), 3) if previous is None else
-                    roma.rotmat_to_rotvec(posed.rotations[:, self.free] @ last_world.transpose(-1, -2)))
         completed = ~observed
         completed[:, PARTS.index("face")] = False  # no face prior: the face is neither observed nor completed
         evals *= self.evals_per_step
         return Refined(pose, transl, posed.joints, observed, completed, network_evals=evals, hidden_frames=hidden,
-                       betas=betas, calibration=calib, rest_joints=rest, keypoint_offsets=used_offsets,
-                       velocity=velocity)
+                       betas=betas, calibration=calib, rest_joints=rest, keypoint_offsets=used_offsets)
 
     evals_per_step = 1
 
