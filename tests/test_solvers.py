@@ -330,7 +330,7 @@ def test_weakly_seen_rotation_directions_are_held(prior):
     conf = torch.ones(1, fmt.num_keypoints)
     first = FewStepRefiner(prior, fmt)(Observation(kp, conf, fmt))
     conf[0, fmt.keypoint_names.index("left_ankle")] = 0.0
-    refiner = FewStepRefiner(prior, fmt, RefineSettings(weak_hold_weight=1e4))
+    refiner = FewStepRefiner(prior, fmt, RefineSettings(weak_hold_weight=1e4, weak_dof_cm=5.0))
     free = list(refiner.free)
     hip, knee = free.index(names.index("left_hip")), free.index(names.index("left_knee"))
     local = roma.rotvec_to_rotmat(first.pose)

@@ -177,6 +177,8 @@ class FewStepRefiner:
         self.points = AttachedPoints(self.fk, fmt.joints, fmt.offsets, FREE_JOINTS)
         self.schedule = TruncatedSchedule(settings.t_max, settings.t_min) if settings.schedule == "truncated" else UniformSchedule()
         self.free = torch.tensor(FREE_JOINTS)
+        # the root and body joints (the weak hold's threshold is for body bones; a finger's 2-3 cm bones are always below it)
+        self.body_free = torch.tensor([j < 22 for j in FREE_JOINTS])
         # per-entry prior scale of the free joints (1 / std of the prior's normalisation), root not pulled
         std_pose = from_vector(prior.std.float(), torch.zeros(NUM_JOINTS, 3))[0].abs()
         scale = torch.zeros(NUM_JOINTS, 3)
@@ -271,7 +273,7 @@ class FewStepRefiner:
         weak = None
         if previous is not None and s.weak_hold_weight > 0:
             blocks = self.weak_directions(local, transl, rest, calib.offsets, obs.confidence)
-            weak = Pull(previous, blocks=blocks * (s.weak_hold_weight * by_data)[..., None, None])
+            weak = Pull(previous, blocks=blocks * (s.weak_hold_weight * (by_data & self.body_free))[..., None, None])
         # a joint no keypoint sees has only the prior to go by: its pull is hidden_prior_weight times stronger
         boost = torch.full_like(hidden, s.hidden_prior_weight)
         if s.hidden_prior_ramp and previous is not None:  # ... once the hold has faded (a new track has no hold)
