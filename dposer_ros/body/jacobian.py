@@ -61,6 +61,10 @@ class AttachedPoints:
                 j = parents[j]
             chain[k] = torch.tensor([float(f in on_chain) for f in free_list])
         self.chain = chain  # (K, F): rotating free joint f moves point k
+        self.moved = chain.sum(0) > 0  # (F,) free joints whose rotation moves some point (a landmark's own joint too)
+        self.unmoved = ~self.moved
+        self.moved_columns = torch.cat([(3 * torch.nonzero(self.moved)[:, 0, None] + torch.arange(3)).reshape(-1),
+                                        3 * len(self.free) + torch.arange(3)])  # ... their Jacobian columns, then transl
         self.frame = offset_frames(self.joint.tolist(), self.offset.numpy(), parents)
         # the Jacobian is sparse (a point moves with the few joints on its chain): only those (k, f) blocks are
         # computed, and copied to their places in the (3K, 3F + 3) matrix, which starts as the translation part

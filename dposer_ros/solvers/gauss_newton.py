@@ -74,7 +74,11 @@ def gauss_newton_step(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One step for a batch: local (B, J, 3, 3), transl (B, 3), target (B, K, 3) metres, weight (B, K);
     `rest_joints` (B, J, 3) the people's own rest joints (None: the mean shape), `offsets` (B, K, 3) their
-    keypoints' calibrated offsets (None: the format's)."""
+    keypoints' calibrated offsets (None: the format's).
+
+    A free joint that moves no point (a finger under a body format) meets the others only through pulls; unless a
+    pull couples joints (`precision`), its update is solved on its own (a 3 x 3 system) and the joint system keeps
+    only the rest: the same step, with a much smaller factorisation."""
     batch = local.shape[0]
     posed = posed or fk.from_rotmat(local, transl, rest_joints)
     kp = points.positions(posed, offsets)
@@ -86,33 +90,47 @@ def gauss_newton_step(
     r = (diff * sw).reshape(batch, -1)
     jac = points.jacobian(posed, kp) * 100.0 * sw.expand(-1, -1, 3).reshape(batch, -1, 1)
     n_free = len(points.free)
+    split = bool(points.unmoved.any()) and all(p.precision is None for p in pulls)
+    cols = points.moved_columns if split else torch.arange(jac.shape[-1])
+    jac = jac[..., cols]
     jt = jac.transpose(1, 2)
     h = jt @ jac
     g = jt @ r[..., None]
+    # per-joint pull blocks (B, F, 3, 3) and gradients (B, F, 3) of the diagonal and block pulls
+    hb = local.new_zeros(batch, n_free, 3, 3)
+    gb = local.new_zeros(batch, n_free, 3)
     if pulls:
         theta = roma.rotmat_to_rotvec(local[:, points.free])
         jinv = inverse_right_jacobian(theta)  # (B, F, 3, 3)
-        rows, cols = _block_index(n_free)
         for pull in pulls:
             d = theta - pull.target
-            if pull.precision is not None:
+            if pull.precision is not None:  # a full precision: only without the split (all joints in h)
                 jb = torch.zeros(batch, 3 * n_free, 3 * n_free, dtype=h.dtype)
-                jb[:, rows, cols] = jinv.reshape(batch, -1)
+                rows, cols_ = _block_index(n_free)
+                jb[:, rows, cols_] = jinv.reshape(batch, -1)
                 jbt = jb.transpose(1, 2)
                 h[:, : 3 * n_free, : 3 * n_free] += jbt @ pull.precision @ jb
                 g[:, : 3 * n_free] += jbt @ (pull.precision @ d.reshape(batch, -1, 1))
-            elif pull.blocks is not None:
+                continue
+            if pull.blocks is not None:
                 jt_p = jinv.transpose(-1, -2) @ pull.blocks  # J^T P per joint
-                h[:, rows, cols] += (jt_p @ jinv).reshape(batch, -1)
-                g[:, : 3 * n_free, 0] += (jt_p @ d[..., None]).reshape(batch, -1)
             else:  # a diagonal pull: scale is set
-                s2 = cast(torch.Tensor, pull.scale).expand_as(theta).square()  # (B, F, 3)
-                jt_s2 = jinv.transpose(-1, -2) * s2[..., None, :]  # J^T diag(s^2)
-                h[:, rows, cols] += (jt_s2 @ jinv).reshape(batch, -1)
-                g[:, : 3 * n_free, 0] += (jt_s2 @ d[..., None]).reshape(batch, -1)
+                jt_p = jinv.transpose(-1, -2) * cast(torch.Tensor, pull.scale).expand_as(theta).square()[..., None, :]
+            hb = hb + jt_p @ jinv
+            gb = gb + (jt_p @ d[..., None])[..., 0]
+    moved = points.moved if split else torch.ones(n_free, dtype=torch.bool)
+    rows, cols_ = _block_index(int(moved.sum()))
+    h[:, rows, cols_] += hb[:, moved].reshape(batch, -1)
+    g[:, : 3 * int(moved.sum()), 0] += gb[:, moved].reshape(batch, -1)
     h.diagonal(dim1=1, dim2=2).mul_(1.0 + damping).add_(damping)  # h + damping * diag(diag(h) + 1), in place
     chol, info = torch.linalg.cholesky_ex(h)  # h is symmetric positive definite: Cholesky, half the cost of LU
-    delta = -(torch.cholesky_solve(g, chol) if not info.any() else torch.linalg.solve(h, g))[..., 0]
+    solved = -(torch.cholesky_solve(g, chol) if not info.any() else torch.linalg.solve(h, g))[..., 0]
+    delta = local.new_zeros(batch, 3 * n_free + 3)
+    delta[:, cols] = solved
+    if split:  # the joints no point moves: each its own damped 3 x 3 system
+        hd = hb[:, ~moved]
+        hd = hd * (1.0 + damping * torch.eye(3)) + damping * torch.eye(3)
+        delta[:, : 3 * n_free].view(batch, n_free, 3)[:, ~moved] = -torch.linalg.solve(hd, gb[:, ~moved])
     local = local.clone()
     local[:, points.free] = local[:, points.free] @ roma.rotvec_to_rotmat(delta[:, : 3 * n_free].reshape(batch, n_free, 3))
     return local, transl + delta[:, 3 * n_free :]

@@ -27,7 +27,7 @@ import torch
 
 from ..body.alignment import kabsch
 from ..body.jacobian import AttachedPoints
-from ..body.kinematics import ForwardKinematics
+from ..body.kinematics import ForwardKinematics, Posed
 from ..body.shape import rest_joints as shape_rest_joints
 from ..body.skeleton import NUM_JOINTS, PART_JOINTS, smplx_neutral
 from ..keypoints import KeypointFormat
@@ -228,12 +228,10 @@ class FewStepRefiner:
             seen[:, self.spine] &= ~torso[:, None]
         return seen
 
-    def weak_directions(self, local: torch.Tensor, transl: torch.Tensor, rest: torch.Tensor,
-                        offsets: torch.Tensor, confidence: torch.Tensor) -> torch.Tensor:
+    def weak_directions(self, posed: Posed, offsets: torch.Tensor, confidence: torch.Tensor) -> torch.Tensor:
         """(B, F, 3, 3) per free joint: lambda (A + lambda I)^-1, with A (cm^2 per rad^2) what the confident keypoints
-        tell of the joint's rotation at this pose and lambda = weak_dof_cm^2: about I on the directions that move no
-        keypoint (a hip's twist while the knee is seen and the ankle not), about 0 on those keypoints see."""
-        posed = self.fk.from_rotmat(local, transl, rest)
+        tell of the joint's rotation at the `posed` body and lambda = weak_dof_cm^2: about I on the directions that
+        move no keypoint (a hip's twist while the knee is seen and the ankle not), about 0 on those keypoints see."""
         jac = self.points.jacobian(posed, self.points.positions(posed, offsets))[..., :-3] * 100.0
         batch, n = confidence.shape[0], len(FREE_JOINTS)
         jac = jac.reshape(batch, -1, 3, n, 3)
@@ -270,9 +268,10 @@ class FewStepRefiner:
         hidden = torch.where(by_data, 0.0, hidden.float() + 1.0)
         hold = (s.temporal_weight + (hidden > 0) * s.hold_weight * s.hold_decay ** (hidden - 1).clamp(min=0))[..., None].sqrt()
         observed = self.observed_parts(obs.confidence)
-        weak = None
+        weak, posed = None, None
         if previous is not None and s.weak_hold_weight > 0:
-            blocks = self.weak_directions(local, transl, rest, calib.offsets, obs.confidence)
+            posed = self.fk.from_rotmat(local, transl, rest)  # also the first step's: the pose is not changed before it
+            blocks = self.weak_directions(posed, calib.offsets, obs.confidence)
             weak = Pull(previous, blocks=blocks * (s.weak_hold_weight * (by_data & self.body_free))[..., None, None])
         # a joint no keypoint sees has only the prior to go by: its pull is hidden_prior_weight times stronger
         boost = torch.full_like(hidden, s.hidden_prior_weight)
@@ -309,7 +308,8 @@ class FewStepRefiner:
             if weak is not None:
                 pulls.append(weak)
             local, transl = gauss_newton_step(self.fk, self.points, local, transl, obs.points, obs.confidence,
-                                              pulls, s.damping, s.sigma_cm, rest_joints=rest, offsets=calib.offsets)
+                                              pulls, s.damping, s.sigma_cm, posed, rest_joints=rest, offsets=calib.offsets)
+            posed = None
         evals += len(schedule) if use_prior else 0
         posed = self.fk.from_rotmat(local, transl, rest)
         # for the next frame: this one is answered with the shape and offsets it was solved with
