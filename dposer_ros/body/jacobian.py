@@ -69,7 +69,7 @@ class AttachedPoints:
         # the Jacobian is sparse (a point moves with the few joints on its chain): only those (k, f) blocks are
         # computed, and copied to their places in the (3K, 3F + 3) matrix, which starts as the translation part
         pk, pf = chain.nonzero(as_tuple=True)
-        self._pair_point, self._pair_joint = pk, self.free[pf]
+        self.pair_point, self.pair_free, self._pair_joint = pk, pf, self.free[pf]
         # a point at a joint is not moved by that joint's own rotation, whatever its extra offset
         self._pair_moves = (self._pair_joint != self.joint[pk]) | (self.frame[pk] == self.joint[pk])
         width = 3 * len(self.free) + 3
@@ -79,6 +79,14 @@ class AttachedPoints:
         base = torch.zeros(len(self.joint) * 3, width)
         base[torch.arange(len(self.joint) * 3), 3 * len(self.free) + torch.arange(len(self.joint) * 3) % 3] = 1.0
         self._base = base.reshape(-1)  # dp / d transl = I
+
+    def pair_blocks(self, posed: Posed, points: torch.Tensor) -> torch.Tensor:
+        """(B, P, 3, 3): d point / d increment of joint f for the P (point, free joint) pairs on chains
+        (`pair_point`, `pair_free`)."""
+        lever = points[:, self.pair_point] - posed.joints[:, self._pair_joint]  # (B, P, 3)
+        lever = lever * self._pair_moves[:, None].to(lever)
+        rot = posed.rotations[:, self._pair_joint]  # (B, P, 3, 3)
+        return torch.linalg.cross(rot, lever[..., None].expand_as(rot), dim=-2)  # -[lever]_x G_f, column-wise
 
     def positions(self, posed: Posed, extra: torch.Tensor | None = None) -> torch.Tensor:
         """(B, K, 3) world positions of the points; `extra` (B, K, 3): per-person offsets in the `frame` joints."""
@@ -91,10 +99,6 @@ class AttachedPoints:
     def jacobian(self, posed: Posed, points: torch.Tensor) -> torch.Tensor:
         """(B, K*3, 3F + 3): derivatives of the points w.r.t. the free joints' local increments, then translation."""
         batch, k = points.shape[:2]
-        lever = points[:, self._pair_point] - posed.joints[:, self._pair_joint]  # (B, P, 3), P pairs (k, f) on chains
-        lever = lever * self._pair_moves[:, None].to(lever)
-        rot = posed.rotations[:, self._pair_joint]  # (B, P, 3, 3)
-        # block = -[lever]_x G_f, whose column j is G_f[:, j] x lever
-        block = torch.linalg.cross(rot, lever[..., None].expand_as(rot), dim=-2)
+        block = self.pair_blocks(posed, points)
         jac = self._base.to(points).expand(batch, -1).index_copy(1, self._pair_flat, block.reshape(batch, -1))
         return jac.reshape(batch, k * 3, 3 * len(self.free) + 3)

@@ -232,10 +232,10 @@ class FewStepRefiner:
         """(B, F, 3, 3) per free joint: lambda (A + lambda I)^-1, with A (cm^2 per rad^2) what the confident keypoints
         tell of the joint's rotation at the `posed` body and lambda = weak_dof_cm^2: about I on the directions that
         move no keypoint (a hip's twist while the knee is seen and the ankle not), about 0 on those keypoints see."""
-        jac = self.points.jacobian(posed, self.points.positions(posed, offsets))[..., :-3] * 100.0
-        batch, n = confidence.shape[0], len(FREE_JOINTS)
-        jac = jac.reshape(batch, -1, 3, n, 3)
-        info = torch.einsum("bk,bkifj,bkifl->bfjl", confidence.clamp(min=0), jac, jac)
+        blocks = self.points.pair_blocks(posed, self.points.positions(posed, offsets)) * 100.0  # (B, P, 3, 3)
+        weighted = blocks.transpose(-1, -2) * confidence.clamp(min=0)[:, self.points.pair_point, None, None]
+        info = blocks.new_zeros(confidence.shape[0], len(FREE_JOINTS), 3, 3).index_add_(
+            1, self.points.pair_free, weighted @ blocks)
         lam = self.settings.weak_dof_cm**2
         eye = torch.eye(3, dtype=info.dtype)
         return lam * torch.linalg.inv(info + lam * eye)
