@@ -9,7 +9,7 @@ bench/eval/ holding the `dposer eval` run's results.json, or several joined by '
 `dposer compare` merges them; the first run's first method is the reference). The table: each corruption's primary error (hidden keypoints
 under occlusion, all keypoints otherwise) per method, and the first method's ratio to each other one with its 95 %
 bootstrap interval over clips (`dposer compare`), then the run's command, clips and date. A <name> ending in .json
-is a `bench/soak.py` or `bench/shutdown.py` run in bench/eval/.
+is a `bench/soak.py`, `bench/shutdown.py` or `bench/solver_split.py` run in bench/eval/.
 """
 
 from __future__ import annotations
@@ -33,6 +33,12 @@ def render(name: str) -> str:
         import soak
 
         run = json.loads((ROOT / "bench" / "eval" / name).read_text())
+        if "rows" in run:  # a benchmark's rows as they are (bench/solver_split.py)
+            head = list(run["rows"][0])
+            lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+            lines += ["| " + " | ".join(str(row[h]) for h in head) + " |" for row in run["rows"]]
+            lines += ["", f"{run['backend']}; run {run['date']} (`{run['command']}`; bench/eval/{name})."]
+            return "\n".join(lines) + "\n"
         return (shutdown if "trials" in run else soak).table(run)
     from dposer_ros.evaluation.compare import merge, paired, primary_metric
 
