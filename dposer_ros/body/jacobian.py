@@ -88,6 +88,12 @@ class AttachedPoints:
         rot = posed.rotations[:, self._pair_joint]  # (B, P, 3, 3)
         return torch.linalg.cross(rot, lever[..., None].expand_as(rot), dim=-2)  # -[lever]_x G_f, column-wise
 
+    def joint_information(self, block: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """(B, F, 3, 3) per free joint: sum over the points on its chains of weight_k B_kf^T B_kf, what the points
+        tell of that joint's rotation alone, from `pair_blocks` (B, P, 3, 3) and per-point weights (B, K)."""
+        weighted = block.transpose(-1, -2) * weight[:, self.pair_point, None, None]
+        return block.new_zeros(block.shape[0], len(self.free), 3, 3).index_add_(1, self.pair_free, weighted @ block)
+
     def positions(self, posed: Posed, extra: torch.Tensor | None = None) -> torch.Tensor:
         """(B, K, 3) world positions of the points; `extra` (B, K, 3): per-person offsets in the `frame` joints."""
         rot = posed.rotations[:, self.joint]
@@ -96,9 +102,10 @@ class AttachedPoints:
             out = out + (posed.rotations[:, self.frame] @ extra.to(rot)[..., None]).squeeze(-1)
         return out
 
-    def jacobian(self, posed: Posed, points: torch.Tensor) -> torch.Tensor:
-        """(B, K*3, 3F + 3): derivatives of the points w.r.t. the free joints' local increments, then translation."""
+    def jacobian(self, posed: Posed, points: torch.Tensor, block: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, K*3, 3F + 3): derivatives of the points w.r.t. the free joints' local increments, then translation
+        (from `pair_blocks` when given)."""
         batch, k = points.shape[:2]
-        block = self.pair_blocks(posed, points)
+        block = self.pair_blocks(posed, points) if block is None else block
         jac = self._base.to(points).expand(batch, -1).index_copy(1, self._pair_flat, block.reshape(batch, -1))
         return jac.reshape(batch, k * 3, 3 * len(self.free) + 3)

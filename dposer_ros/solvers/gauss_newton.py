@@ -24,13 +24,18 @@ class Pull:
 
     Diagonal: sum (scale * (theta - target))^2 per entry. With `precision` (B, 3F, 3F) instead:
     (theta - target)^T precision (theta - target), e.g. a Gaussian's inverse covariance; with `blocks`
-    (B, F, 3, 3) the same per joint (a block-diagonal precision).
+    (B, F, 3, 3) the same per joint (a block-diagonal precision); with `weak_cm`, a hold of the directions of each
+    joint's rotation that the keypoints barely see (a hip's twist while the ankle is hidden).
     """
 
     target: torch.Tensor  # (B, F, 3)
     scale: torch.Tensor | None = None  # (B, F, 3) or broadcastable; zero entries are not pulled
     precision: torch.Tensor | None = None  # (B, 3F, 3F)
     blocks: torch.Tensor | None = None  # (B, F, 3, 3)
+    # with `scale`: only along what the step's keypoints barely see, per joint scale^2 lambda (A + lambda I)^-1 with
+    # A what the points, weighted by confidence (not the robust weights), tell of the joint's rotation alone
+    # (cm^2 per rad^2; `AttachedPoints.joint_information`) and lambda = weak_cm^2
+    weak_cm: float | None = None
 
 
 def _block_index(n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -88,20 +93,25 @@ def gauss_newton_step(
         w = w * robust_weights(diff.norm(dim=-1), sigma_cm)
     sw = w.clamp(min=0).sqrt()[..., None]
     r = (diff * sw).reshape(batch, -1)
-    jac = points.jacobian(posed, kp) * 100.0 * sw.expand(-1, -1, 3).reshape(batch, -1, 1)
+    block = points.pair_blocks(posed, kp)
+    jac = points.jacobian(posed, kp, block) * 100.0 * sw.expand(-1, -1, 3).reshape(batch, -1, 1)
     n_free = len(points.free)
     split = bool(points.unmoved.any()) and all(p.precision is None for p in pulls)
-    cols = points.moved_columns if split else torch.arange(jac.shape[-1])
-    jac = jac[..., cols]
+    if split:
+        jac = jac[..., points.moved_columns]
     jt = jac.transpose(1, 2)
     h = jt @ jac
     g = jt @ r[..., None]
     # per-joint pull blocks (B, F, 3, 3) and gradients (B, F, 3) of the diagonal and block pulls
     hb = local.new_zeros(batch, n_free, 3, 3)
     gb = local.new_zeros(batch, n_free, 3)
+    n_data = h.shape[1] // 3 - 1  # joints in the system
+    rows, cols_ = _block_index(n_data)
     if pulls:
         theta = roma.rotmat_to_rotvec(local[:, points.free])
         jinv = inverse_right_jacobian(theta)  # (B, F, 3, 3)
+        if any(p.weak_cm is not None for p in pulls):  # what the confident points tell of each joint alone
+            info = points.joint_information(block, weight.clamp(min=0)) * 1e4  # cm^2 per rad^2
         for pull in pulls:
             d = theta - pull.target
             if pull.precision is not None:  # a full precision: only without the split (all joints in h)
@@ -112,25 +122,31 @@ def gauss_newton_step(
                 h[:, : 3 * n_free, : 3 * n_free] += jbt @ pull.precision @ jb
                 g[:, : 3 * n_free] += jbt @ (pull.precision @ d.reshape(batch, -1, 1))
                 continue
-            if pull.blocks is not None:
+            if pull.weak_cm is not None:
+                lam = pull.weak_cm**2
+                weak = lam * torch.linalg.inv(info + lam * torch.eye(3)) * cast(torch.Tensor, pull.scale)[..., None].square()
+                jt_p = jinv.transpose(-1, -2) @ weak
+            elif pull.blocks is not None:
                 jt_p = jinv.transpose(-1, -2) @ pull.blocks  # J^T P per joint
             else:  # a diagonal pull: scale is set
                 jt_p = jinv.transpose(-1, -2) * cast(torch.Tensor, pull.scale).expand_as(theta).square()[..., None, :]
             hb = hb + jt_p @ jinv
             gb = gb + (jt_p @ d[..., None])[..., 0]
-    moved = points.moved if split else torch.ones(n_free, dtype=torch.bool)
-    rows, cols_ = _block_index(int(moved.sum()))
-    h[:, rows, cols_] += hb[:, moved].reshape(batch, -1)
-    g[:, : 3 * int(moved.sum()), 0] += gb[:, moved].reshape(batch, -1)
+    if split:
+        hb_moved, gb_moved = hb[:, points.moved], gb[:, points.moved]
+    else:
+        hb_moved, gb_moved = hb, gb
+    h[:, rows, cols_] += hb_moved.reshape(batch, -1)
+    g[:, : 3 * hb_moved.shape[1], 0] += gb_moved.reshape(batch, -1)
     h.diagonal(dim1=1, dim2=2).mul_(1.0 + damping).add_(damping)  # h + damping * diag(diag(h) + 1), in place
     chol, info = torch.linalg.cholesky_ex(h)  # h is symmetric positive definite: Cholesky, half the cost of LU
     solved = -(torch.cholesky_solve(g, chol) if not info.any() else torch.linalg.solve(h, g))[..., 0]
-    delta = local.new_zeros(batch, 3 * n_free + 3)
-    delta[:, cols] = solved
+    delta = solved
     if split:  # the joints no point moves: each its own damped 3 x 3 system
-        hd = hb[:, ~moved]
-        hd = hd * (1.0 + damping * torch.eye(3)) + damping * torch.eye(3)
-        delta[:, : 3 * n_free].view(batch, n_free, 3)[:, ~moved] = -torch.linalg.solve(hd, gb[:, ~moved])
+        delta = local.new_zeros(batch, 3 * n_free + 3)
+        delta[:, points.moved_columns] = solved
+        hd = hb[:, points.unmoved] * (1.0 + damping * torch.eye(3)) + damping * torch.eye(3)
+        delta[:, : 3 * n_free].view(batch, n_free, 3)[:, points.unmoved] = -torch.linalg.solve(hd, gb[:, points.unmoved])
     local = local.clone()
     local[:, points.free] = local[:, points.free] @ roma.rotvec_to_rotmat(delta[:, : 3 * n_free].reshape(batch, n_free, 3))
     return local, transl + delta[:, 3 * n_free :]

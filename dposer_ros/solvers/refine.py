@@ -27,7 +27,7 @@ import torch
 
 from ..body.alignment import kabsch
 from ..body.jacobian import AttachedPoints
-from ..body.kinematics import ForwardKinematics, Posed
+from ..body.kinematics import ForwardKinematics
 from ..body.shape import rest_joints as shape_rest_joints
 from ..body.skeleton import NUM_JOINTS, PART_JOINTS, smplx_neutral
 from ..keypoints import KeypointFormat
@@ -228,18 +228,6 @@ class FewStepRefiner:
             seen[:, self.spine] &= ~torso[:, None]
         return seen
 
-    def weak_directions(self, posed: Posed, offsets: torch.Tensor, confidence: torch.Tensor) -> torch.Tensor:
-        """(B, F, 3, 3) per free joint: lambda (A + lambda I)^-1, with A (cm^2 per rad^2) what the confident keypoints
-        tell of the joint's rotation at the `posed` body and lambda = weak_dof_cm^2: about I on the directions that
-        move no keypoint (a hip's twist while the knee is seen and the ankle not), about 0 on those keypoints see."""
-        blocks = self.points.pair_blocks(posed, self.points.positions(posed, offsets)) * 100.0  # (B, P, 3, 3)
-        weighted = blocks.transpose(-1, -2) * confidence.clamp(min=0)[:, self.points.pair_point, None, None]
-        info = blocks.new_zeros(confidence.shape[0], len(FREE_JOINTS), 3, 3).index_add_(
-            1, self.points.pair_free, weighted @ blocks)
-        lam = self.settings.weak_dof_cm**2
-        eye = torch.eye(3, dtype=info.dtype)
-        return lam * torch.linalg.inv(info + lam * eye)
-
     def observed_parts(self, confidence: torch.Tensor) -> torch.Tensor:
         """(B, K) confidences -> (B, 4) bool: parts with at least `min_part_points` confident keypoints."""
         return ((confidence > 0.1).float() @ self.kp_part) >= self.settings.min_part_points
@@ -268,11 +256,9 @@ class FewStepRefiner:
         hidden = torch.where(by_data, 0.0, hidden.float() + 1.0)
         hold = (s.temporal_weight + (hidden > 0) * s.hold_weight * s.hold_decay ** (hidden - 1).clamp(min=0))[..., None].sqrt()
         observed = self.observed_parts(obs.confidence)
-        weak, posed = None, None
+        weak = None  # seen body joints: the directions of their rotation the keypoints barely see are held too
         if previous is not None and s.weak_hold_weight > 0:
-            posed = self.fk.from_rotmat(local, transl, rest)  # also the first step's: the pose is not changed before it
-            blocks = self.weak_directions(posed, calib.offsets, obs.confidence)
-            weak = Pull(previous, blocks=blocks * (s.weak_hold_weight * (by_data & self.body_free))[..., None, None])
+            weak = Pull(previous, (s.weak_hold_weight * (by_data & self.body_free))[..., None].sqrt(), weak_cm=s.weak_dof_cm)
         # a joint no keypoint sees has only the prior to go by: its pull is hidden_prior_weight times stronger
         boost = torch.full_like(hidden, s.hidden_prior_weight)
         if s.hidden_prior_ramp and previous is not None:  # ... once the hold has faded (a new track has no hold)
@@ -308,8 +294,7 @@ class FewStepRefiner:
             if weak is not None:
                 pulls.append(weak)
             local, transl = gauss_newton_step(self.fk, self.points, local, transl, obs.points, obs.confidence,
-                                              pulls, s.damping, s.sigma_cm, posed, rest_joints=rest, offsets=calib.offsets)
-            posed = None
+                                              pulls, s.damping, s.sigma_cm, rest_joints=rest, offsets=calib.offsets)
         evals += len(schedule) if use_prior else 0
         posed = self.fk.from_rotmat(local, transl, rest)
         # for the next frame: this one is answered with the shape and offsets it was solved with
