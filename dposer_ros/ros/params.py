@@ -80,6 +80,10 @@ def build_parameters(solver: RefineSettings = RefineSettings()) -> tuple[ParamSp
         ParamSpec("hold_decay", solver.hold_decay,
                   "Per hidden frame, hold_weight is multiplied by this: a long occlusion is left to the prior.",
                   range=(0.0, 1.0)),
+        ParamSpec("weak_hold_weight", solver.weak_hold_weight,
+                  "Pull towards the previous frame (per rad^2) on the directions of a seen body joint's rotation that "
+                  "move no confident keypoint (a hip's twist while the knee is seen and the ankle not); 0: off.",
+                  range=(0.0, 1.0e4)),
         ParamSpec("hidden_prior_weight", solver.hidden_prior_weight,
                   "The prior's pull on a joint no keypoint sees is this many times stronger (it has nothing else).",
                   range=(0.0, 1.0e3)),

@@ -23,15 +23,13 @@ class Pull:
     """A quadratic pull of the free joints' axis-angle towards `target`.
 
     Diagonal: sum (scale * (theta - target))^2 per entry. With `precision` (B, 3F, 3F) instead:
-    (theta - target)^T precision (theta - target), e.g. a Gaussian's inverse covariance; with `blocks`
-    (B, F, 3, 3) the same per joint (a block-diagonal precision); with `weak_cm`, a hold of the directions of each
-    joint's rotation that the keypoints barely see (a hip's twist while the ankle is hidden).
+    (theta - target)^T precision (theta - target), e.g. a Gaussian's inverse covariance. With `weak_cm`, a hold
+    of the directions of each joint's rotation that the keypoints barely see (a hip's twist while the ankle is hidden).
     """
 
     target: torch.Tensor  # (B, F, 3)
     scale: torch.Tensor | None = None  # (B, F, 3) or broadcastable; zero entries are not pulled
     precision: torch.Tensor | None = None  # (B, 3F, 3F)
-    blocks: torch.Tensor | None = None  # (B, F, 3, 3)
     # with `scale`: only along what the step's keypoints barely see, per joint scale^2 lambda (A + lambda I)^-1 with
     # A what the points, weighted by confidence (not the robust weights), tell of the joint's rotation alone
     # (cm^2 per rad^2; `AttachedPoints.joint_information`) and lambda = weak_cm^2
@@ -102,7 +100,7 @@ def gauss_newton_step(
     jt = jac.transpose(1, 2)
     h = jt @ jac
     g = jt @ r[..., None]
-    # per-joint pull blocks (B, F, 3, 3) and gradients (B, F, 3) of the diagonal and block pulls
+    # per-joint pull blocks (B, F, 3, 3) and gradients (B, F, 3) of the diagonal and weak pulls
     hb = local.new_zeros(batch, n_free, 3, 3)
     gb = local.new_zeros(batch, n_free, 3)
     n_data = h.shape[1] // 3 - 1  # joints in the system
@@ -116,8 +114,7 @@ def gauss_newton_step(
             d = theta - pull.target
             if pull.precision is not None:  # a full precision: only without the split (all joints in h)
                 jb = torch.zeros(batch, 3 * n_free, 3 * n_free, dtype=h.dtype)
-                rows, cols_ = _block_index(n_free)
-                jb[:, rows, cols_] = jinv.reshape(batch, -1)
+                jb[:, rows, cols_] = jinv.reshape(batch, -1)  # without the split the system holds every joint
                 jbt = jb.transpose(1, 2)
                 h[:, : 3 * n_free, : 3 * n_free] += jbt @ pull.precision @ jb
                 g[:, : 3 * n_free] += jbt @ (pull.precision @ d.reshape(batch, -1, 1))
@@ -126,8 +123,6 @@ def gauss_newton_step(
                 lam = pull.weak_cm**2
                 weak = lam * torch.linalg.inv(info + lam * torch.eye(3)) * cast(torch.Tensor, pull.scale)[..., None].square()
                 jt_p = jinv.transpose(-1, -2) @ weak
-            elif pull.blocks is not None:
-                jt_p = jinv.transpose(-1, -2) @ pull.blocks  # J^T P per joint
             else:  # a diagonal pull: scale is set
                 jt_p = jinv.transpose(-1, -2) * cast(torch.Tensor, pull.scale).expand_as(theta).square()[..., None, :]
             hb = hb + jt_p @ jinv
