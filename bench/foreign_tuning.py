@@ -67,7 +67,7 @@ def table(cfg: dict, results: dict[str, dict]) -> str:
 
     corruptions = load_corruptions(config_path("eval/corruptions_foreign.yaml"))
     names = list(cfg["variants"])
-    primary = {c: primary_metric(corruptions[c].to_dict()) for c in cfg["corruptions"]}
+    primary = {c: primary_metric(corruptions[c].to_dict(), keypoint_truth=True) for c in cfg["corruptions"]}
     ref = names[0]
     lines = [f"| variant | {' | '.join(cfg['corruptions'])} | score |", "|---" * (len(cfg["corruptions"]) + 2) + "|"]
     for name in names:

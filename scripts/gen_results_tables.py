@@ -40,7 +40,7 @@ def render(name: str) -> str:
             lines += ["", f"{run['backend']}; run {run['date']} (`{run['command']}`; bench/eval/{name})."]
             return "\n".join(lines) + "\n"
         return (shutdown if "trials" in run else soak).table(run)
-    from dposer_ros.evaluation.compare import merge, paired, primary_metric
+    from dposer_ros.evaluation.compare import keypoint_truth, merge, paired, primary_metric
 
     runs = [json.loads((ROOT / "bench" / "eval" / part / "results.json").read_text()) for part in name.split("+")]
     result = runs[0] if len(runs) == 1 else {**merge(runs), "clips": runs[0]["clips"], "date": runs[-1].get("date"),
@@ -54,7 +54,7 @@ def render(name: str) -> str:
     head = (["corruption", "error"] + methods + [f"{ref} / {m} [95 % CI]" for m in methods[1:]])
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for cor in result["corruptions"]:
-        metric = primary_metric(cor)
+        metric = primary_metric(cor, keypoint_truth(result))
         cells = [cor["name"], "hidden" if metric == "mpjpe_occluded" else "all"]
         cells += [f"{rows[cor['name']][m]['metrics'][metric]:.1f}" for m in methods]
         for m in methods[1:]:

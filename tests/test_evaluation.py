@@ -404,6 +404,9 @@ def _result(per_clip: dict[str, dict[str, list]], sha1: str = "s") -> dict:
 def test_paired_comparison_is_clip_by_clip():
     assert compare.primary_metric(Corruption("n", "smplx55").to_dict()) == "mpjpe_all"
     assert compare.primary_metric(Corruption("h", "smplx55", clips="hands").to_dict()) == "hand_mpjpe"
+    hands = Corruption("h", "smplx55", clips="hands", occlusion=Occlusion("random", fraction=0.3)).to_dict()
+    assert compare.primary_metric(hands, keypoint_truth=True) == "mpjpe_occluded"  # keypoint truth has no hand MPJPE
+    assert compare.keypoint_truth({"clips": [{"truth": "keypoints"}]}) and not compare.keypoint_truth({"clips": [{}]})
     # b is 10 mm worse on every clip; c is better on most clips; the clip without occluded joints is left out
     res = _result({"a": [100.0, 50.0, 80.0, None, 60.0], "b": [110.0, 60.0, 90.0, 70.0, 70.0],
                    "c": [90.0, 45.0, 85.0, 10.0, 40.0]})
@@ -590,6 +593,30 @@ def test_foreign_clips_are_the_source_skeletons_own_joints():
     start = bandai.start
     assert torch.allclose(bandai.truth["h36m17"][:, 0], torch.from_numpy(points["pelvis"][start : start + 20]))
     assert foreign_table()["rigs"]["bandai"][0]["points"]["pelvis"] == "Hips"
+
+
+@pytest.mark.skipif(not MOCAP.is_dir(), reason="shared/data/mocap is not beside the checkout")
+def test_foreign_hand_clips_are_the_captures_own_joints():
+    """Both hands of a two-hand capture read as both MediaPipe hands by joint name; the fingertips, zero-length End
+    Sites in the capture, are undefined; a take gives several windows (there are few hand takes)."""
+    from dposer_ros.evaluation.foreign import foreign_clips
+    from dposer_ros.sensors import resolve_format
+
+    name = "mediapipe_hand21_left+mediapipe_hand21_right"
+    clips = foreign_clips(MOCAP, 3, 20, "val", seed=0, formats=(name,), kind="hands")
+    assert len(clips) == 3 and {c.kind for c in clips} == {"hands"} and len({c.take for c in clips}) == 1
+    fmt = resolve_format(name)
+    truth = clips[0].truth[name]
+    tips = [k for k, n in enumerate(fmt.keypoint_names) if n.endswith("tip")]
+    assert truth.shape == (20, 42, 3) and len(tips) == 10 and torch.isnan(truth[:, tips]).all()
+    joints = [k for k in range(42) if k not in tips]
+    assert torch.isfinite(truth[:, joints]).all()
+    wrist, middle = fmt.keypoint_names.index(f"{name.split('+')[0]}/wrist"), fmt.keypoint_names.index(
+        f"{name.split('+')[0]}/middle_finger_mcp")
+    palm = (truth[:, wrist] - truth[:, middle]).norm(dim=-1)
+    assert 0.07 < float(palm.mean()) < 0.14  # metres: a hand's wrist to middle knuckle
+    left, right = truth[:, 0], truth[:, 21]
+    assert float((left - right).norm(dim=-1).mean()) > 0.05  # two hands, not one twice
 
 
 def test_eval_on_keypoints_a_user_brings(tmp_path, capsys):

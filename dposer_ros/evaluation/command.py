@@ -83,11 +83,13 @@ def _clips(args: argparse.Namespace, corruptions: dict) -> list:
     if args.protocol == "foreign":
         from ..paths import default_mocap_dir
 
-        if "body" not in kinds:
-            raise ValueError("the foreign protocol has body clips only: choose body corruptions, or --protocol inhouse")
-        formats = tuple(sorted({c.format_name for c in corruptions.values() if c.clips == "body"}))
-        return foreign_clips(args.mocap_dir or default_mocap_dir(), args.clips, args.frames, args.split, args.seed, formats,
-                             progress=not args.quiet)
+        foreign: list = []
+        for kind, count in (("body", args.clips), ("hands", args.hand_clips)):
+            if kind in kinds:
+                formats = tuple(sorted({c.format_name for c in corruptions.values() if c.clips == kind}))
+                foreign += foreign_clips(args.mocap_dir or default_mocap_dir(), count, args.frames, args.split, args.seed,
+                                       formats, progress=not args.quiet, kind=kind)
+        return foreign
     from ..dataset.poses import default_dataset_path, load_dataset
     from .clips import select_clips
 
@@ -123,7 +125,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", default="", help="keypoint format of --keypoints (e.g. h36m17, coco17)")
     parser.add_argument("--methods", default="few_step", help=f"comma-separated, from: {', '.join(available_methods())}")
     parser.add_argument("--clips", type=int, default=12, help="body clips (test split, different takes and sources)")
-    parser.add_argument("--hand-clips", type=int, default=4, help="hand clips (test split takes with both hands)")
+    parser.add_argument("--hand-clips", type=int, default=4, help="hand clips (windows of the split's two-hand takes)")
     parser.add_argument("--takes", type=lambda v: [t for t in v.split(",") if t], default=[],
                         help="body clips only from takes whose name holds one of these comma-separated strings "
                              "(e.g. lieDown,depositFloor,squat)")

@@ -20,14 +20,20 @@ from pathlib import Path
 import numpy as np
 
 
-def primary_metric(corruption: dict) -> str:
-    """The error a corruption is judged by: hand MPJPE on hand clips, occluded-joint MPJPE under occlusion, else
-    MPJPE of all joints. `corruption` is `Corruption.to_dict()`."""
-    if corruption["clips"] == "hands":
+def primary_metric(corruption: dict, keypoint_truth: bool = False) -> str:
+    """The error a corruption is judged by: hand MPJPE on hand clips with SMPL-X truth, occluded-joint (keypoint)
+    MPJPE under occlusion, else MPJPE of all joints (keypoints). `corruption` is `Corruption.to_dict()`;
+    `keypoint_truth`: the clips' truth is keypoints (foreign protocol, user keypoints), which has no hand MPJPE."""
+    if corruption["clips"] == "hands" and not keypoint_truth:
         return "hand_mpjpe"
     if corruption["occlusion"]["kind"] != "none":
         return "mpjpe_occluded"
     return "mpjpe_all"
+
+
+def keypoint_truth(result: dict) -> bool:
+    """Whether a run's clips had keypoint truth (`KeypointClip.describe`: "truth": "keypoints")."""
+    return any(c.get("truth") == "keypoints" for c in result.get("clips", []))
 
 
 def _finite(value) -> bool:
@@ -64,7 +70,7 @@ def paired(result: dict, reference: str, resamples: int = 10000, seed: int = 0) 
     95 % bootstrap interval, and the clips on which the reference is better. Clips where either method has no value
     (no occluded joint, a failed row) are left out. Also the ratio of the means (reference / other) and its
     interval."""
-    metric = {c["name"]: primary_metric(c) for c in result["corruptions"]}
+    metric = {c["name"]: primary_metric(c, keypoint_truth(result)) for c in result["corruptions"]}
     per_clip = {(r["corruption"], r["method"]): {c["clip"]: c.get(metric[r["corruption"]]) for c in r["clips"]}
                 for r in result["results"] if r.get("error") is None}
     rows = []

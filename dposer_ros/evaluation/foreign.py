@@ -21,11 +21,14 @@ import torch
 import yaml
 
 from ..body.jacobian import offset_frames
-from ..keypoints import KeypointFormat, get_format
+from ..keypoints import KeypointFormat
 from ..retarget.sources import SourceSpec, Take, find_takes, load_sources, read_take, resample
+from ..sensors import resolve_format
 from .metrics import Pool, keypoint_pool
 
 BODY_SOURCES = ("bandai", "hdm05", "reactidle", "cmu")
+HAND_SOURCES = ("manipnet_hands",)
+SOURCES = {"body": BODY_SOURCES, "hands": HAND_SOURCES}
 
 
 @dataclass
@@ -88,34 +91,42 @@ def _rig_points(spec: SourceSpec, take: Take) -> dict:
 
 def take_points(spec: SourceSpec, take: Take, fps: float = 30.0) -> dict[str, np.ndarray]:
     """Point name -> (F, 3) metres at `fps`: a take's own source joints (foreign_skeletons.yaml), first frames
-    skipped as the dataset build skips them (reference poses)."""
+    skipped as the dataset build skips them (reference poses). A rig with `sides` has one file per side (hands):
+    "{side}" in its point names is that file's side."""
     rig = _rig_points(spec, take)
-    motion = read_take(take)[0]
+    side_of = {stem: side for side, stem in rig.get("sides", {}).items()}
     out = {}
-    for point, joint in rig["points"].items():
-        xyz = motion.positions[spec.skip_first_frames :, motion.index(joint)] * float(rig["unit_m"])
-        out[point] = resample(xyz, motion.fps, fps)
-    return out
+    for path, motion in zip(take.files, read_take(take)):
+        side = side_of.get(path.name.split(".")[0], "")
+        for point, joint in rig["points"].items():
+            xyz = motion.positions[spec.skip_first_frames :, motion.index(joint)] * float(rig["unit_m"])
+            out[point.replace("{side}", side)] = resample(xyz, motion.fps, fps)
+    frames = min(len(v) for v in out.values())  # the two hands' files may differ by a frame
+    return {k: v[:frames] for k, v in out.items()}
 
 
 def format_truth(points: dict[str, np.ndarray], fmt: KeypointFormat) -> torch.Tensor:
-    """(F, K, 3) keypoints of `fmt` from named points (foreign_skeletons.yaml `formats`); NaN where undefined."""
-    table = foreign_table()["formats"].get(fmt.name)
-    if table is None:
-        raise ValueError(f"foreign_skeletons.yaml maps no keypoints of format {fmt.name!r}; "
-                         f"mapped formats: {', '.join(foreign_table()['formats'])}")
+    """(F, K, 3) keypoints of `fmt` from named points (foreign_skeletons.yaml `formats`; a format joined with '+'
+    reads each part's table); NaN where undefined."""
+    tables = foreign_table()["formats"]
+    missing = [part for part in fmt.name.split("+") if part not in tables]
+    if missing:
+        raise ValueError(f"foreign_skeletons.yaml maps no keypoints of format {missing[0]!r}; "
+                         f"mapped formats: {', '.join(tables)}")
+    joined = "+" in fmt.name
     frames = len(next(iter(points.values())))
     out = np.full((frames, fmt.num_keypoints, 3), np.nan)
     for k, name in enumerate(fmt.keypoint_names):
-        point = table.get(name)
+        part, key = name.split("/", 1) if joined else (fmt.name, name)
+        point = tables[part].get(key)
         if point in points:
             out[:, k] = points[point]
     return torch.from_numpy(out)
 
 
-def split_of_takes(mocap_dir: Path, build) -> dict[str, list[Take]]:
-    """Takes of each body source in the requested split, as the dataset build assigns them (same salt, same
-    take ids). -> {"train"|"val"|"test": [Take, ...]}."""
+def split_of_takes(mocap_dir: Path, build, kind: str = "body") -> dict[str, list[Take]]:
+    """Takes of each body (or hand: `kind`) source in each split, as the dataset build assigns them (same salt,
+    same take ids). -> {"train"|"val"|"test": [Take, ...]}."""
     from ..dataset.split import split_takes
 
     specs = load_sources()
@@ -124,23 +135,24 @@ def split_of_takes(mocap_dir: Path, build) -> dict[str, list[Take]]:
                         build.split["test"], build.split["salt"])
     out: dict[str, list[Take]] = {}
     for take, which in zip(takes, split):
-        if take.source in BODY_SOURCES:
+        if take.source in SOURCES[kind]:
             out.setdefault(which, []).append(take)
     return out
 
 
 def foreign_clips(mocap_dir: Path, count: int, frames: int, split: str = "test", seed: int = 0,
                   formats: tuple[str, ...] = ("h36m17", "coco17", "radar14"), build=None,
-                  progress: bool = False) -> list[KeypointClip]:
+                  progress: bool = False, kind: str = "body") -> list[KeypointClip]:
     """`count` clips of `frames` frames (30 Hz) from different `split` takes, round-robin over the body sources
-    (sorted by name), each take's window drawn at random; deterministic for `seed`."""
+    (sorted by name), each take's window drawn at random; deterministic for `seed`. `kind` "hands": the hand
+    captures (two hands each; too few takes for one clip each, so a take gives several windows, each drawn anew)."""
     from tqdm.auto import tqdm
 
     from ..dataset.build import BuildConfig
     from ..paths import config_path
 
     build = build or BuildConfig.from_yaml(config_path("data/build.yaml"))
-    takes = split_of_takes(mocap_dir, build).get(split, [])
+    takes = split_of_takes(mocap_dir, build, kind).get(split, [])
     rng = np.random.default_rng(seed)
     queues: dict[str, list[Take]] = {}
     for take in takes:
@@ -148,7 +160,7 @@ def foreign_clips(mocap_dir: Path, count: int, frames: int, split: str = "test",
     for source in queues:
         rng.shuffle(queues[source])
     specs = load_sources()
-    fmts = [get_format(f) for f in formats]
+    fmts = [resolve_format(f) for f in formats]
     clips: list[KeypointClip] = []
     bar = tqdm(total=count, unit="clip", desc=f"foreign {split} clips", disable=not progress)
     while len(clips) < count and any(queues.values()):
@@ -160,12 +172,14 @@ def foreign_clips(mocap_dir: Path, count: int, frames: int, split: str = "test",
             length = len(next(iter(points.values())))
             if length < frames:
                 continue
+            if kind == "hands":  # back in the queue: its next window is drawn anew
+                queues[source].append(take)
             start = int(rng.integers(0, length - frames + 1))
             window = {k: v[start : start + frames] for k, v in points.items()}
             if not all(np.isfinite(v).all() for v in window.values()):
                 continue
             clips.append(KeypointClip(f"{take.take_id}@{start}", source, take.take_id, start,
-                                      {f.name: format_truth(window, f) for f in fmts}))
+                                      {f.name: format_truth(window, f) for f in fmts}, kind))
             bar.update(1)
     bar.close()
     if len(clips) < count:
