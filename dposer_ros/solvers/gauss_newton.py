@@ -109,7 +109,7 @@ def gauss_newton_step(
         theta = roma.rotmat_to_rotvec(local[:, points.free])
         jinv = inverse_right_jacobian(theta)  # (B, F, 3, 3)
         if any(p.weak_cm is not None for p in pulls):  # what the confident points tell of each joint alone
-            info = points.joint_information(block, weight.clamp(min=0)) * 1e4  # cm^2 per rad^2
+            seen_info = points.joint_information(block, weight.clamp(min=0)) * 1e4  # cm^2 per rad^2
         for pull in pulls:
             d = theta - pull.target
             if pull.precision is not None:  # a full precision: only without the split (all joints in h)
@@ -121,7 +121,7 @@ def gauss_newton_step(
                 continue
             if pull.weak_cm is not None:
                 lam = pull.weak_cm**2
-                weak = lam * torch.linalg.inv(info + lam * torch.eye(3)) * cast(torch.Tensor, pull.scale)[..., None].square()
+                weak = lam * torch.linalg.inv(seen_info + lam * torch.eye(3)) * cast(torch.Tensor, pull.scale)[..., None].square()
                 jt_p = jinv.transpose(-1, -2) @ weak
             else:  # a diagonal pull: scale is set
                 jt_p = jinv.transpose(-1, -2) * cast(torch.Tensor, pull.scale).expand_as(theta).square()[..., None, :]

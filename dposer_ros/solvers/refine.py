@@ -62,9 +62,9 @@ class RefineSettings:
     # the prior's guess put the feet 150-180 mm off where the rest pose is 67 mm, in-house validation 2026-11-29)
     hidden_prior_weight: float = 10.0  # the prior's pull on a joint no keypoint sees is this many times stronger
     hold_decay: float = 0.7  # ... times hold_decay^(frames it has been hidden - 1): the prior takes over a long gap
-    weak_hold_weight: float = 200.0  # the same pull on the directions of a seen joint's rotation that move no
-    weak_dof_cm: float = 10.0  # confident keypoint by more than this per radian (a hip's twist while its ankle is hidden)
     hidden_prior_ramp: bool = True  # ... growing as the hold fades: 1 + (w - 1)(1 - hold_decay^(frames hidden - 1))
+    weak_hold_weight: float = 200.0  # pull towards the previous frame (per radian^2) on the directions of a seen body
+    weak_dof_cm: float = 10.0  # joint's rotation that move no confident keypoint by more than this per radian
     rest_weight: float = 1.0  # pull of the body joints towards the rest target (per radian^2) ...
     rest_target: str = "zero"  # ... "zero": the SMPL-X rest pose; "mean": the training data's mean pose (mirrored)
     hand_rest_weight: float = 0.01  # ... and of the finger joints
@@ -178,7 +178,7 @@ class FewStepRefiner:
         self.schedule = TruncatedSchedule(settings.t_max, settings.t_min) if settings.schedule == "truncated" else UniformSchedule()
         self.free = torch.tensor(FREE_JOINTS)
         # the root and body joints (the weak hold's threshold is for body bones; a finger's 2-3 cm bones are always below it)
-        self.body_free = torch.tensor([j < 22 for j in FREE_JOINTS])
+        self.body_free = torch.tensor([j in (0, *PART_JOINTS["body"]) for j in FREE_JOINTS])
         # per-entry prior scale of the free joints (1 / std of the prior's normalisation), root not pulled
         std_pose = from_vector(prior.std.float(), torch.zeros(NUM_JOINTS, 3))[0].abs()
         scale = torch.zeros(NUM_JOINTS, 3)
