@@ -3,6 +3,7 @@
     source scripts/env.sh
     python bench/soak.py budget --people 10 --rate 60 --seconds 20 --rounds 2     # budget 50 ms vs off (ABAB)
     python bench/soak.py soak --people 10 --rate 30 --seconds 600                 # 10 minutes, budget on
+    python bench/soak.py ab --param weak_hold_weight=0.0 --rounds 6 --seconds 15  # a node parameter, ABAB
 
 `budget`: the node is started once per phase (same machine, one after the other, alternating: off, on, off, on)
 and loaded with N people in one message at R Hz. Reported per phase: the fraction of person-frames answered within
@@ -10,6 +11,8 @@ the budget, end-to-end latency percentiles (publish -> answer received), the mea
 (SmplxPose.refine_steps), failed answers and answers with NaN or joints beyond 100 m.
 `soak`: one node, budget on, for `--seconds`: the same figures, and the node's resident memory after warm-up
 (the first minute) against the end.
+`ab`: budget on in every phase; phases alternate between the defaults and the `--param` values (one node each), so
+that a parameter's cost under load is measured side by side.
 
 Writes JSON (default out/bench/soak_<mode>.json) and prints a markdown table.
 """
@@ -86,19 +89,24 @@ HEADER = ("| phase | person-frames answered within {w:.0f} ms | answered at all 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("mode", choices=("budget", "soak"))
+    ap.add_argument("mode", choices=("budget", "soak", "ab"))
     ap.add_argument("--model", type=Path, default=None, help="prior (default: the shipped one)")
     ap.add_argument("--format", default="coco_wholebody133")
     ap.add_argument("--people", type=int, default=10)
     ap.add_argument("--rate", type=float, default=60.0)
     ap.add_argument("--seconds", type=float, default=20.0)
-    ap.add_argument("--rounds", type=int, default=2, help="budget: off/on pairs")
+    ap.add_argument("--rounds", type=int, default=2, help="budget, ab: pairs of phases")
     ap.add_argument("--budget-ms", type=float, default=50.0)
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--node-param", action="append", default=[], metavar="NAME=VALUE",
                     help="another node parameter for every phase (e.g. hri_output=false)")
+    ap.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                    help="ab: the node parameter(s) of every second phase")
     args = ap.parse_args()
     extra = dict(p.split("=", 1) for p in args.node_param)
+    if args.mode == "ab" and not args.param:
+        ap.error("ab needs --param NAME=VALUE: the parameter whose cost is measured")
+    changed = dict(p.split("=", 1) for p in args.param)
     model = args.model or default_model_path()
     out = args.out or ROOT / "out" / "bench" / f"soak_{args.mode}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -110,13 +118,17 @@ def main() -> int:
                          f"{platform.python_version()}, torch {torch.__version__}", "phases": []}
     print(HEADER.format(w=args.budget_ms))
     if args.mode == "budget":
-        plan = [(f"budget off ({i + 1})" if b == 0 else f"budget {args.budget_ms:.0f} ms ({i + 1})", b)
+        plan = [(f"budget off ({i + 1})" if b == 0 else f"budget {args.budget_ms:.0f} ms ({i + 1})", b, {})
                 for i in range(args.rounds) for b in (0.0, args.budget_ms)]
+    elif args.mode == "ab":
+        label = ", ".join(f"{k}={v}" for k, v in changed.items())
+        plan = [(f"{label if c else 'defaults'} ({i + 1})", args.budget_ms, c)
+                for i in range(args.rounds) for c in ({}, changed)]
     else:
-        plan = [(f"soak {args.seconds:.0f} s, budget {args.budget_ms:.0f} ms", args.budget_ms)]
-    for name, budget in plan:
+        plan = [(f"soak {args.seconds:.0f} s, budget {args.budget_ms:.0f} ms", args.budget_ms, {})]
+    for name, budget, params in plan:
         r = phase(model, budget, people, args.rate, args.seconds, ROOT / "out" / "bench", f"soak_{len(result['phases'])}",
-                  args.budget_ms, extra)
+                  args.budget_ms, {**extra, **params})
         r["name"] = name
         if args.mode == "soak":
             rss = np.array([v for t, v in r["rss_mb_samples"] if t >= 60.0])
