@@ -80,6 +80,12 @@ def test_bad_observations_and_settings_are_clear_errors(prior):
         Observation(torch.zeros(1, 18, 3), torch.ones(1, 18), fmt)
     with pytest.raises(ValueError, match="confidence shape"):
         Observation(torch.zeros(2, 17, 3), torch.ones(2, 16), fmt)
+    with pytest.raises(ValueError, match="up must be finite"):
+        Observation(torch.zeros(2, 17, 3), torch.ones(2, 17), fmt, torch.tensor([0.0, float("nan"), 1.0]))
+    with pytest.raises(RuntimeError):  # one direction per person, or one for all
+        Observation(torch.zeros(2, 17, 3), torch.ones(2, 17), fmt, torch.zeros(3, 3))
+    up = Observation(torch.zeros(2, 17, 3), torch.ones(2, 17), fmt, torch.tensor([[0.0, 0.0, 2.0], [0.0, 0.0, 0.0]])).up
+    assert up is not None and up.tolist() == [[0.0, 0.0, 1.0], [0.0, 0.0, 0.0]]  # normalised; zero: unknown
     with pytest.raises(ValueError, match="between 1 and 8"):
         RefineSettings(steps=9)
     with pytest.raises(ValueError, match="schedule"):
@@ -297,8 +303,8 @@ def test_steps_renoise_with_the_predicted_noise(prior, monkeypatch, carry_noise)
 
     calls = []
 
-    def spy(prior, pose, t, generator, noise, eps=None):
-        target, eps_hat = real(prior, pose, t, generator, noise, eps)
+    def spy(prior, pose, t, generator, noise, eps=None, up=None):
+        target, eps_hat = real(prior, pose, t, generator, noise, eps, up)
         calls.append((t, eps, eps_hat))
         return target, eps_hat
 

@@ -203,7 +203,8 @@ SOLVER_FIELDS = ("steps", "t_max", "t_min", "prior_weight", "hand_prior_weight",
                  "weak_hold_weight", "hidden_prior_weight", "calibrate_shape", "calibrate_offsets")
 # node parameters of the core (tracks, checks, bounded work)
 CORE_FIELDS = ("person_timeout", "max_batch", "max_coordinate_m", "max_bone_ratio", "max_keypoint_spread_m",
-               "max_people", "max_points", "latency_budget_ms")
+               "max_people", "max_points", "latency_budget_ms", "up_vector")
+OPTICAL_SUFFIXES = ("_optical_frame", "_optical")  # REP 103 camera optical frames: z forward, y down, up unknown
 
 
 @dataclass
@@ -230,6 +231,13 @@ class CoreSettings:
     max_people: int = 64  # people per message; more are rejected (too_many_people)
     max_points: int = 512  # keypoints per person; more are rejected (too_many_points)
     latency_budget_ms: float = 100.0  # arrival to answer; under load fewer prior steps (down to 1); 0: off
+    up_vector: tuple[float, ...] = (0.0, 0.0, 1.0)  # the input frames' up direction (REP 103: z); zero: unknown
+
+    def up_of(self, frame_id: str) -> np.ndarray:
+        """The up direction of an input frame for the prior; zero (unknown) for a camera optical frame."""
+        if frame_id.endswith(OPTICAL_SUFFIXES):
+            return np.zeros(3)
+        return np.asarray(self.up_vector, dtype=np.float64)
 
     def refine_settings(self) -> RefineSettings:
         return RefineSettings(**{f: getattr(self, f) for f in SOLVER_FIELDS})
@@ -629,7 +637,8 @@ class RefineCore:
         refiner = self.refiner(fmt, steps)
         points = torch.from_numpy(np.stack([p.person.points for p in chunk]).astype(np.float32))
         conf_np = np.stack([p.person.confidences for p in chunk]).astype(np.float32)
-        obs = Observation(points, torch.from_numpy(conf_np.copy()), fmt)
+        up = torch.from_numpy(np.stack([self.settings.up_of(p.frame.frame_id) for p in chunk]).astype(np.float32))
+        obs = Observation(points, torch.from_numpy(conf_np.copy()), fmt, up)
         t0 = time.perf_counter()
         try:
             refined = refiner(obs, init)

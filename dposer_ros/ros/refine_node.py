@@ -266,7 +266,9 @@ class RefineNodeMixin:
             raise ValueError(f"t_min ({p['t_min']}) must not exceed t_max ({p['t_max']})")
         if p["input_format"]:
             resolve_format(p["input_format"])  # KeypointFormatError (a ValueError) names the known formats
-        return CoreSettings(input_format=p["input_format"], **{f: p[f] for f in SOLVER_FIELDS + CORE_FIELDS})
+        core = {f: p[f] for f in SOLVER_FIELDS + CORE_FIELDS}
+        core["up_vector"] = tuple(float(v) for v in core["up_vector"])
+        return CoreSettings(input_format=p["input_format"], **core)
 
     def _on_set_parameters(self, changed) -> SetParametersResult:
         p = self.params()
