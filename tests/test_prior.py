@@ -8,8 +8,18 @@ import roma
 import torch
 
 from dposer_ros.body import ForwardKinematics
-from dposer_ros.prior.layout import (DIFFUSED, DIM, PARTS, SLICES, dim_mask, from_vector, mirror_pose, mirror_vector_map,
-                                     to_vector, with_conditions)
+from dposer_ros.prior.layout import (
+    DIFFUSED,
+    DIM,
+    PARTS,
+    SLICES,
+    dim_mask,
+    from_vector,
+    mirror_pose,
+    mirror_vector_map,
+    to_vector,
+    with_conditions,
+)
 from dposer_ros.prior.model import CheckpointError, Normalizer, PosePrior
 from dposer_ros.prior.network import ScoreNet
 from dposer_ros.prior.schedule import TruncatedSchedule, UniformSchedule
