@@ -1,5 +1,5 @@
-"""The exportable SPD solve (solvers/linear.py): LAPACK's answers, an ONNX graph ONNX Runtime runs and TensorRT's
-parser takes."""
+"""The exportable SPD solve (solvers/linear.py) and Gauss-Newton step: LAPACK's answers, ONNX graphs that ONNX
+Runtime runs to the same numbers and that use only operators TensorRT's parser takes."""
 
 import io
 import warnings
@@ -7,15 +7,21 @@ import warnings
 import numpy as np
 import onnx
 import pytest
+import roma
 import torch
 
 from dposer_ros.backends.onnx_export import onnx_bytes
 from dposer_ros.backends.tensorrt_ops import tensorrt_onnx_ops, unsupported_ops
+from dposer_ros.body import ForwardKinematics
+from dposer_ros.body.jacobian import AttachedPoints
+from dposer_ros.keypoints import get_format
 from dposer_ros.prior.layout import DIM
 from dposer_ros.prior.model import Normalizer, PosePrior
 from dposer_ros.prior.network import ScoreNet
 from dposer_ros.prior.sde import SubVPSDE
+from dposer_ros.solvers.gauss_newton import Pull, gauss_newton_step
 from dposer_ros.solvers.linear import cholesky_solve_unrolled, cholesky_unrolled
+from dposer_ros.solvers.refine import FREE_JOINTS
 
 
 def spd(batch: int, n: int, seed: int = 0, dtype=torch.float64) -> torch.Tensor:
@@ -86,3 +92,42 @@ def test_tensorrt_parses_the_exported_solve():
     parser = trt.OnnxParser(network, logger)
     ok = parser.parse(_export_solve(9))
     assert ok, [str(parser.get_error(i)) for i in range(parser.num_errors)]
+
+
+def test_a_gauss_newton_step_exports_whole_and_agrees():
+    """One step (COCO-17, the hold and the weak hold as pulls, robust weights) as one ONNX graph: ONNX Runtime gives
+    the eager step's rotations; the exportable solve changes the eager step by float rounding only."""
+    ort = pytest.importorskip("onnxruntime")
+    fmt, fk = get_format("coco17"), ForwardKinematics()
+    points = AttachedPoints(fk, fmt.joints, fmt.offsets, FREE_JOINTS)
+    g = torch.Generator().manual_seed(0)
+    local = roma.rotvec_to_rotmat(torch.randn(3, 55, 3, generator=g) * 0.2)
+    transl = torch.zeros(3, 3)
+    target = fmt.from_posed(fk.from_rotmat(roma.rotvec_to_rotmat(torch.randn(3, 55, 3, generator=g) * 0.2), transl)).float()
+    weight = torch.rand(3, fmt.num_keypoints, generator=g)
+    previous = roma.rotmat_to_rotvec(local[:, FREE_JOINTS])
+
+    class Step(torch.nn.Module):
+        def __init__(self, exportable: bool) -> None:
+            super().__init__()
+            self.exportable = exportable
+
+        def forward(self, local, transl, target, weight, previous):
+            pulls = [Pull(previous, torch.ones_like(previous)), Pull(previous, torch.full_like(previous[..., :1], 14.0), weak_cm=10.0)]
+            return gauss_newton_step(fk, points, local, transl, target, weight, pulls, 1e-2, 10.0, exportable=self.exportable)
+
+    args = (local, transl, target, weight, previous)
+    eager = Step(False)(*args)
+    assert (Step(True)(*args)[0] - eager[0]).abs().max() < 1e-4
+    names = ["local", "transl", "target", "weight", "previous"]
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Step(True), args, buf, dynamo=False, opset_version=17, input_names=names,
+                          output_names=["local_out", "transl_out"],
+                          dynamic_axes={k: {0: "batch"} for k in (*names, "local_out", "transl_out")})
+    model = onnx.load_from_string(buf.getvalue())
+    assert unsupported_ops(model) == set()
+    session = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"])
+    got = session.run(None, {k: v.numpy() for k, v in zip(names, args)})
+    assert np.abs(got[0] - eager[0].numpy()).max() < 1e-4 and np.abs(got[1] - eager[1].numpy()).max() < 1e-5
