@@ -20,7 +20,7 @@ from dposer_ros.prior.model import Normalizer, PosePrior
 from dposer_ros.prior.network import ScoreNet
 from dposer_ros.prior.sde import SubVPSDE
 from dposer_ros.solvers.gauss_newton import Pull, gauss_newton_step
-from dposer_ros.solvers.linear import cholesky_solve_unrolled, cholesky_unrolled
+from dposer_ros.solvers.linear import block_jacobi_pcg, cholesky_solve_unrolled, cholesky_unrolled
 from dposer_ros.solvers.refine import FREE_JOINTS
 
 
@@ -36,6 +36,15 @@ def test_unrolled_cholesky_and_solve_match_lapack(n):
     b = torch.randn(4, n, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     assert torch.allclose(cholesky_unrolled(a), torch.linalg.cholesky(a), atol=1e-10)
     assert torch.allclose(cholesky_solve_unrolled(a, b), torch.linalg.solve(a, b), atol=1e-10)
+
+
+def test_block_jacobi_pcg_converges_to_the_solve():
+    """Exact after n iterations (in exact arithmetic), and the error falls as iterations are added."""
+    a = spd(3, 12, seed=5)
+    b = torch.randn(3, 12, 1, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    exact = torch.linalg.solve(a, b)
+    errors = [float((block_jacobi_pcg(a, b, k) - exact).norm() / exact.norm()) for k in (2, 6, 12)]
+    assert errors[0] > errors[1] > errors[2] and errors[2] < 1e-8
 
 
 def test_a_singular_system_stays_finite():
