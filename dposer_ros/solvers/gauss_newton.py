@@ -64,11 +64,13 @@ def _blocks(blocks: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def _spd_solve(a: torch.Tensor, b: torch.Tensor, exportable: bool) -> torch.Tensor:
-    """x with a x = b for symmetric positive definite a (..., n, n), b (..., n, m): LAPACK's Cholesky (LU should it
-    fail), or with `exportable` the unrolled one."""
+    """x with a x = b for symmetric positive definite a (..., n, n), b (..., n, m): LAPACK (Cholesky, LU should it
+    fail; LU at once for the many 3 x 3 systems, one call), or with `exportable` the unrolled Cholesky."""
     if exportable:
         shape = b.shape
         return cholesky_solve_unrolled(a.reshape(-1, *a.shape[-2:]), b.reshape(-1, *shape[-2:])).reshape(shape)
+    if a.shape[-1] == 3:
+        return torch.linalg.solve(a, b)
     chol, info = torch.linalg.cholesky_ex(a)  # Cholesky: half the cost of LU
     return torch.cholesky_solve(b, chol) if not info.any() else torch.linalg.solve(a, b)
 
