@@ -291,6 +291,13 @@ def test_up_vector_is_checked_and_optical_frames_have_no_up(prior, monkeypatch):
         c.submit(frame([core.PersonInput("U", pts, np.ones(K))], 1.0, frame_id))
         assert_sane(drain(c), pts)
         assert seen[-1] == [expected]
+    # the diagnostics' check of up_vector: these bodies stand along y (SMPL-X's up), so z up is across them
+    for up, upright in (((0.0, 1.0, 0.0), True), ((0.0, 0.0, 1.0), False)):
+        c = make_core(prior, up_vector=up)
+        c.submit(frame([core.PersonInput("U", pts, np.ones(K))], 1.0, "world"))
+        drain(c)
+        snap = c.stats.snapshot()
+        assert snap["torso_up_count"] == 1 and (snap["torso_up_median"] > 0.9) == upright
 
 
 def test_the_library_ignores_missing_keypoints_whatever_they_hold(prior):
