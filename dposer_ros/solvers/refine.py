@@ -108,16 +108,18 @@ class RefineSettings:
 
 
 def prior_targets(prior, pose: torch.Tensor, t: float, generator: torch.Generator | None, noise: bool,
-                  eps: torch.Tensor | None = None, up: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Denoised pose (B, 55, 3) and the predicted noise (2B, DIM): body and hands each through the prior once (one
-    batched call). x_t = mean(t) x + std(t) z with z = `eps` when given, else Gaussian noise or zero (`noise`).
-    `up` (B, 3): the world's up direction in the pose's frame (a zero row: unknown), the body's gravity condition."""
+                  eps: torch.Tensor | None = None, up: torch.Tensor | None = None,
+                  groups: tuple = PRIOR_GROUPS) -> tuple[torch.Tensor, torch.Tensor]:
+    """Denoised pose (B, 55, 3) and the predicted noise (G B, DIM): each of the G `groups` (body, then hands) through
+    the prior once (one batched call); joints of no group keep their pose. x_t = mean(t) x + std(t) z with z = `eps`
+    when given, else Gaussian noise or zero (`noise`). `up` (B, 3): the world's up direction in the pose's frame (a
+    zero row: unknown), the body's gravity condition."""
     batch = pose.shape[0]
     known = torch.zeros(batch) if up is None else (up.norm(dim=-1) > 0).float()
     x = (to_vector(pose, up=up) - prior.mean) / prior.std
-    masks = torch.tensor(PRIOR_GROUPS).repeat_interleave(batch, dim=0)
+    masks = torch.tensor(groups).repeat_interleave(batch, dim=0)
     masks[:batch, PARTS.index("gravity")] = known
-    x = x.repeat(len(PRIOR_GROUPS), 1)
+    x = x.repeat(len(groups), 1)
     tt = torch.full((x.shape[0],), t)
     mean, std = prior.sde.mean_std(tt)
     if eps is None:
@@ -126,7 +128,8 @@ def prior_targets(prior, pose: torch.Tensor, t: float, generator: torch.Generato
     x_t = torch.where(diffused, mean[:, None] * x + std[:, None] * eps, x)
     eps_hat = torch.as_tensor(prior.eps(x_t, tt, masks))
     x0 = torch.where(diffused, (x_t - std[:, None] * eps_hat) / mean[:, None], x)
-    x0 = (x0 * dim_mask(masks)).reshape(len(PRIOR_GROUPS), batch, -1).sum(0)
+    x0 = (x0 * dim_mask(masks)).reshape(len(groups), batch, -1).sum(0)
+    x0 = torch.where(dim_mask(masks).reshape(len(groups), batch, -1).sum(0) > 0, x0, x[:batch])  # others: as they are
     return from_vector(x0 * prior.std + prior.mean, pose)[0], eps_hat
 
 
@@ -214,6 +217,10 @@ class FewStepRefiner:
             name = part_of.get(j, "body")
             kp_part.append(POSE_PARTS.index({"jaw": "face", "eyes": "face"}.get(name, name)))
         self.kp_part = torch.nn.functional.one_hot(torch.tensor(kp_part), len(POSE_PARTS)).float()  # (K, 4)
+        # a format with no hand keypoint: the fingers get the prior's typical hands when a track starts (the cold
+        # phase asks about both groups), then only their hold; later steps ask the prior about the body alone
+        hands = [POSE_PARTS.index("left_hand"), POSE_PARTS.index("right_hand")]
+        self.warm_groups = PRIOR_GROUPS if bool(self.kp_part[:, hands].any()) else PRIOR_GROUPS[:1]
         # (K, F): keypoint k moves when free joint f rotates (a keypoint at a joint itself does not turn with it)
         at_joint = torch.tensor([[float(j == f and abs(off).sum() == 0) for f in FREE_JOINTS]
                                  for j, off in zip(fmt.joints, fmt.offsets)])
@@ -328,7 +335,7 @@ class FewStepRefiner:
         local, transl, points, conf, factor, rest, offsets = map(rep, (local, transl, obs.points, obs.confidence,
                                                                       factor, rest, offsets))
         zero = self.rest_target.expand(local.shape[0], -1, -1)
-        carry: dict = {"seen": rep(seen), "up": None if up is None else rep(up)}
+        carry: dict = {"seen": rep(seen), "up": None if up is None else rep(up), "groups": PRIOR_GROUPS}
         if n > 1:
             carry.update(eps=torch.randn(2 * local.shape[0], DIM, generator=gen), t=float("inf"))
         for t in TruncatedSchedule(s.cold_t_max, s.cold_t_min).timesteps(s.cold_prior_steps).tolist():
@@ -347,7 +354,7 @@ class FewStepRefiner:
         s = self.settings
         descending = carry.get("t", float("inf")) >= t  # the cold start's schedule ends below the next one's start
         target, eps = prior_targets(self.prior, pose, t, generator, s.noise, carry.get("eps") if descending else None,
-                                    carry.get("up"))
+                                    carry.get("up"), carry.get("groups", self.warm_groups))
         if s.carry_noise:
             carry.update(eps=eps, t=t)
         target = target[:, self.free]
