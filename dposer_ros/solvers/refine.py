@@ -219,8 +219,8 @@ class FewStepRefiner:
         self.kp_part = torch.nn.functional.one_hot(torch.tensor(kp_part), len(POSE_PARTS)).float()  # (K, 4)
         # a format with no hand keypoint: the fingers get the prior's typical hands when a track starts (the cold
         # phase asks about both groups), then only their hold; later steps ask the prior about the body alone
-        hands = [POSE_PARTS.index("left_hand"), POSE_PARTS.index("right_hand")]
-        self.warm_groups = PRIOR_GROUPS if bool(self.kp_part[:, hands].any()) else PRIOR_GROUPS[:1]
+        hand_parts = [POSE_PARTS.index("left_hand"), POSE_PARTS.index("right_hand")]
+        self.warm_groups = PRIOR_GROUPS if bool(self.kp_part[:, hand_parts].any()) else PRIOR_GROUPS[:1]
         # (K, F): keypoint k moves when free joint f rotates (a keypoint at a joint itself does not turn with it)
         at_joint = torch.tensor([[float(j == f and abs(off).sum() == 0) for f in FREE_JOINTS]
                                  for j, off in zip(fmt.joints, fmt.offsets)])
