@@ -3,8 +3,9 @@
     python bench/calibration_latency.py --budget 60
 
 `before`: the settings before these additions (no calibration, no mirror symmetry, t 0.35 -> 0.3, no weak hold, the
-prior not told the up direction); `now`: the shipped defaults; and each addition alone. Every variant runs round-robin in one loop (`dposer bench`'s `_cell`) on
-the same warm-started synthetic stream (torch, one thread, 4 steps), so load changes hit all alike.
+prior not told the up direction); `now`: the shipped defaults; and each addition alone. Every variant runs
+round-robin in one loop (`dposer bench`'s `_cell`) on the same warm-started synthetic stream (torch, one thread,
+4 steps), so load changes hit all alike.
 """
 
 from __future__ import annotations
