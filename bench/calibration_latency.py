@@ -2,9 +2,10 @@
 
     python bench/calibration_latency.py --budget 60
 
-`before`: the settings of the previous release (no calibration, no mirror symmetry, t 0.35 -> 0.3); `now`: the
-shipped defaults; and each addition alone. Every variant runs round-robin in one loop (`dposer bench`'s `_cell`) on
-the same warm-started synthetic stream (torch, one thread, 4 steps), so load changes hit all alike.
+`before`: the settings before these additions (no calibration, no mirror symmetry, t 0.35 -> 0.3, no weak hold, the
+prior not told the up direction); `now`: the shipped defaults; and each addition alone. Every variant runs
+round-robin in one loop (`dposer bench`'s `_cell`) on the same warm-started synthetic stream (torch, one thread,
+4 steps), so load changes hit all alike.
 """
 
 from __future__ import annotations
@@ -14,17 +15,16 @@ import json
 import platform
 from pathlib import Path
 
+import roma
 import torch
 
-VARIANTS = {
-    "before": {"mirror_symmetric": False, "calibrate_shape": False, "calibrate_offsets": False,
-               "t_max": 0.35, "t_min": 0.3, "weak_hold_weight": 0.0},
-    "mirror only": {"calibrate_shape": False, "calibrate_offsets": False, "weak_hold_weight": 0.0},
-    "calibration only": {"mirror_symmetric": False, "weak_hold_weight": 0.0},
-    "weak hold only": {"mirror_symmetric": False, "calibrate_shape": False, "calibrate_offsets": False,
-                       "t_max": 0.35, "t_min": 0.3},
-    "now": {},
-}
+BEFORE = {"mirror_symmetric": False, "calibrate_shape": False, "calibrate_offsets": False, "t_max": 0.35, "t_min": 0.3,
+          "weak_hold_weight": 0.0, "gravity": False}
+ADDITIONS = {"mirror": ("mirror_symmetric",), "calibration": ("calibrate_shape", "calibrate_offsets"),
+             "weak hold": ("weak_hold_weight",), "gravity": ("gravity",)}
+VARIANTS = {"before": BEFORE,
+            **{f"{name} only": {k: v for k, v in BEFORE.items() if k not in keys} for name, keys in ADDITIONS.items()},
+            "now": {}}
 
 
 def main() -> None:
@@ -46,6 +46,7 @@ def main() -> None:
     for name in args.formats.split(","):
         fmt = get_format(name)
         obs, previous = synthetic_stream(fmt, args.persons)
+        obs.up = roma.rotvec_to_rotmat(torch.tensor([1.2, 0.0, 0.0]))[:, 1].expand(args.persons, 3)  # the stream's up
         runners = {}
         for variant, overrides in VARIANTS.items():
             refiner = FewStepRefiner(prior, fmt, RefineSettings(**overrides))

@@ -38,8 +38,8 @@ REPORT="$OUT/gpu_check.md"
     echo
     echo '```'
 } >"$REPORT"
-# the CUDA / TensorRT tests (they skip with their reason where a GPU or TensorRT is missing)
-{ python -m pytest -q -rs tests/test_backends.py -k "cuda or tensorrt" 2>&1 || true; } | tail -n 15 | tee -a "$REPORT"
+# the CUDA / TensorRT tests, the exported solve parsed by TensorRT among them (they skip with their reason where a GPU or TensorRT is missing)
+{ python -m pytest -q -rs tests/test_backends.py tests/test_linear.py -k "cuda or tensorrt" 2>&1 || true; } | tail -n 15 | tee -a "$REPORT"
 echo '```' >>"$REPORT"
 echo >>"$REPORT"
 echo "## dposer bench (one thread per CPU backend; GPU backends where they build)" >>"$REPORT"

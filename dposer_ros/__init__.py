@@ -3,4 +3,9 @@
 The library (everything except `dposer_ros.ros`) works without ROS.
 """
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("dposer_ros")  # from package.xml, where the version lives (setup.py reads it there)
+except PackageNotFoundError:  # a source tree on sys.path without an install
+    __version__ = "unknown"

@@ -28,7 +28,7 @@ from dposer_ros.backends.base import gather_dim_mask, graph_friendly_network
 from dposer_ros.backends.onnx_export import random_inputs
 from dposer_ros.keypoints import get_format
 from dposer_ros.prior import network
-from dposer_ros.prior.layout import DIM, dim_mask
+from dposer_ros.prior.layout import DIM, PARTS, dim_mask
 from dposer_ros.prior.model import Normalizer, PosePrior
 from dposer_ros.prior.network import ScoreNet
 from dposer_ros.prior.sde import SubVPSDE
@@ -136,7 +136,7 @@ def test_onnx_with_wrong_input_size_is_rejected(files, tmp_path, caplog):
     graph = helper.make_graph([helper.make_node("Identity", ["x"], ["eps"])], "other", [x, t, m], [eps])
     path = tmp_path / "other_layout.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
-    with pytest.raises(BackendError, match=r"other_layout\.onnx: 'x' has shape \['batch', 200\].*\['batch', 256\]"):
+    with pytest.raises(BackendError, match=rf"other_layout\.onnx: 'x' has shape \['batch', 200\].*\['batch', {DIM}\]"):
         read_onnx(path)
     caplog.set_level(logging.INFO, logger="dposer_ros.backends")
     assert select_engine(prior_path, backend="onnxruntime", onnx_path=path).name == "torch-cpu"
@@ -196,7 +196,7 @@ def test_mixed_precision_model_stays_close(files):
 
 
 def test_graph_friendly_mask_is_identical():
-    m = (torch.rand(9, 4) < 0.5).float()
+    m = (torch.rand(9, len(PARTS)) < 0.5).float()
     assert torch.equal(gather_dim_mask(m), dim_mask(m))
     original = network.dim_mask
     with graph_friendly_network():
@@ -383,7 +383,7 @@ def test_tensorrt_cache_logic_with_a_stand_in(files, tmp_path, monkeypatch, capl
 
     engine = te.TensorRTEngine(onnx_path, cache_dir=tmp_path, max_batch=128, opt_batch=8)
     assert engine.name == "tensorrt-fp16" and engine.path.name.startswith("prior.NVIDIA-Orin-sm87.trt10.3.0.")
-    assert ("flag", "FP16") in fake.calls and ("shape", "x", ((1, 256), (8, 256), (128, 256))) in fake.calls
+    assert ("flag", "FP16") in fake.calls and ("shape", "x", ((1, DIM), (8, DIM), (128, DIM))) in fake.calls
     facts = json.loads(engine.path.with_suffix(".json").read_text())
     assert facts["key"] == engine.key and facts["key"]["onnx_sha256"] == read_onnx(onnx_path).sha256
     assert te.load_engine_metadata(engine.path)[1].prior_sha256 == read_onnx(onnx_path).meta.prior_sha256

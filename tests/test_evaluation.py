@@ -634,7 +634,8 @@ def test_eval_on_keypoints_a_user_brings(tmp_path, capsys):
     points[:, fmt.index("head_top")] += [0.0, 0.04, 0.0]  # another convention
     conf = np.ones(points.shape[:2])
     conf[8:, fmt.index("spine")] = 0.0  # the second clip's skeleton has no spine keypoint
-    np.savez(tmp_path / "mine.npz", keypoints=points, clip=np.repeat(["walk", "wave"], 8), confidence=conf)
+    np.savez(tmp_path / "mine.npz", keypoints=points, clip=np.repeat(["walk", "wave"], 8), confidence=conf,
+             up=[0.0, 1.0, 0.0])
     args = ["eval", "--prior", str(tmp_path / "prior.pt"), "--keypoints", str(tmp_path / "mine.npz"), "--format", "h36m17",
             "--frames", "8",
             "--methods", "no_prior,few_step", "--corruptions", "cam_noise_2cm,cam_occl_legs", "--quiet",
@@ -642,6 +643,7 @@ def test_eval_on_keypoints_a_user_brings(tmp_path, capsys):
     assert main(args) == 0
     result = json.loads((tmp_path / "out" / "results.json").read_text())
     assert [c["name"] for c in result["clips"]] == ["walk@0", "wave@0"]
+    assert [c["up"] for c in result["clips"]] == [[0.0, 1.0, 0.0]] * 2  # told to the prior
     assert {c["format"] for c in result["corruptions"]} == {"h36m17"}
     rows = {(r["corruption"], r["method"]): r for r in result["results"]}
     assert rows[("cam_occl_legs", "few_step")]["metrics"]["frames"] == 16
@@ -655,3 +657,7 @@ def test_eval_on_keypoints_a_user_brings(tmp_path, capsys):
     assert main(["eval", "--prior", str(tmp_path / "prior.pt"), "--keypoints", str(tmp_path / "bad.npz"), "--format",
                  "h36m17", "--out", str(tmp_path / "o2")]) == 2
     assert "must be (N, 17, 3)" in capsys.readouterr().err
+    np.savez(tmp_path / "bad_up.npz", keypoints=points, up=[0.0, 0.0, 0.0])
+    assert main(["eval", "--prior", str(tmp_path / "prior.pt"), "--keypoints", str(tmp_path / "bad_up.npz"), "--format",
+                 "h36m17", "--out", str(tmp_path / "o3")]) == 2
+    assert "'up' must be one direction" in capsys.readouterr().err

@@ -4,10 +4,22 @@ import math
 
 import numpy as np
 import pytest
+import roma
 import torch
 
 from dposer_ros.body import ForwardKinematics
-from dposer_ros.prior.layout import DIM, PARTS, SLICES, dim_mask, from_vector, mirror_pose, to_vector
+from dposer_ros.prior.layout import (
+    DIFFUSED,
+    DIM,
+    PARTS,
+    SLICES,
+    dim_mask,
+    from_vector,
+    mirror_pose,
+    mirror_vector_map,
+    to_vector,
+    with_conditions,
+)
 from dposer_ros.prior.model import CheckpointError, Normalizer, PosePrior
 from dposer_ros.prior.network import ScoreNet
 from dposer_ros.prior.schedule import TruncatedSchedule, UniformSchedule
@@ -56,7 +68,7 @@ def test_truncated_schedule_is_the_published_formula_and_uniform_is_random():
 def test_vector_layout_round_trip_and_left_hand_mirroring():
     pose = torch.randn(5, 55, 3)
     vec = to_vector(pose)
-    assert vec.shape == (5, DIM) == (5, 256)
+    assert vec.shape == (5, DIM) == (5, 259)
     back, expr = from_vector(vec, pose)
     assert torch.allclose(back, pose) and expr.shape == (5, 100)
     # a left hand equal to the mirror image of the right hand fills both slots with the same numbers
@@ -84,10 +96,11 @@ def test_masking_zeroes_inputs_and_outputs_of_hidden_parts():
     torch.manual_seed(0)
     net = ScoreNet(hidden=64, blocks=1, time_dim=32, groups=8, dropout=0.0).eval()
     x = torch.randn(3, DIM)
-    mask = torch.tensor([[1.0, 0, 0, 0], [0, 1, 1, 0], [1, 1, 1, 0]])
+    mask = torch.tensor([[1.0, 0, 0, 0, 1], [0, 1, 1, 0, 0], [1, 1, 1, 0, 1]])
     out = net(x, torch.full((3,), 0.3), mask)
     m = dim_mask(mask)
     assert torch.all(out[m == 0] == 0)
+    assert torch.all(out[:, SLICES["gravity"]] == 0)  # a condition is an input only
     # what a hidden part holds does not change the output
     x2 = x.clone()
     x2[0, SLICES["left_hand"]] = 100.0
@@ -102,11 +115,43 @@ def test_loss_only_counts_visible_parts():
     net = ScoreNet(hidden=64, blocks=1, time_dim=32, groups=8, dropout=0.0)
     sde = SubVPSDE()
     x = torch.zeros(8, DIM)
-    body = torch.tensor([[1.0, 0, 0, 0]] * 8)
+    body = torch.tensor([[1.0, 0, 0, 0, 1]] * 8)
     g = lambda: torch.Generator().manual_seed(3)  # noqa: E731
     a = denoising_loss(net, sde, x, body, 1e-5, g())
     x[:, SLICES["right_hand"]] = 50.0  # hidden part: no effect on the loss
     assert float(denoising_loss(net, sde, x, body, 1e-5, g())) == pytest.approx(float(a))
+
+
+def test_gravity_is_the_up_direction_in_the_pelvis_frame_and_mirrors_with_the_body():
+    """The condition part: R_root^T up, zero when the up direction is unknown; the mirror map keeps it consistent
+    (what training's mirror augmentation and the mirror-symmetric prior rely on)."""
+    pose = torch.randn(6, 55, 3) * 0.4
+    up = torch.tensor([0.0, 1.0, 0.0])
+    vec = to_vector(pose, up=up)
+    rot = roma.rotvec_to_rotmat(pose[:, 0])
+    assert torch.allclose(vec[:, SLICES["gravity"]], (rot.transpose(1, 2) @ up).squeeze(-1), atol=1e-6)
+    assert torch.allclose(torch.einsum("bij,bj->bi", rot, vec[:, SLICES["gravity"]]), up.expand(6, 3), atol=1e-6)
+    assert torch.all(to_vector(pose)[:, SLICES["gravity"]] == 0)
+    perm, sign = mirror_vector_map()
+    assert torch.allclose(to_vector(mirror_pose(pose), up=up), sign * vec[:, perm], atol=1e-6)
+    assert torch.equal(DIFFUSED[SLICES["gravity"]], torch.zeros(3)) and DIFFUSED.sum() == DIM - 3
+
+
+def test_conditions_go_into_the_loss_unnoised_and_are_not_scored():
+    """The gravity entries are given clean: the loss does not count them, but the network sees their values."""
+    torch.manual_seed(0)
+    net = ScoreNet(hidden=64, blocks=1, time_dim=32, groups=8, dropout=0.0)
+    sde = SubVPSDE()
+    x = torch.randn(8, DIM)
+    g = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    with_up, without = torch.tensor([[1.0, 0, 0, 0, 1]] * 8), torch.tensor([[1.0, 0, 0, 0, 0]] * 8)
+    a = float(denoising_loss(net, sde, x, with_up, 1e-5, g()))
+    x2 = x.clone()
+    x2[:, SLICES["gravity"]] += 3.0
+    assert float(denoising_loss(net, sde, x2, with_up, 1e-5, g())) != pytest.approx(a)  # an input
+    assert float(denoising_loss(net, sde, x2, without, 1e-5, g())) == pytest.approx(
+        float(denoising_loss(net, sde, x, without, 1e-5, g())))  # masked: not even an input
+    assert with_conditions(torch.tensor([[1.0, 0, 0, 0], [0, 1, 1, 0]]), True).tolist() == [[1, 0, 0, 0, 1], [0, 1, 1, 0, 0]]
 
 
 def test_lr_schedule_warms_up_then_decays():
@@ -128,7 +173,7 @@ def test_checkpoint_round_trip(tmp_path):
     prior = _tiny_prior()
     prior.save(tmp_path / "p.pt")
     loaded = PosePrior.load(tmp_path / "p.pt")
-    x, t, m = torch.randn(2, DIM), torch.tensor([0.1, 0.5]), torch.ones(2, 4)
+    x, t, m = torch.randn(2, DIM), torch.tensor([0.1, 0.5]), torch.ones(2, len(PARTS))
     assert torch.equal(loaded.eps(x, t, m), prior.eps(x, t, m))
     assert torch.equal(loaded.mean, prior.mean) and loaded.meta["note"] == "test" and len(loaded.meta["sha256"]) == 64
     assert torch.allclose(loaded.denoise(x, t, m), prior.denoise(x, t, m))
@@ -162,7 +207,7 @@ def test_bad_checkpoints_give_clear_errors(tmp_path):
 
 def test_normalizer_ignores_absent_parts():
     vec = torch.randn(100, DIM) * 3 + 1
-    mask = torch.tensor([[1.0, 0, 0, 0]] * 100)
+    mask = torch.tensor([[1.0, 0, 0, 0, 0]] * 100)
     norm = Normalizer.fit(vec, mask)
     assert torch.allclose(norm.mean[SLICES["body"]], vec[:, SLICES["body"]].mean(0), atol=1e-5)
     assert torch.all(norm.mean[SLICES["face"]] == 0) and torch.all(norm.std[SLICES["face"]] == 1)

@@ -268,6 +268,38 @@ def test_a_nan_output_transform_is_refused():
     assert "quaternion" in check_value(spec, [0.0] * 7)
 
 
+def test_up_vector_is_checked_and_optical_frames_have_no_up(prior, monkeypatch):
+    """The prior is told the input frame's up direction (`up_vector`), except in a camera optical frame (z forward)
+    and where it is set to zero; a NaN or short one is refused."""
+    spec = BY_NAME["up_vector"]
+    assert check_value(spec, [0.0, 0.0, 1.0]) is None and check_value(spec, [0.0, 0.0, 0.0]) is None
+    assert "3 finite numbers" in check_value(spec, [0.0, float("nan"), 1.0])
+    assert "3 finite numbers" in check_value(spec, [0.0, 1.0])
+    seen = []
+    original = core.FewStepRefiner.__call__
+
+    def spy(self, obs, init=None):
+        seen.append(None if obs.up is None else obs.up.tolist())
+        return original(self, obs, init)
+
+    monkeypatch.setattr(core.FewStepRefiner, "__call__", spy)
+    pts = keypoints(4)
+    for frame_id, up, expected in (("base_link", (0.0, 0.0, 1.0), [0.0, 0.0, 1.0]),
+                                   ("camera_color_optical_frame", (0.0, 0.0, 1.0), [0.0, 0.0, 0.0]),
+                                   ("world", (0.0, 2.0, 0.0), [0.0, 1.0, 0.0]), ("world", (0.0, 0.0, 0.0), [0.0, 0.0, 0.0])):
+        c = make_core(prior, up_vector=up)
+        c.submit(frame([core.PersonInput("U", pts, np.ones(K))], 1.0, frame_id))
+        assert_sane(drain(c), pts)
+        assert seen[-1] == [expected]
+    # the diagnostics' check of up_vector: these bodies stand along y (SMPL-X's up), so z up is across them
+    for up, upright in (((0.0, 1.0, 0.0), True), ((0.0, 0.0, 1.0), False)):
+        c = make_core(prior, up_vector=up)
+        c.submit(frame([core.PersonInput("U", pts, np.ones(K))], 1.0, "world"))
+        drain(c)
+        snap = c.stats.snapshot()
+        assert snap["torso_up_count"] == 1 and (snap["torso_up_median"] > 0.9) == upright
+
+
 def test_the_library_ignores_missing_keypoints_whatever_they_hold(prior):
     """`FewStepRefiner` called directly: Inf at confidence 0 and a coordinate float32 cannot hold (1e39) are no
     observations (inf x 0 made NaN residuals); the answer is the one without them."""

@@ -477,3 +477,10 @@ def test_pub_sub_across_processes(ros_context, domain_id):
         except subprocess.TimeoutExpired:
             child.kill()
             child.communicate()
+
+
+def test_the_library_reports_the_version_of_package_xml():
+    """One version, in package.xml: setup.py reads it there and `dposer_ros.__version__` from the install."""
+    import dposer_ros
+
+    assert dposer_ros.__version__ == ET.parse(ROOT / "package.xml").getroot().findtext("version")

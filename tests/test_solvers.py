@@ -80,6 +80,12 @@ def test_bad_observations_and_settings_are_clear_errors(prior):
         Observation(torch.zeros(1, 18, 3), torch.ones(1, 18), fmt)
     with pytest.raises(ValueError, match="confidence shape"):
         Observation(torch.zeros(2, 17, 3), torch.ones(2, 16), fmt)
+    with pytest.raises(ValueError, match="up must be finite"):
+        Observation(torch.zeros(2, 17, 3), torch.ones(2, 17), fmt, torch.tensor([0.0, float("nan"), 1.0]))
+    with pytest.raises(RuntimeError):  # one direction per person, or one for all
+        Observation(torch.zeros(2, 17, 3), torch.ones(2, 17), fmt, torch.zeros(3, 3))
+    up = Observation(torch.zeros(2, 17, 3), torch.ones(2, 17), fmt, torch.tensor([[0.0, 0.0, 2.0], [0.0, 0.0, 0.0]])).up
+    assert up is not None and up.tolist() == [[0.0, 0.0, 1.0], [0.0, 0.0, 0.0]]  # normalised; zero: unknown
     with pytest.raises(ValueError, match="between 1 and 8"):
         RefineSettings(steps=9)
     with pytest.raises(ValueError, match="schedule"):
@@ -167,20 +173,31 @@ def test_observed_hand_releases_its_wrist_from_the_prior(method):
 
 
 def test_hand_prior_weight_moves_the_fingers_only():
-    """Body keypoints only, curled fingers from the last frame: the finger prior's strength decides how far the
-    unseen fingers go towards the prior's mean (zero), and leaves the body joints exactly as they were."""
+    """Whole-body keypoints with the hands hidden, curled fingers from the last frame: the finger prior's strength
+    decides how far the unseen fingers go towards the prior's mean (zero), and leaves the body joints exactly as they
+    were. A format with no hand keypoint does not ask the prior about the hands after a track's first frame."""
     prior = GaussianPrior(torch.full((DIM,), 0.3))
-    fmt, kp, _ = _keypoints("coco17", batch=1)
+    fmt, kp, _ = _keypoints("coco_wholebody133", batch=1)
+    conf = torch.ones(kp.shape[:2])
+    conf[0, [k for k, part in enumerate(fmt.parts) if part in ("left_hand", "right_hand")]] = 0.0
     init = torch.zeros(1, 55, 3)
     init[0, 25:55] = torch.randn(30, 3, generator=torch.Generator().manual_seed(1)) * 0.4
     state = BodyState(init, torch.zeros(1, 3))
-    obs = Observation(kp.float(), torch.ones(kp.shape[:2]), fmt)
+    obs = Observation(kp.float(), conf, fmt)
     # a high first t, where the prior's denoised fingers are near its mean, whatever the shipped schedule
     weak, strong = (FewStepRefiner(prior, fmt, RefineSettings(hand_prior_weight=w, t_max=0.9))(obs, state)
                     for w in (0.0, 100.0))
     fingers = slice(25, 55)
     assert strong.pose[0, fingers].norm(dim=-1).mean() < 0.3 * weak.pose[0, fingers].norm(dim=-1).mean()
     assert torch.allclose(strong.pose[0, :22], weak.pose[0, :22], atol=1e-4)
+    rows = []
+    counting = type("Counting", (), {"sde": prior.sde, "mean": prior.mean, "std": prior.std,
+                                     "eps": lambda self, x, t, m: rows.append(len(x)) or prior.eps(x, t, m)})()
+    fmt, kp, _ = _keypoints("coco17", batch=1)
+    body_only = FewStepRefiner(counting, fmt, RefineSettings(hand_prior_weight=100.0, t_max=0.9, mirror_symmetric=False))
+    held = body_only(Observation(kp.float(), torch.ones(kp.shape[:2]), fmt), state)
+    assert rows == [1] * 4  # the body group alone, every step
+    assert torch.allclose(held.pose[0, fingers], init[0, fingers], atol=0.02)  # the fingers kept (rest pull only)
 
 
 def test_spine_from_prior_leaves_the_bend_to_the_prior():
@@ -297,8 +314,8 @@ def test_steps_renoise_with_the_predicted_noise(prior, monkeypatch, carry_noise)
 
     calls = []
 
-    def spy(prior, pose, t, generator, noise, eps=None):
-        target, eps_hat = real(prior, pose, t, generator, noise, eps)
+    def spy(prior, pose, t, generator, noise, eps=None, up=None, groups=refine.PRIOR_GROUPS):
+        target, eps_hat = real(prior, pose, t, generator, noise, eps, up, groups)
         calls.append((t, eps, eps_hat))
         return target, eps_hat
 

@@ -1,6 +1,6 @@
 """What every inference backend shares: the engine interface, its error type, and the prior's metadata.
 
-An engine is anything with `name`, `mean` (256,), `std` (256,), `sde` (a `SubVPSDE`) and
+An engine is anything with `name`, `mean` (DIM,), `std` (DIM,), `sde` (a `SubVPSDE`) and
 `eps(x, t, part_mask) -> torch.Tensor`: exactly what `FewStepRefiner` (and `FullOptimizer`) use of a prior.
 `PosePrior` itself satisfies it; the engines here run the same score network on other runtimes.
 """

@@ -25,6 +25,7 @@ from ..body.kinematics import ForwardKinematics
 from ..body.skeleton import NUM_JOINTS
 from ..keypoints import get_format
 from ..prior.engine import Engine
+from ..prior.layout import DIM, PARTS
 from ..solvers.refine import FewStepRefiner, RefineSettings
 from ..solvers.types import BodyState, Observation
 from .base import LOG, BackendError
@@ -220,7 +221,7 @@ def _run(cfg: BenchConfig, progress) -> dict:
     # the network alone, at the row counts the refiner sends (2 per person: body and hands)
     for persons in cfg.persons:
         rows_n = 2 * persons
-        x, t, m = torch.randn(rows_n, 256), torch.full((rows_n,), 0.07), torch.ones(rows_n, 4)
+        x, t, m = torch.randn(rows_n, DIM), torch.full((rows_n,), 0.07), torch.ones(rows_n, len(PARTS))
         runners = {n: (partial(e.eps, x, t, m), None) for n, e in engines.items()}
         for name, (lat, _) in _cell(runners, 1.0, 5, 500).items():
             p50, p99, mean = _stats(lat)

@@ -65,11 +65,13 @@ class AttachedPoints:
         self.unmoved = ~self.moved
         self.moved_columns = torch.cat([(3 * torch.nonzero(self.moved)[:, 0, None] + torch.arange(3)).reshape(-1),
                                         3 * len(self.free) + torch.arange(3)])  # ... their Jacobian columns, then transl
+        self.unmoved_columns = (3 * torch.nonzero(self.unmoved)[:, 0, None] + torch.arange(3)).reshape(-1)
         self.frame = offset_frames(self.joint.tolist(), self.offset.numpy(), parents)
         # the Jacobian is sparse (a point moves with the few joints on its chain): only those (k, f) blocks are
         # computed, and copied to their places in the (3K, 3F + 3) matrix, which starts as the translation part
         pk, pf = chain.nonzero(as_tuple=True)
         self.pair_point, self.pair_free, self._pair_joint = pk, pf, self.free[pf]
+        self._pair_sum = torch.nn.functional.one_hot(pf, len(self.free)).T.float()  # (F, P): pair p is joint f's
         # a point at a joint is not moved by that joint's own rotation, whatever its extra offset
         self._pair_moves = (self._pair_joint != self.joint[pk]) | (self.frame[pk] == self.joint[pk])
         width = 3 * len(self.free) + 3
@@ -92,7 +94,8 @@ class AttachedPoints:
         """(B, F, 3, 3) per free joint: sum over the points on its chains of weight_k B_kf^T B_kf, what the points
         tell of that joint's rotation alone, from `pair_blocks` (B, P, 3, 3) and per-point weights (B, K)."""
         weighted = block.transpose(-1, -2) * weight[:, self.pair_point, None, None]
-        return block.new_zeros(block.shape[0], len(self.free), 3, 3).index_add_(1, self.pair_free, weighted @ block)
+        per_pair = (weighted @ block).flatten(2)  # (B, P, 9), summed per joint by a (F, P) 0/1 matrix: no scatter
+        return (self._pair_sum.to(per_pair) @ per_pair).unflatten(2, (3, 3))
 
     def positions(self, posed: Posed, extra: torch.Tensor | None = None) -> torch.Tensor:
         """(B, K, 3) world positions of the points; `extra` (B, K, 3): per-person offsets in the `frame` joints."""

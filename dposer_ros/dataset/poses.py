@@ -14,6 +14,7 @@ from ..body.skeleton import NUM_JOINTS
 from ..paths import config_path
 
 FORMAT_VERSION = 1
+WORLD_UP = (0.0, 1.0, 0.0)  # the up direction of the poses' world: the sources' own frames are Y up (all of them)
 PARTS = ("body", "left_hand", "right_hand", "face")
 _FIELDS = {
     "pose": (np.float32, (NUM_JOINTS, 3)),

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..body import ForwardKinematics, Posed
-from ..dataset.poses import PoseDataset
+from ..dataset.poses import WORLD_UP, PoseDataset
 from ..keypoints import KeypointFormat
 from .metrics import Pool, clip_pool, joint_visibility
 
@@ -38,6 +38,7 @@ class Clip:
     pose: torch.Tensor  # (T, 55, 3) axis-angle
     transl: torch.Tensor  # (T, 3)
     part_mask: torch.Tensor  # (T, 4) bool: body, left hand, right hand, face have truth
+    up: tuple[float, float, float] | None = WORLD_UP  # the up direction of the clip's frame (None: unknown)
 
     def __len__(self) -> int:
         return self.pose.shape[0]
@@ -49,7 +50,7 @@ class Clip:
 
     def describe(self) -> dict:
         return {"name": self.name, "kind": self.kind, "source": self.source, "take": self.take, "start": self.start,
-                "frames": len(self)}
+                "frames": len(self), "up": self.up}
 
     def keypoint_truth(self, fmt: KeypointFormat, fk: ForwardKinematics | None = None) -> torch.Tensor:
         """(T, K, 3) keypoints of `fmt` read off the true body (this project's landmark tables)."""

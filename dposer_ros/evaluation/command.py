@@ -121,7 +121,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mocap-dir", type=Path, default=None, help="shared/data/mocap (foreign protocol)")
     parser.add_argument("--keypoints", type=Path, default=None,
                         help="your own keypoints: an npz with keypoints (N, K, 3) metres, clip (N,) ids and optional "
-                             "confidence (N, K) (0 = not defined); scored on those, with the body corruptions")
+                             "confidence (N, K) (0 = not defined) and up (3,) (the frame's up direction, for the prior); "
+                             "scored on those, with the body corruptions")
     parser.add_argument("--format", default="", help="keypoint format of --keypoints (e.g. h36m17, coco17)")
     parser.add_argument("--methods", default="few_step", help=f"comma-separated, from: {', '.join(available_methods())}")
     parser.add_argument("--clips", type=int, default=12, help="body clips (test split, different takes and sources)")

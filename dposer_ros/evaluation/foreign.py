@@ -21,6 +21,7 @@ import torch
 import yaml
 
 from ..body.jacobian import offset_frames
+from ..dataset.poses import WORLD_UP
 from ..keypoints import KeypointFormat
 from ..retarget.sources import SourceSpec, Take, find_takes, load_sources, read_take, resample
 from ..sensors import resolve_format
@@ -41,13 +42,14 @@ class KeypointClip:
     start: int
     truth: dict[str, torch.Tensor] = field(repr=False)  # format name -> (T, K, 3) metres, NaN where undefined
     kind: str = "body"
+    up: tuple[float, float, float] | None = WORLD_UP  # the up direction of the clip's frame (None: unknown)
 
     def __len__(self) -> int:
         return next(iter(self.truth.values())).shape[0]
 
     def describe(self) -> dict:
         return {"name": self.name, "kind": self.kind, "source": self.source, "take": self.take, "start": self.start,
-                "frames": len(self), "truth": "keypoints"}
+                "frames": len(self), "truth": "keypoints", "up": self.up}
 
     def keypoint_truth(self, fmt: KeypointFormat, fk=None) -> torch.Tensor:
         if fmt.name not in self.truth:
@@ -190,7 +192,8 @@ def foreign_clips(mocap_dir: Path, count: int, frames: int, split: str = "test",
 
 def load_keypoint_clips(path: Path, fmt: KeypointFormat, frames: int | None = None) -> list[KeypointClip]:
     """Clips from a user's npz: `keypoints` (N, K, 3) metres in format `fmt`, `clip` (N,) clip ids (frames of a
-    clip in order, 30 Hz), optional `confidence` (N, K): 0 marks a keypoint the truth does not define.
+    clip in order, 30 Hz), optional `confidence` (N, K): 0 marks a keypoint the truth does not define, optional
+    `up` (3,): the up direction of the keypoints' frame (against gravity; without it the prior is not told).
     `frames` cuts each clip into pieces of at most that many frames."""
     path = Path(path)
     if not path.is_file():
@@ -202,6 +205,10 @@ def load_keypoint_clips(path: Path, fmt: KeypointFormat, frames: int | None = No
         points = np.asarray(data["keypoints"], dtype=np.float64)
         ids = np.asarray(data["clip"]) if "clip" in data else np.zeros(len(points), dtype=np.int64)
         conf = np.asarray(data["confidence"], dtype=np.float64) if "confidence" in data else None
+        up = np.asarray(data["up"], dtype=np.float64) if "up" in data else None
+    if up is not None and (up.shape != (3,) or not np.isfinite(up).all() or np.linalg.norm(up) < 1e-6):
+        raise ValueError(f"{path}: 'up' must be one direction (3,) against gravity in the keypoints' frame, got "
+                         f"{up.tolist()}; leave it out when unknown")
     if points.ndim != 3 or points.shape[1:] != (fmt.num_keypoints, 3):
         raise ValueError(f"{path}: 'keypoints' must be (N, {fmt.num_keypoints}, 3) for format {fmt.name}, "
                          f"got {points.shape}")
@@ -220,7 +227,8 @@ def load_keypoint_clips(path: Path, fmt: KeypointFormat, frames: int | None = No
         step = frames or len(rows)
         for s in range(0, len(rows) - step + 1 if frames else 1, step):
             piece = points[rows[s : s + step]]
-            clips.append(KeypointClip(f"{cid}@{s}", path.stem, str(cid), s, {fmt.name: torch.from_numpy(piece)}))
+            clips.append(KeypointClip(f"{cid}@{s}", path.stem, str(cid), s, {fmt.name: torch.from_numpy(piece)},
+                                      up=None if up is None else (float(up[0]), float(up[1]), float(up[2]))))
     if not clips:
         raise ValueError(f"{path}: no clip has {frames} frames")
     return clips

@@ -11,7 +11,7 @@ from .sde import SubVPSDE
 
 @runtime_checkable
 class Engine(Protocol):
-    """`name`, `mean` (256,), `std` (256,), `sde` and `eps(x, t, part_mask)`: exactly what `FewStepRefiner` and
+    """`name`, `mean` (DIM,), `std` (DIM,), `sde` and `eps(x, t, part_mask)`: exactly what `FewStepRefiner` and
     `FullOptimizer` use of a prior. `PosePrior` satisfies it; `dposer_ros.backends` runs the network elsewhere."""
 
     name: str

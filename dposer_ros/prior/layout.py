@@ -1,22 +1,29 @@
-"""The prior's pose vector: [body 63 | left hand 45 | right hand 45 | face 103], with left hands mirrored.
+"""The prior's pose vector: [body 63 | left hand 45 | right hand 45 | face 103 | gravity 3], left hands mirrored.
 
 A left hand is stored mirrored into a right hand (y and z of each axis-angle negated), so both hand slots hold
 the same kind of data. The face part (jaw 3 + expression 100) is part of the layout, but no face capture exists
-in the training data: it is always masked out.
+in the training data: it is always masked out. The gravity part is the world's up direction in the pelvis frame
+(R_root^T up): a condition, not a diffused part. It is given to the network as it is (never noised, never
+predicted), so the prior can tell standing from sitting under an upright torso; its mask bit is off where the up
+direction is unknown.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import roma
 import torch
 
 from ..body.skeleton import PART_JOINTS, smplx_neutral
 
-PARTS = ("body", "left_hand", "right_hand", "face")
-PART_DIMS = {"body": 63, "left_hand": 45, "right_hand": 45, "face": 103}
+PARTS = ("body", "left_hand", "right_hand", "face", "gravity")
+PART_DIMS = {"body": 63, "left_hand": 45, "right_hand": 45, "face": 103, "gravity": 3}
+CONDITION_PARTS = ("gravity",)  # given to the network as they are: never noised, never predicted
+POSE_PARTS = tuple(p for p in PARTS if p not in CONDITION_PARTS)  # the parts of the body (dataset masks, results)
 NUM_EXPRESSION = 100
 DIM = sum(PART_DIMS.values())
 _MIRROR_SIGN = torch.tensor([1.0, -1.0, -1.0])
+_MIRROR_VECTOR = torch.tensor([-1.0, 1.0, 1.0])  # a direction under the left-right mirror (x -> -x)
 
 
 def part_slices() -> dict[str, slice]:
@@ -31,19 +38,36 @@ SLICES = part_slices()
 
 
 def dim_mask(part_mask: torch.Tensor) -> torch.Tensor:
-    """(..., 4) part mask -> (..., DIM) mask over the vector's entries."""
+    """(..., len(PARTS)) part mask -> (..., DIM) mask over the vector's entries."""
     sizes = torch.tensor([PART_DIMS[p] for p in PARTS], device=part_mask.device)
     return torch.repeat_interleave(part_mask.to(torch.float32), sizes, dim=-1)
 
 
-def to_vector(pose: torch.Tensor, expression: torch.Tensor | None = None) -> torch.Tensor:
-    """(..., 55, 3) axis-angle pose [+ (..., 100) expression] -> (..., DIM) prior vector (left hand mirrored)."""
+DIFFUSED = dim_mask(torch.tensor([p not in CONDITION_PARTS for p in PARTS]))  # (DIM,) 1 where the prior diffuses
+
+
+def with_conditions(pose_mask: torch.Tensor, up_known: torch.Tensor | bool) -> torch.Tensor:
+    """(..., len(POSE_PARTS)) mask of the pose parts -> (..., len(PARTS)) with the gravity bit: set where the body
+    is in the mask and the up direction is known."""
+    known = torch.as_tensor(up_known, dtype=pose_mask.dtype, device=pose_mask.device).expand(pose_mask.shape[:-1])
+    return torch.cat([pose_mask, (pose_mask[..., :1] * known[..., None]).to(pose_mask.dtype)], dim=-1)
+
+
+def gravity(pose: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """The up direction `up` (..., 3) of the pose's frame in its pelvis frame: R_root^T up (..., 3)."""
+    return (roma.rotvec_to_rotmat(pose[..., 0, :]).transpose(-1, -2) @ up.to(pose)[..., None]).squeeze(-1)
+
+
+def to_vector(pose: torch.Tensor, expression: torch.Tensor | None = None, up: torch.Tensor | None = None) -> torch.Tensor:
+    """(..., 55, 3) axis-angle pose [+ (..., 100) expression] [+ (..., 3) up direction in the pose's frame] ->
+    (..., DIM) prior vector (left hand mirrored; gravity entries zero without `up`)."""
     body = pose[..., list(PART_JOINTS["body"]), :].flatten(-2)
     left = (pose[..., list(PART_JOINTS["left_hand"]), :] * _MIRROR_SIGN.to(pose)).flatten(-2)
     right = pose[..., list(PART_JOINTS["right_hand"]), :].flatten(-2)
     jaw = pose[..., PART_JOINTS["jaw"][0], :]
     expr = pose.new_zeros(*pose.shape[:-2], NUM_EXPRESSION) if expression is None else expression
-    return torch.cat([body, left, right, jaw, expr], dim=-1)
+    grav = pose.new_zeros(*pose.shape[:-2], 3) if up is None else gravity(pose, up.expand(*pose.shape[:-2], 3))
+    return torch.cat([body, left, right, jaw, expr, grav], dim=-1)
 
 
 def from_vector(vec: torch.Tensor, pose: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,7 +77,7 @@ def from_vector(vec: torch.Tensor, pose: torch.Tensor | None = None) -> tuple[to
     out[..., list(PART_JOINTS["body"]), :] = vec[..., SLICES["body"]].unflatten(-1, (21, 3))
     out[..., list(PART_JOINTS["left_hand"]), :] = vec[..., SLICES["left_hand"]].unflatten(-1, (15, 3)) * _MIRROR_SIGN.to(vec)
     out[..., list(PART_JOINTS["right_hand"]), :] = vec[..., SLICES["right_hand"]].unflatten(-1, (15, 3))
-    face = vec[..., SLICES["face"]]
+    face = vec[..., SLICES["face"]]  # the gravity entries say nothing of the pose
     out[..., PART_JOINTS["jaw"][0], :] = face[..., :3]
     return out, face[..., 3:]
 
@@ -78,16 +102,20 @@ def mirror_pose(pose: torch.Tensor) -> torch.Tensor:
 
 
 def mirror_part_mask(part_mask: np.ndarray | torch.Tensor):
-    """Swap the left and right hand entries of (..., 4) part masks."""
-    return part_mask[..., [0, 2, 1, 3]]
+    """Swap the left and right hand entries of (..., P) part masks (the layout's or the dataset's parts)."""
+    order = list(range(part_mask.shape[-1]))
+    order[1], order[2] = 2, 1
+    return part_mask[..., order]
 
 
 def mirror_vector_map() -> tuple[torch.Tensor, torch.Tensor]:
     """The mirror image as a signed permutation of the prior vector: mirrored = sign * vec[perm] (both hand slots
-    swap, body entries swap sides with y and z negated; expression entries stay)."""
+    swap, body entries swap sides with y and z negated; expression entries stay; the up direction's x negated)."""
     eye = torch.eye(DIM, dtype=torch.float64)
     pose, expr = from_vector(eye)
     mirrored = to_vector(mirror_pose(pose), expr)  # row i: the mirror image of basis vector i
+    grav = SLICES["gravity"]
+    mirrored[grav, grav] = torch.diag(_MIRROR_VECTOR.double())
     perm = mirrored.abs().argmax(0)  # output entry o comes from input entry perm[o]
     sign = mirrored[perm, torch.arange(DIM)]
     if not torch.equal(mirrored.abs().sum(0), torch.ones(DIM, dtype=torch.float64)):

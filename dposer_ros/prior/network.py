@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from .layout import DIM, PARTS, dim_mask
+from .layout import DIFFUSED, DIM, PARTS, dim_mask
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, scale: float = 999.0) -> torch.Tensor:
@@ -36,7 +36,8 @@ class ResidualBlock(nn.Module):
 
 
 class ScoreNet(nn.Module):
-    """eps_theta(x_t, t, part mask): parts masked out are zeroed at the input and announced by the mask."""
+    """eps_theta(x_t, t, part mask): parts masked out are zeroed at the input and announced by the mask; condition
+    parts (layout.CONDITION_PARTS) are inputs only."""
 
     def __init__(self, hidden: int = 512, blocks: int = 3, time_dim: int = 128, groups: int = 32, dropout: float = 0.1) -> None:
         super().__init__()
@@ -50,11 +51,12 @@ class ScoreNet(nn.Module):
         self.out = nn.Linear(hidden, DIM)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, part_mask: torch.Tensor) -> torch.Tensor:
-        """x (B, DIM) normalised, t (B,), part_mask (B, 4) -> predicted noise (B, DIM), zero on masked parts."""
+        """x (B, DIM) normalised, t (B,), part_mask (B, len(PARTS)) -> predicted noise (B, DIM), zero on masked and
+        condition parts."""
         m = dim_mask(part_mask)
         temb = self.time_mlp(timestep_embedding(t, self.time_dim))
         h = self.inp(torch.cat([x * m, part_mask.to(x.dtype)], dim=-1)) + self.inp_time(temb)
         h = nn.functional.silu(self.inp_norm(h))
         for block in self.blocks:
             h = block(h, temb)
-        return self.out(h) * m
+        return self.out(h) * (m * DIFFUSED.to(m))

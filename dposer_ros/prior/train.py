@@ -14,8 +14,8 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from ..dataset.poses import PoseDataset, default_dataset_path, load_dataset
-from .layout import PARTS, dim_mask, mirror_part_mask, mirror_pose, to_vector
+from ..dataset.poses import WORLD_UP, PoseDataset, default_dataset_path, load_dataset
+from .layout import DIFFUSED, PARTS, dim_mask, mirror_part_mask, mirror_pose, to_vector, with_conditions
 from .model import Normalizer, PosePrior
 from .network import ScoreNet
 from .sde import SubVPSDE
@@ -57,14 +57,16 @@ class TrainConfig:
 
 
 class _Batches:
-    """Random batches of (normalised vector, available-part mask), mixing body-only and hand frames."""
+    """Random batches of (normalised vector, available-part mask), mixing body-only and hand frames. The gravity part
+    is available wherever the body is (the dataset's world is the sources' own, `WORLD_UP`)."""
 
     def __init__(self, data: PoseDataset, cfg: TrainConfig, normalizer: Normalizer | None, generator: torch.Generator):
         pose = torch.from_numpy(data.pose)
-        mask = torch.from_numpy(data.part_mask)
-        vectors, masks = [to_vector(pose)], [mask]
-        if cfg.mirror:
-            vectors.append(to_vector(mirror_pose(pose)))
+        mask = with_conditions(torch.from_numpy(data.part_mask), True)
+        up = torch.tensor(WORLD_UP)
+        vectors, masks = [to_vector(pose, up=up)], [mask]
+        if cfg.mirror:  # the mirror is left-right: the up direction stays
+            vectors.append(to_vector(mirror_pose(pose), up=up))
             masks.append(mirror_part_mask(mask))
         self.vectors, self.masks = torch.cat(vectors), torch.cat(masks).float()
         self.normalizer = normalizer or Normalizer.fit(self.vectors, self.masks)
@@ -91,12 +93,13 @@ def visible_parts(available: torch.Tensor, drop: float, generator: torch.Generat
 
 def denoising_loss(net: ScoreNet, sde: SubVPSDE, x0: torch.Tensor, mask: torch.Tensor, t_eps: float,
                    generator: torch.Generator | None = None) -> torch.Tensor:
-    """Epsilon matching on the visible parts: ||eps(x_t, t) - z||^2, t ~ U(t_eps, 1)."""
+    """Epsilon matching on the visible diffused parts: ||eps(x_t, t) - z||^2, t ~ U(t_eps, 1); condition parts are
+    given clean."""
     t = t_eps + torch.rand(x0.shape[0], generator=generator) * (1.0 - t_eps)
     z = torch.randn(x0.shape, generator=generator)
     mean, std = sde.mean_std(t)
-    x_t = mean[:, None] * x0 + std[:, None] * z
-    m = dim_mask(mask)
+    x_t = torch.where(DIFFUSED.bool(), mean[:, None] * x0 + std[:, None] * z, x0)
+    m = dim_mask(mask) * DIFFUSED
     return ((net(x_t, t, mask) - z).square() * m).sum() / m.sum()
 
 

@@ -203,7 +203,9 @@ SOLVER_FIELDS = ("steps", "t_max", "t_min", "prior_weight", "hand_prior_weight",
                  "weak_hold_weight", "hidden_prior_weight", "calibrate_shape", "calibrate_offsets")
 # node parameters of the core (tracks, checks, bounded work)
 CORE_FIELDS = ("person_timeout", "max_batch", "max_coordinate_m", "max_bone_ratio", "max_keypoint_spread_m",
-               "max_people", "max_points", "latency_budget_ms")
+               "max_people", "max_points", "latency_budget_ms", "up_vector")
+TORSO_TOP = smplx_neutral().index("neck")  # the torso direction: pelvis -> neck
+OPTICAL_SUFFIXES = ("_optical_frame", "_optical")  # REP 103 camera optical frames: z forward, y down, up unknown
 
 
 @dataclass
@@ -230,6 +232,13 @@ class CoreSettings:
     max_people: int = 64  # people per message; more are rejected (too_many_people)
     max_points: int = 512  # keypoints per person; more are rejected (too_many_points)
     latency_budget_ms: float = 100.0  # arrival to answer; under load fewer prior steps (down to 1); 0: off
+    up_vector: tuple[float, ...] = (0.0, 0.0, 1.0)  # the input frames' up direction (REP 103: z); zero: unknown
+
+    def up_of(self, frame_id: str) -> np.ndarray:
+        """The up direction of an input frame for the prior; zero (unknown) for a camera optical frame."""
+        if frame_id.endswith(OPTICAL_SUFFIXES):
+            return np.zeros(3)
+        return np.asarray(self.up_vector, dtype=np.float64)
 
     def refine_settings(self) -> RefineSettings:
         return RefineSettings(**{f: getattr(self, f) for f in SOLVER_FIELDS})
@@ -258,9 +267,10 @@ class Stats:
         self._arrivals: deque[float] = deque()
         self._latency: deque[tuple[float, float]] = deque()
         self._refine: deque[tuple[float, float, int]] = deque()
+        self._torso_up: deque[tuple[float, float]] = deque()  # cosine of the torso (pelvis -> neck) and up
 
     def _trim(self, now: float) -> None:
-        for q in (self._arrivals, self._latency, self._refine, self._steps):
+        for q in (self._arrivals, self._latency, self._refine, self._steps, self._torso_up):
             while q and (q[0] if isinstance(q[0], float) else q[0][0]) < now - self.window_s:
                 q.popleft()
 
@@ -310,6 +320,12 @@ class Stats:
             self.people_out += people
             self._latency.append((now, latency_ms))
 
+    def torso_up(self, cosines: np.ndarray) -> None:
+        """Answered people's torso direction against their frame's up direction (only where it is known)."""
+        now = time.monotonic()
+        with self._lock:
+            self._torso_up.extend((now, float(c)) for c in cosines)
+
     def refined(self, ms: float, batch: int) -> None:
         with self._lock:
             self._refine.append((time.monotonic(), ms, batch))
@@ -342,6 +358,8 @@ class Stats:
                 "errors": dict(self.errors),
                 "refine_steps_mean": steps,
                 "degraded_fraction": degraded,
+                "torso_up_median": float(np.median([c for _, c in self._torso_up])) if self._torso_up else float("nan"),
+                "torso_up_count": len(self._torso_up),
                 "malformed": dict(self.malformed),
                 "malformed_total": sum(self.malformed.values()),
             }
@@ -629,7 +647,8 @@ class RefineCore:
         refiner = self.refiner(fmt, steps)
         points = torch.from_numpy(np.stack([p.person.points for p in chunk]).astype(np.float32))
         conf_np = np.stack([p.person.confidences for p in chunk]).astype(np.float32)
-        obs = Observation(points, torch.from_numpy(conf_np.copy()), fmt)
+        up = torch.from_numpy(np.stack([self.settings.up_of(p.frame.frame_id) for p in chunk]).astype(np.float32))
+        obs = Observation(points, torch.from_numpy(conf_np.copy()), fmt, up)
         t0 = time.perf_counter()
         try:
             refined = refiner(obs, init)
@@ -655,6 +674,11 @@ class RefineCore:
         completed = refined.part_completed.numpy()
         part_conf = np.where(observed, sums / np.maximum(counts, 1), np.where(completed, COMPLETED_PART_CONFIDENCE, 0.0))
         healthy = self._healthy(refined, chunk)
+        if obs.up is not None:  # is the up direction right? People mostly stand or sit: their torsos point up
+            torso = refined.joints[:, TORSO_TOP] - refined.joints[:, 0]
+            cos = (torso * obs.up).sum(-1) / torso.norm(dim=-1).clamp(min=1e-6)
+            known = (obs.up.norm(dim=-1) > 0).numpy() & healthy
+            self.stats.torso_up(cos.numpy()[known])
         out = []
         with self._lock:
             for i, p in enumerate(chunk):

@@ -109,6 +109,11 @@ def build_parameters(solver: RefineSettings = RefineSettings()) -> tuple[ParamSp
                   "Static transform input frame -> output_frame as [x, y, z, qx, qy, qz, qw] (metres, unit "
                   "quaternion), used when output_frame is set and tf2_ros is not available.",
                   constraints="7 numbers"),
+        ParamSpec("up_vector", list(node.up_vector),
+                  "The up direction (against gravity) of the input frames, told to the prior so that it can tell "
+                  "standing from sitting when the legs are hidden. REP 103 body and world frames: [0, 0, 1]. "
+                  "[0, 0, 0]: unknown (the prior is not told). Frames named *_optical_frame (camera optical frames, "
+                  "z forward) count as unknown.", constraints="3 finite numbers"),
         ParamSpec("hri_output", True,
                   "Publish REP 155 bodies: /humans/bodies/tracked, TF frames body_<id> and <joint>_<id> on /tf, "
                   "/humans/bodies/<id>/joint_states and the body's URDF on /humans/bodies/<id>/urdf.",
@@ -169,6 +174,8 @@ def check_value(spec: ParamSpec, value: Any) -> str | None:
         return f"{spec.name} must be one of {', '.join(spec.choices)}, got {value!r}"
     if spec.range is not None and not (spec.range[0] <= value <= spec.range[1]):
         return f"{spec.name} must lie in [{spec.range[0]}, {spec.range[1]}], got {value!r}"
+    if spec.name == "up_vector" and (len(value) != 3 or not all(math.isfinite(v) for v in value)):
+        return f"up_vector needs 3 finite numbers (the input frame's up direction; [0, 0, 0]: unknown), got {list(value)}"
     if spec.name == "output_transform":
         if len(value) != 7:
             return f"output_transform needs 7 numbers [x, y, z, qx, qy, qz, qw], got {len(value)}"

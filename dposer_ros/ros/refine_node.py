@@ -66,6 +66,10 @@ from .params import BY_NAME, PARAMETERS, check_value
 MODEL_RELATIVE = Path("models") / "dposer_cpu" / "prior.pt"
 MESH_MAX_RATE_HZ = 5.0
 NODE_NAME = "refine_node"
+# /diagnostics warns when over the last window's answers (at least this many) the median cosine between the torso
+# (pelvis -> neck) and up_vector is below this (about 73 degrees): a wrong up_vector for the input frame
+UP_CHECK_PEOPLE = 30
+UP_CHECK_COSINE = 0.3
 
 
 def default_model_path() -> Path:
@@ -266,7 +270,9 @@ class RefineNodeMixin:
             raise ValueError(f"t_min ({p['t_min']}) must not exceed t_max ({p['t_max']})")
         if p["input_format"]:
             resolve_format(p["input_format"])  # KeypointFormatError (a ValueError) names the known formats
-        return CoreSettings(input_format=p["input_format"], **{f: p[f] for f in SOLVER_FIELDS + CORE_FIELDS})
+        core = {f: p[f] for f in SOLVER_FIELDS + CORE_FIELDS}
+        core["up_vector"] = tuple(float(v) for v in core["up_vector"])
+        return CoreSettings(input_format=p["input_format"], **core)
 
     def _on_set_parameters(self, changed) -> SetParametersResult:
         p = self.params()
@@ -475,6 +481,9 @@ class RefineNodeMixin:
         new_failed = snap["failed"] - self._last_diag["failed"]
         if new_failed:
             problems.append(f"{new_failed} failed answers (tracks restarted)")
+        if snap["torso_up_count"] >= UP_CHECK_PEOPLE and snap["torso_up_median"] < UP_CHECK_COSINE:
+            problems.append(f"torsos lie across up_vector (median cosine {snap['torso_up_median']:.2f} over "
+                            f"{snap['torso_up_count']} answers): is up_vector the input frame's up?")
         snap["recent_problems"] = ", ".join(problems)
         self._last_diag = {k: snap[k] for k in ("malformed_total", "drops", "failed")}
         s = self.core.settings

@@ -17,7 +17,7 @@ import torch
 from ..body.jacobian import AttachedPoints
 from ..body.kinematics import ForwardKinematics
 from ..body.skeleton import NUM_JOINTS
-from ..prior.layout import PARTS, to_vector
+from ..prior.layout import POSE_PARTS, to_vector
 from ..prior.schedule import TruncatedSchedule
 from .refine import FREE_JOINTS, FewStepRefiner, RefineSettings, cold_start, prior_targets
 from .types import BodyState, Observation, Refined
@@ -78,7 +78,7 @@ class FullOptimizer:
             for t in self.schedule.timesteps(s.steps).tolist():
                 pose = pose0.index_copy(1, self.free, free)
                 with torch.no_grad():
-                    target, _ = prior_targets(self.prior, pose.detach(), t, gen, noise=True)
+                    target, _ = prior_targets(self.prior, pose.detach(), t, gen, noise=True, up=obs.up)
                     target_vec = (to_vector(target) - self.prior.mean) / self.prior.std
                     mean, std = self.prior.sde.mean_std(torch.tensor(t))
                     w_t = 0.5 * torch.sqrt(1.0 + mean / std)
@@ -95,5 +95,5 @@ class FullOptimizer:
             joints = self.fk(pose, transl.detach()).joints
             observed = self._few.observed_parts(obs.confidence)
             completed = ~observed
-            completed[:, PARTS.index("face")] = False
+            completed[:, POSE_PARTS.index("face")] = False
         return Refined(pose, transl.detach(), joints, observed, completed, network_evals=evals)

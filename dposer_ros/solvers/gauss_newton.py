@@ -16,6 +16,7 @@ import torch
 
 from ..body.jacobian import AttachedPoints, skew
 from ..body.kinematics import ForwardKinematics, Posed
+from .linear import cholesky_solve_unrolled
 
 
 @dataclass
@@ -36,14 +37,6 @@ class Pull:
     weak_cm: float | None = None
 
 
-def _block_index(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Row and column indices of the n 3x3 diagonal blocks of a 3n x 3n matrix, block after block, row-major."""
-    i = torch.arange(3)
-    rows = (3 * torch.arange(n)[:, None, None] + i[None, :, None]).expand(n, 3, 3)
-    cols = (3 * torch.arange(n)[:, None, None] + i[None, None, :]).expand(n, 3, 3)
-    return rows.reshape(-1), cols.reshape(-1)
-
-
 def robust_weights(residual_cm: torch.Tensor, sigma_cm: float) -> torch.Tensor:
     """Geman-McClure IRLS weights for per-point residual norms (cm): sigma^4 / (r^2 + sigma^2)^2."""
     r2 = residual_cm.square()
@@ -61,6 +54,27 @@ def inverse_right_jacobian(theta: torch.Tensor) -> torch.Tensor:
     return torch.eye(3, dtype=theta.dtype) + 0.5 * k + coef * (k @ k)
 
 
+def _blocks(blocks: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, n, 3, 3) -> (B, size, size): the blocks on the diagonal of the first 3n rows and columns, zero elsewhere
+    (a broadcast product and a pad: no scatter)."""
+    batch, n = blocks.shape[:2]
+    eye = torch.eye(n, dtype=blocks.dtype, device=blocks.device)[:, None, :, None]  # (n, 1, n, 1)
+    dense = (blocks[:, :, :, None, :] * eye).reshape(batch, 3 * n, 3 * n)
+    return torch.nn.functional.pad(dense, (0, size - 3 * n, 0, size - 3 * n))
+
+
+def _spd_solve(a: torch.Tensor, b: torch.Tensor, exportable: bool) -> torch.Tensor:
+    """x with a x = b for symmetric positive definite a (..., n, n), b (..., n, m): LAPACK (Cholesky, LU should it
+    fail; LU at once for the many 3 x 3 systems, one call), or with `exportable` the unrolled Cholesky."""
+    if exportable:
+        shape = b.shape
+        return cholesky_solve_unrolled(a.reshape(-1, *a.shape[-2:]), b.reshape(-1, *shape[-2:])).reshape(shape)
+    if a.shape[-1] == 3:
+        return torch.linalg.solve(a, b)
+    chol, info = torch.linalg.cholesky_ex(a)  # Cholesky: half the cost of LU
+    return torch.cholesky_solve(b, chol) if not info.any() else torch.linalg.solve(a, b)
+
+
 def gauss_newton_step(
     fk: ForwardKinematics,
     points: AttachedPoints,
@@ -74,6 +88,7 @@ def gauss_newton_step(
     posed: Posed | None = None,
     rest_joints: torch.Tensor | None = None,
     offsets: torch.Tensor | None = None,
+    exportable: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One step for a batch: local (B, J, 3, 3), transl (B, 3), target (B, K, 3) metres, weight (B, K);
     `rest_joints` (B, J, 3) the people's own rest joints (None: the mean shape), `offsets` (B, K, 3) their
@@ -81,7 +96,8 @@ def gauss_newton_step(
 
     A free joint that moves no point (a finger under a body format) meets the others only through pulls; unless a
     pull couples joints (`precision`), its update is solved on its own (a 3 x 3 system) and the joint system keeps
-    only the rest: the same step, with a much smaller factorisation."""
+    only the rest: the same step, with a much smaller factorisation. With `exportable`, every linear solve is the
+    unrolled Cholesky of `solvers.linear` (no LAPACK call, no branch on data): the step traces into an ONNX graph."""
     batch = local.shape[0]
     posed = posed or fk.from_rotmat(local, transl, rest_joints)
     kp = points.positions(posed, offsets)
@@ -103,8 +119,6 @@ def gauss_newton_step(
     # per-joint pull blocks (B, F, 3, 3) and gradients (B, F, 3) of the diagonal and weak pulls
     hb = local.new_zeros(batch, n_free, 3, 3)
     gb = local.new_zeros(batch, n_free, 3)
-    n_data = h.shape[1] // 3 - 1  # joints in the system
-    rows, cols_ = _block_index(n_data)
     if pulls:
         theta = roma.rotmat_to_rotvec(local[:, points.free])
         jinv = inverse_right_jacobian(theta)  # (B, F, 3, 3)
@@ -113,15 +127,15 @@ def gauss_newton_step(
         for pull in pulls:
             d = theta - pull.target
             if pull.precision is not None:  # a full precision: only without the split (all joints in h)
-                jb = torch.zeros(batch, 3 * n_free, 3 * n_free, dtype=h.dtype)
-                jb[:, rows, cols_] = jinv.reshape(batch, -1)  # without the split the system holds every joint
+                jb = _blocks(jinv, 3 * n_free)  # without the split the system holds every joint
                 jbt = jb.transpose(1, 2)
                 h[:, : 3 * n_free, : 3 * n_free] += jbt @ pull.precision @ jb
                 g[:, : 3 * n_free] += jbt @ (pull.precision @ d.reshape(batch, -1, 1))
                 continue
             if pull.weak_cm is not None:
                 lam = pull.weak_cm**2
-                weak = lam * torch.linalg.inv(seen_info + lam * torch.eye(3)) * cast(torch.Tensor, pull.scale)[..., None].square()
+                inv = _spd_solve(seen_info + lam * torch.eye(3), torch.eye(3).expand_as(seen_info), exportable)
+                weak = lam * inv * cast(torch.Tensor, pull.scale)[..., None].square()
                 jt_p = jinv.transpose(-1, -2) @ weak
             else:  # a diagonal pull: scale is set
                 jt_p = jinv.transpose(-1, -2) * cast(torch.Tensor, pull.scale).expand_as(theta).square()[..., None, :]
@@ -131,17 +145,18 @@ def gauss_newton_step(
         hb_moved, gb_moved = hb[:, points.moved], gb[:, points.moved]
     else:
         hb_moved, gb_moved = hb, gb
-    h[:, rows, cols_] += hb_moved.reshape(batch, -1)
-    g[:, : 3 * hb_moved.shape[1], 0] += gb_moved.reshape(batch, -1)
-    h.diagonal(dim1=1, dim2=2).mul_(1.0 + damping).add_(damping)  # h + damping * diag(diag(h) + 1), in place
-    chol, info = torch.linalg.cholesky_ex(h)  # h is symmetric positive definite: Cholesky, half the cost of LU
-    solved = -(torch.cholesky_solve(g, chol) if not info.any() else torch.linalg.solve(h, g))[..., 0]
+    # out of place from here on: what the ONNX exporter keeps of in-place writes into views is not reliable
+    h = h + _blocks(hb_moved, h.shape[1])
+    g = g + torch.cat([gb_moved.reshape(batch, -1), g.new_zeros(batch, g.shape[1] - 3 * hb_moved.shape[1])], 1)[..., None]
+    eye = torch.eye(h.shape[1], dtype=h.dtype, device=h.device)
+    h = h + eye * (h.diagonal(dim1=1, dim2=2) * damping + damping)[:, None, :]  # h + damping * diag(diag(h) + 1)
+    solved = -_spd_solve(h, g, exportable)[..., 0]
     delta = solved
     if split:  # the joints no point moves: each its own damped 3 x 3 system
-        delta = local.new_zeros(batch, 3 * n_free + 3)
-        delta[:, points.moved_columns] = solved
         hd = hb[:, points.unmoved] * (1.0 + damping * torch.eye(3)) + damping * torch.eye(3)
-        delta[:, : 3 * n_free].view(batch, n_free, 3)[:, points.unmoved] = -torch.linalg.solve(hd, gb[:, points.unmoved])
-    local = local.clone()
-    local[:, points.free] = local[:, points.free] @ roma.rotvec_to_rotmat(delta[:, : 3 * n_free].reshape(batch, n_free, 3))
+        apart = -_spd_solve(hd, gb[:, points.unmoved, :, None], exportable)[..., 0]
+        delta = (local.new_zeros(batch, 3 * n_free + 3).index_copy(1, points.moved_columns, solved)
+                 .index_copy(1, points.unmoved_columns, apart.reshape(batch, -1)))
+    turned = local[:, points.free] @ roma.rotvec_to_rotmat(delta[:, : 3 * n_free].reshape(batch, n_free, 3))
+    local = local.index_copy(1, points.free, turned)
     return local, transl + delta[:, 3 * n_free :]

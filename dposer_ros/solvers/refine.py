@@ -32,7 +32,7 @@ from ..body.shape import rest_joints as shape_rest_joints
 from ..body.skeleton import NUM_JOINTS, PART_JOINTS, smplx_neutral
 from ..keypoints import KeypointFormat
 from ..prior.engine import Engine
-from ..prior.layout import DIM, PARTS, from_vector, mirror_pose, to_vector
+from ..prior.layout import DIFFUSED, DIM, PARTS, POSE_PARTS, dim_mask, from_vector, mirror_pose, to_vector, with_conditions
 from ..prior.schedule import TruncatedSchedule, UniformSchedule
 from ..prior.symmetric import MirrorSymmetric
 from .calibration import calibrate, empty_calibration
@@ -40,8 +40,10 @@ from .gauss_newton import Pull, gauss_newton_step
 from .types import BodyState, Observation, Refined
 
 FREE_JOINTS = (0, *PART_JOINTS["body"], *PART_JOINTS["left_hand"], *PART_JOINTS["right_hand"])
-# the prior is asked about body and hands separately: no capture here holds both at once (see README)
-PRIOR_GROUPS = ((1.0, 0.0, 0.0, 0.0), (0.0, 1.0, 1.0, 0.0))
+# the prior is asked about body and hands separately: no capture here holds both at once (see README); the body
+# group also gets the gravity condition where the up direction is known
+PRIOR_GROUPS = (with_conditions(torch.tensor([1.0, 0.0, 0.0, 0.0]), False).tolist(),
+                with_conditions(torch.tensor([0.0, 1.0, 1.0, 0.0]), False).tolist())
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,7 @@ class RefineSettings:
     noise: bool = False  # True: a frame's first x_t gets fresh Gaussian noise as in DPoser (measured worse here)
     carry_noise: bool = True  # later steps re-use the noise the prior predicted (DDIM eta = 0); False: as the first
     seed: int = 0
+    gravity: bool = True  # tell the prior the up direction where the observation knows it (Observation.up)
     mirror_symmetric: bool = True  # ask the prior about the pose and its mirror image (prior/symmetric.py)
     calibrate_shape: bool = True  # estimate each track's 10 SMPL-X shape coefficients (solvers/calibration.py)
     shape_sigma_cm: float = 2.0  # expected keypoint error that the shape may not explain (pose and detector error)
@@ -105,21 +108,28 @@ class RefineSettings:
 
 
 def prior_targets(prior, pose: torch.Tensor, t: float, generator: torch.Generator | None, noise: bool,
-                  eps: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Denoised pose (B, 55, 3) and the predicted noise (2B, DIM): body and hands each through the prior once (one
-    batched call). x_t = mean(t) x + std(t) z with z = `eps` when given, else Gaussian noise or zero (`noise`)."""
+                  eps: torch.Tensor | None = None, up: torch.Tensor | None = None,
+                  groups: tuple = PRIOR_GROUPS) -> tuple[torch.Tensor, torch.Tensor]:
+    """Denoised pose (B, 55, 3) and the predicted noise (G B, DIM): each of the G `groups` (body, then hands) through
+    the prior once (one batched call); joints of no group keep their pose. x_t = mean(t) x + std(t) z with z = `eps`
+    when given, else Gaussian noise or zero (`noise`). `up` (B, 3): the world's up direction in the pose's frame (a
+    zero row: unknown), the body's gravity condition."""
     batch = pose.shape[0]
-    x = (to_vector(pose) - prior.mean) / prior.std
-    masks = torch.tensor(PRIOR_GROUPS).repeat_interleave(batch, dim=0)
-    x = x.repeat(len(PRIOR_GROUPS), 1)
+    known = torch.zeros(batch) if up is None else (up.norm(dim=-1) > 0).float()
+    x = (to_vector(pose, up=up) - prior.mean) / prior.std
+    masks = torch.tensor(groups).repeat_interleave(batch, dim=0)
+    masks[:batch, PARTS.index("gravity")] = known
+    x = x.repeat(len(groups), 1)
     tt = torch.full((x.shape[0],), t)
     mean, std = prior.sde.mean_std(tt)
     if eps is None:
         eps = torch.randn(x.shape, generator=generator) if noise else torch.zeros_like(x)
-    x_t = mean[:, None] * x + std[:, None] * eps
+    diffused = DIFFUSED.bool()  # condition entries go in as they are
+    x_t = torch.where(diffused, mean[:, None] * x + std[:, None] * eps, x)
     eps_hat = torch.as_tensor(prior.eps(x_t, tt, masks))
-    x0 = (x_t - std[:, None] * eps_hat) / mean[:, None]
-    x0 = (x0 * torch.repeat_interleave(masks, torch.tensor([63, 45, 45, 103]), dim=1)).reshape(len(PRIOR_GROUPS), batch, -1).sum(0)
+    x0 = torch.where(diffused, (x_t - std[:, None] * eps_hat) / mean[:, None], x)
+    x0 = (x0 * dim_mask(masks)).reshape(len(groups), batch, -1).sum(0)
+    x0 = torch.where(dim_mask(masks).reshape(len(groups), batch, -1).sum(0) > 0, x0, x[:batch])  # others: as they are
     return from_vector(x0 * prior.std + prior.mean, pose)[0], eps_hat
 
 
@@ -185,7 +195,7 @@ class FewStepRefiner:
         groups = [j for p in ("body", "left_hand", "right_hand") for j in PART_JOINTS[p]]
         scale[groups] = 1.0 / std_pose[groups].clamp(min=settings.min_prior_std)
         self.prior_scale = scale[self.free]
-        self.wrists = [(FREE_JOINTS.index(smplx_neutral().index(f"{side}_wrist")), PARTS.index(f"{side}_hand"))
+        self.wrists = [(FREE_JOINTS.index(smplx_neutral().index(f"{side}_wrist")), POSE_PARTS.index(f"{side}_hand"))
                        for side in ("left", "right")]
         hands = set(PART_JOINTS["left_hand"]) | set(PART_JOINTS["right_hand"])
         self.part_weight = torch.tensor([[settings.hand_prior_weight if j in hands else settings.prior_weight]
@@ -205,8 +215,12 @@ class FewStepRefiner:
         for j, off in zip(fmt.joints, fmt.offsets):
             j = int(j) if (abs(off).sum() > 0 or parents[j] < 0) else parents[j]
             name = part_of.get(j, "body")
-            kp_part.append(PARTS.index({"jaw": "face", "eyes": "face"}.get(name, name)))
-        self.kp_part = torch.nn.functional.one_hot(torch.tensor(kp_part), len(PARTS)).float()  # (K, 4)
+            kp_part.append(POSE_PARTS.index({"jaw": "face", "eyes": "face"}.get(name, name)))
+        self.kp_part = torch.nn.functional.one_hot(torch.tensor(kp_part), len(POSE_PARTS)).float()  # (K, 4)
+        # a format with no hand keypoint: the fingers get the prior's typical hands when a track starts (the cold
+        # phase asks about both groups), then only their hold; later steps ask the prior about the body alone
+        hand_parts = [POSE_PARTS.index("left_hand"), POSE_PARTS.index("right_hand")]
+        self.warm_groups = PRIOR_GROUPS if bool(self.kp_part[:, hand_parts].any()) else PRIOR_GROUPS[:1]
         # (K, F): keypoint k moves when free joint f rotates (a keypoint at a joint itself does not turn with it)
         at_joint = torch.tensor([[float(j == f and abs(off).sum() == 0) for f in FREE_JOINTS]
                                  for j, off in zip(fmt.joints, fmt.offsets)])
@@ -279,10 +293,11 @@ class FewStepRefiner:
             factor[:, k, 0] *= (~observed[:, part]).float()
         use_prior = bool(self.part_weight.any())
         # what a prior term hands from one step to the next within this frame (and which joints keypoints see)
-        carry: dict = {"seen": by_data}
+        up = obs.up if s.gravity else None
+        carry: dict = {"seen": by_data, "up": up}
         evals = 0
         if init is None and use_prior and s.cold_prior_steps > 0:
-            local, transl = self._cold_prior(obs, local, transl, factor, rest, calib.offsets, by_data, gen)
+            local, transl = self._cold_prior(obs, local, transl, factor, rest, calib.offsets, by_data, up, gen)
             evals += s.cold_prior_steps * s.cold_samples
         zero = self.rest_target.expand(batch, -1, -1)
         for t in schedule:
@@ -302,14 +317,14 @@ class FewStepRefiner:
         calib = calibrate(self.fk, self.points, posed, local, obs.points, obs.confidence, calib, s)
         pose = roma.rotmat_to_rotvec(local)
         completed = ~observed
-        completed[:, PARTS.index("face")] = False  # no face prior: the face is neither observed nor completed
+        completed[:, POSE_PARTS.index("face")] = False  # no face prior: the face is neither observed nor completed
         evals *= self.evals_per_step
         return Refined(pose, transl, posed.joints, observed, completed, network_evals=evals, hidden_frames=hidden,
                        betas=betas, calibration=calib, rest_joints=rest, keypoint_offsets=used_offsets)
 
     evals_per_step = 1
 
-    def _cold_prior(self, obs: Observation, local, transl, factor, rest, offsets, seen, gen):
+    def _cold_prior(self, obs: Observation, local, transl, factor, rest, offsets, seen, up, gen):
         """A new track's prior phase: `cold_prior_steps` steps from t = `cold_t_max`, where the prior knows nothing
         of the pose, down to `cold_t_min`. With `cold_samples` > 1 each person is solved from that many noise draws
         at once and the answers are averaged: one deterministic path from the origin of the latent space lands on
@@ -320,7 +335,7 @@ class FewStepRefiner:
         local, transl, points, conf, factor, rest, offsets = map(rep, (local, transl, obs.points, obs.confidence,
                                                                       factor, rest, offsets))
         zero = self.rest_target.expand(local.shape[0], -1, -1)
-        carry: dict = {"seen": rep(seen)}
+        carry: dict = {"seen": rep(seen), "up": None if up is None else rep(up), "groups": PRIOR_GROUPS}
         if n > 1:
             carry.update(eps=torch.randn(2 * local.shape[0], DIM, generator=gen), t=float("inf"))
         for t in TruncatedSchedule(s.cold_t_max, s.cold_t_min).timesteps(s.cold_prior_steps).tolist():
@@ -338,7 +353,8 @@ class FewStepRefiner:
         the denoised pose, weighted by DPoser's w(t) / sigma^2. `carry` holds the predicted noise between steps."""
         s = self.settings
         descending = carry.get("t", float("inf")) >= t  # the cold start's schedule ends below the next one's start
-        target, eps = prior_targets(self.prior, pose, t, generator, s.noise, carry.get("eps") if descending else None)
+        target, eps = prior_targets(self.prior, pose, t, generator, s.noise, carry.get("eps") if descending else None,
+                                    carry.get("up"), carry.get("groups", self.warm_groups))
         if s.carry_noise:
             carry.update(eps=eps, t=t)
         target = target[:, self.free]

@@ -13,11 +13,13 @@ from ..keypoints import KeypointFormat
 
 @dataclass
 class Observation:
-    """Keypoints of B people in one format (metres, any right-handed frame; the result stays in that frame)."""
+    """Keypoints of B people in one format (metres, any right-handed frame; the result stays in that frame), and
+    where known the up direction of that frame (against gravity), which tells the prior how the body stands."""
 
     points: torch.Tensor  # (B, K, 3)
     confidence: torch.Tensor  # (B, K) in [0, 1]; 0 = not observed
     format: KeypointFormat
+    up: torch.Tensor | None = None  # (B, 3) or (3,) direction (normalised here); None or a zero row: unknown
 
     def __post_init__(self) -> None:
         k = self.format.num_keypoints
@@ -31,6 +33,12 @@ class Observation:
         conf = torch.nan_to_num(self.confidence.float(), nan=0.0).clamp(0.0, 1.0)
         usable = (conf > 0) & torch.isfinite(points).all(-1)
         self.points = torch.where(usable[..., None], points, 0.0)
+        if self.up is not None:
+            up = torch.as_tensor(self.up, dtype=torch.float32).expand(self.points.shape[0], 3)
+            norm = up.norm(dim=-1, keepdim=True)
+            if not torch.isfinite(up).all():
+                raise ValueError(f"up must be finite directions (a zero row: unknown), got {up.tolist()}")
+            self.up = up / norm.clamp(min=1e-12)
         self.confidence = conf * usable * torch.tensor(self.format.weights, dtype=torch.float32)
 
 
