@@ -15,11 +15,11 @@ import roma
 import torch
 
 from ..body.skeleton import PART_JOINTS, smplx_neutral
+from ..dataset.poses import PARTS as POSE_PARTS  # the parts of the body, in the dataset's masks and in results
 
-PARTS = ("body", "left_hand", "right_hand", "face", "gravity")
-PART_DIMS = {"body": 63, "left_hand": 45, "right_hand": 45, "face": 103, "gravity": 3}
 CONDITION_PARTS = ("gravity",)  # given to the network as they are: never noised, never predicted
-POSE_PARTS = tuple(p for p in PARTS if p not in CONDITION_PARTS)  # the parts of the body (dataset masks, results)
+PARTS = (*POSE_PARTS, *CONDITION_PARTS)
+PART_DIMS = {"body": 63, "left_hand": 45, "right_hand": 45, "face": 103, "gravity": 3}
 NUM_EXPRESSION = 100
 DIM = sum(PART_DIMS.values())
 _MIRROR_SIGN = torch.tensor([1.0, -1.0, -1.0])
