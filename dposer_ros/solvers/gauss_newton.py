@@ -57,9 +57,9 @@ def inverse_right_jacobian(theta: torch.Tensor) -> torch.Tensor:
 def _blocks(blocks: torch.Tensor, size: int) -> torch.Tensor:
     """(B, n, 3, 3) -> (B, size, size): the blocks on the diagonal of the first 3n rows and columns, zero elsewhere
     (a broadcast product and a pad: no scatter)."""
-    batch, n = blocks.shape[:2]
+    n = blocks.shape[1]
     eye = torch.eye(n, dtype=blocks.dtype, device=blocks.device)[:, None, :, None]  # (n, 1, n, 1)
-    dense = (blocks[:, :, :, None, :] * eye).reshape(batch, 3 * n, 3 * n)
+    dense = (blocks[:, :, :, None, :] * eye).flatten(1, 2).flatten(2, 3)  # (B, 3n, 3n)
     return torch.nn.functional.pad(dense, (0, size - 3 * n, 0, size - 3 * n))
 
 
@@ -67,8 +67,7 @@ def _spd_solve(a: torch.Tensor, b: torch.Tensor, exportable: bool) -> torch.Tens
     """x with a x = b for symmetric positive definite a (..., n, n), b (..., n, m): LAPACK (Cholesky, LU should it
     fail; LU at once for the many 3 x 3 systems, one call), or with `exportable` the unrolled Cholesky."""
     if exportable:
-        shape = b.shape
-        return cholesky_solve_unrolled(a.reshape(-1, *a.shape[-2:]), b.reshape(-1, *shape[-2:])).reshape(shape)
+        return cholesky_solve_unrolled(a.reshape(-1, *a.shape[-2:]), b.reshape(-1, *b.shape[-2:])).reshape_as(b)
     if a.shape[-1] == 3:
         return torch.linalg.solve(a, b)
     chol, info = torch.linalg.cholesky_ex(a)  # Cholesky: half the cost of LU
@@ -98,7 +97,6 @@ def gauss_newton_step(
     pull couples joints (`precision`), its update is solved on its own (a 3 x 3 system) and the joint system keeps
     only the rest: the same step, with a much smaller factorisation. With `exportable`, every linear solve is the
     unrolled Cholesky of `solvers.linear` (no LAPACK call, no branch on data): the step traces into an ONNX graph."""
-    batch = local.shape[0]
     posed = posed or fk.from_rotmat(local, transl, rest_joints)
     kp = points.positions(posed, offsets)
     diff = (kp - target) * 100.0  # cm
@@ -106,9 +104,9 @@ def gauss_newton_step(
     if sigma_cm is not None:
         w = w * robust_weights(diff.norm(dim=-1), sigma_cm)
     sw = w.clamp(min=0).sqrt()[..., None]
-    r = (diff * sw).reshape(batch, -1)
+    r = (diff * sw).flatten(1)
     block = points.pair_blocks(posed, kp)
-    jac = points.jacobian(posed, kp, block) * 100.0 * sw.expand(-1, -1, 3).reshape(batch, -1, 1)
+    jac = points.jacobian(posed, kp, block) * 100.0 * sw.expand(-1, -1, 3).flatten(1)[..., None]
     n_free = len(points.free)
     split = bool(points.unmoved.any()) and all(p.precision is None for p in pulls)
     if split:
@@ -117,8 +115,8 @@ def gauss_newton_step(
     h = jt @ jac
     g = jt @ r[..., None]
     # per-joint pull blocks (B, F, 3, 3) and gradients (B, F, 3) of the diagonal and weak pulls
-    hb = local.new_zeros(batch, n_free, 3, 3)
-    gb = local.new_zeros(batch, n_free, 3)
+    hb = torch.zeros_like(local[:, points.free])  # (B, F, 3, 3); shapes from tensors, not numbers: an exported
+    gb = torch.zeros_like(local[:, points.free, 0])  # graph keeps its batch dynamic
     if pulls:
         theta = roma.rotmat_to_rotvec(local[:, points.free])
         jinv = inverse_right_jacobian(theta)  # (B, F, 3, 3)
@@ -130,7 +128,7 @@ def gauss_newton_step(
                 jb = _blocks(jinv, 3 * n_free)  # without the split the system holds every joint
                 jbt = jb.transpose(1, 2)
                 h[:, : 3 * n_free, : 3 * n_free] += jbt @ pull.precision @ jb
-                g[:, : 3 * n_free] += jbt @ (pull.precision @ d.reshape(batch, -1, 1))
+                g[:, : 3 * n_free] += jbt @ (pull.precision @ d.flatten(1)[..., None])
                 continue
             if pull.weak_cm is not None:
                 lam = pull.weak_cm**2
@@ -147,7 +145,7 @@ def gauss_newton_step(
         hb_moved, gb_moved = hb, gb
     # out of place from here on: what the ONNX exporter keeps of in-place writes into views is not reliable
     h = h + _blocks(hb_moved, h.shape[1])
-    g = g + torch.cat([gb_moved.reshape(batch, -1), g.new_zeros(batch, g.shape[1] - 3 * hb_moved.shape[1])], 1)[..., None]
+    g = g + torch.cat([gb_moved.flatten(1), torch.zeros_like(g[:, 3 * hb_moved.shape[1] :, 0])], 1)[..., None]
     eye = torch.eye(h.shape[1], dtype=h.dtype, device=h.device)
     h = h + eye * (h.diagonal(dim1=1, dim2=2) * damping + damping)[:, None, :]  # h + damping * diag(diag(h) + 1)
     solved = -_spd_solve(h, g, exportable)[..., 0]
@@ -155,8 +153,8 @@ def gauss_newton_step(
     if split:  # the joints no point moves: each its own damped 3 x 3 system
         hd = hb[:, points.unmoved] * (1.0 + damping * torch.eye(3)) + damping * torch.eye(3)
         apart = -_spd_solve(hd, gb[:, points.unmoved, :, None], exportable)[..., 0]
-        delta = (local.new_zeros(batch, 3 * n_free + 3).index_copy(1, points.moved_columns, solved)
-                 .index_copy(1, points.unmoved_columns, apart.reshape(batch, -1)))
-    turned = local[:, points.free] @ roma.rotvec_to_rotmat(delta[:, : 3 * n_free].reshape(batch, n_free, 3))
+        zero = torch.zeros_like(torch.cat([gb.flatten(1), transl], 1))  # (B, 3F + 3)
+        delta = zero.index_copy(1, points.moved_columns, solved).index_copy(1, points.unmoved_columns, apart.flatten(1))
+    turned = local[:, points.free] @ roma.rotvec_to_rotmat(delta[:, : 3 * n_free].unflatten(1, (n_free, 3)))
     local = local.index_copy(1, points.free, turned)
     return local, transl + delta[:, 3 * n_free :]
