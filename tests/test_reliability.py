@@ -239,6 +239,30 @@ def test_the_latency_budget_trades_steps_for_time(prior):
     assert drain(off)[0].refine_steps == 4
 
 
+def test_a_stream_faster_than_the_refinement_gets_fewer_steps(prior, monkeypatch):
+    """Within the latency budget, but frames of the person arrive faster than 4 steps take: the batch runs the steps
+    that fit between two frames (the stream is answered frame by frame instead of dropped, latest wins)."""
+    clock = [100.0]
+    monkeypatch.setattr(core.time, "monotonic", lambda: clock[0])
+    c = make_core(prior, latency_budget_ms=1000.0, steps=4)
+    a = keypoints(11)
+
+    def step_at(gap: float, t: float) -> int:
+        clock[0] += gap
+        f = frame([core.PersonInput("P", a, np.ones(K))], t)
+        f.received = clock[0]
+        c.submit(f)
+        c._cost[("coco17", True)] = 10.0  # ms per person and step, as if measured under load
+        (res,) = drain(c)
+        return res.refine_steps
+
+    assert [step_at(1.0, 1.0 + i) for i in range(3)][-1] == 4  # a frame a second: all 4 steps fit
+    assert [step_at(0.025, 5.0 + i) for i in range(30)][-1] == 2  # 40 Hz: 25 ms between frames, 2 steps of 10 ms
+    off = make_core(prior, latency_budget_ms=0.0, steps=4)
+    c = off
+    assert [step_at(0.025, 20.0 + i) for i in range(3)][-1] == 4  # no budget: all steps
+
+
 def test_stale_pending_people_are_dropped(prior):
     c = make_core(prior, person_timeout=0.5)
     old = frame([core.PersonInput("S", keypoints(11), np.ones(K))], 1.0)

@@ -196,6 +196,7 @@ class Track:
     frame_id: str
     format_name: str
     state: BodyState | None = None
+    period: float | None = None  # seconds between the person's frames (moving average): the time a batch may take
 
 
 _SOLVER = RefineSettings()
@@ -556,6 +557,9 @@ class RefineCore:
                     if track is None or track.frame_id != frame.frame_id or track.format_name != p.fmt.name:
                         track = Track(frame.stamp_ns, now, frame.frame_id, p.fmt.name)  # new track: cold start
                         self._tracks[key] = track
+                    elif now > track.last_seen:
+                        gap = now - track.last_seen
+                        track.period = gap if track.period is None else 0.8 * track.period + 0.2 * gap
                     track.last_stamp_ns, track.last_seen = frame.stamp_ns, now
                     qkey = "id:" + key
                 else:  # no person_id: no track (cold start); latest wins per position in the message
@@ -632,12 +636,18 @@ class RefineCore:
         return chunk, group[1], self._budget_steps(group, chunk, now)
 
     def _budget_steps(self, group: tuple[str, bool], chunk: list, now: float) -> int | None:
-        """Prior steps for this batch under the latency budget (None: the `steps` setting)."""
+        """(under the lock) Prior steps for this batch under the latency budget (None: the `steps` setting): what the
+        budget left to its oldest person allows, and no more than fits between two frames of its most frequent
+        person (a stream faster than the refinement gets fewer steps, not dropped frames)."""
         budget, full = self.settings.latency_budget_ms, self.settings.steps
         cost = self._cost.get(group)
         if budget <= 0 or cost is None:
             return None
         left = budget - (now - min(p.frame.received for p, _ in chunk)) * 1000.0
+        periods = [t.period for p, _ in chunk if p.track_key is not None
+                   and (t := self._tracks.get(p.track_key)) is not None and t.period is not None]
+        if periods:
+            left = min(left, 1000.0 * min(periods))
         return int(min(full, max(1, left // (cost * len(chunk)))))
 
     def _refine_chunk(self, chunk: list[_Pending], init: BodyState | None, steps: int | None = None) -> list[PersonResult]:

@@ -148,8 +148,9 @@ def build_parameters(solver: RefineSettings = RefineSettings()) -> tuple[ParamSp
                   "(too_many_points).", range=(1, 100000), step=1),
         ParamSpec("latency_budget_ms", node.latency_budget_ms,
                   "Time from a message's arrival to its answer that the node aims for [ms]: under load it uses fewer "
-                  "prior steps per person (down to 1; SmplxPose.refine_steps, /diagnostics degraded_fraction). "
-                  "0: always `steps`.", range=(0.0, 1.0e4)),
+                  "prior steps per person (down to 1; SmplxPose.refine_steps, /diagnostics degraded_fraction), "
+                  "and no more than fit between two frames of a person, so that a fast stream is answered frame by "
+                  "frame instead of dropped. 0: always `steps`.", range=(0.0, 1.0e4)),
         ParamSpec("log_throttle", 5.0, "Seconds between repeated warnings of the same kind (malformed input).",
                   range=(0.0, 3600.0)),
         ParamSpec("threads", 1,
