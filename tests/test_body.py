@@ -123,3 +123,26 @@ def test_smplx_missing_or_corrupt_file_is_a_clear_error(tmp_path):
     np.savez(bad, v_template=np.zeros((3, 3)))
     with pytest.raises(ValueError, match="not a valid SMPL-X model file"):
         SmplxModel(bad)
+
+
+@pytest.mark.parametrize("name", ["coco_wholebody133", "mediapipe_hand21_left", "coco17"])
+def test_normal_matrix_by_blocks_is_the_dense_product(name):
+    """`AttachedPoints.gram` skips the zero blocks of a hand's fingers against the other hand and against the rows
+    they do not move; it must equal J^T J, with all columns and with the moved ones only."""
+    import roma
+
+    from dposer_ros.body.jacobian import AttachedPoints
+    from dposer_ros.keypoints import get_format
+    from dposer_ros.solvers.refine import FREE_JOINTS
+
+    fk, fmt = ForwardKinematics(), get_format(name)
+    points = AttachedPoints(fk, fmt.joints, fmt.offsets, FREE_JOINTS)
+    g = torch.Generator().manual_seed(3)
+    posed = fk.from_rotmat(roma.rotvec_to_rotmat(0.4 * torch.randn(2, 55, 3, generator=g)), torch.randn(2, 3, generator=g))
+    jac = points.jacobian(posed, points.positions(posed)) * torch.rand(2, 3 * fmt.num_keypoints, 1, generator=g)
+    for moved in (False, True):
+        j = jac[..., points.moved_columns] if moved else jac
+        dense = j.transpose(1, 2) @ j
+        assert torch.allclose(points.gram(j, moved), dense, atol=1e-5 * float(dense.abs().max()))
+    if name == "coco_wholebody133":  # the hands' blocks are what is skipped there
+        assert points._gram_plans[False] is not None

@@ -103,11 +103,13 @@ def test_tensorrt_parses_the_exported_solve():
     assert ok, [str(parser.get_error(i)) for i in range(parser.num_errors)]
 
 
-def test_a_gauss_newton_step_exports_whole_and_agrees():
-    """One step (COCO-17, the hold and the weak hold as pulls, robust weights) as one ONNX graph: ONNX Runtime gives
-    the eager step's rotations; the exportable solve changes the eager step by float rounding only."""
+@pytest.mark.parametrize("name", ["coco17", "mediapipe_hand21_left"])
+def test_a_gauss_newton_step_exports_whole_and_agrees(name):
+    """One step (the hold and the weak hold as pulls, robust weights) as one ONNX graph: ONNX Runtime gives the
+    eager step's rotations; the exportable solve changes the eager step by float rounding only. COCO-17: the
+    fingers solved apart; a hand: the normal matrix formed by blocks (`AttachedPoints.gram`)."""
     ort = pytest.importorskip("onnxruntime")
-    fmt, fk = get_format("coco17"), ForwardKinematics()
+    fmt, fk = get_format(name), ForwardKinematics()
     points = AttachedPoints(fk, fmt.joints, fmt.offsets, FREE_JOINTS)
     g = torch.Generator().manual_seed(0)
     local = roma.rotvec_to_rotmat(torch.randn(3, 55, 3, generator=g) * 0.2)

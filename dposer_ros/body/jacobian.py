@@ -8,11 +8,15 @@ landmark's offset), where P_f and G_f are f's world position and rotation; dp / 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 import torch
 
 from .kinematics import ForwardKinematics, Posed
+from .skeleton import PART_JOINTS
+
+APART = ("left_hand", "right_hand")  # parts whose joints move only their own points: their normal-matrix blocks
 
 
 def skew(v: torch.Tensor) -> torch.Tensor:
@@ -78,9 +82,66 @@ class AttachedPoints:
         i = torch.arange(3)
         rows, cols = 3 * pk[:, None, None] + i[None, :, None], 3 * pf[:, None, None] + i[None, None, :]
         self._pair_flat = (rows * width + cols).reshape(-1)  # (P * 9,) into the flattened matrix
-        base = torch.zeros(len(self.joint) * 3, width)
-        base[torch.arange(len(self.joint) * 3), 3 * len(self.free) + torch.arange(len(self.joint) * 3) % 3] = 1.0
-        self._base = base.reshape(-1)  # dp / d transl = I
+        coord = torch.arange(len(self.joint) * 3)
+        self._transl_flat = coord * width + 3 * len(self.free) + coord % 3  # dp / d transl = I: its entries
+        self._flat = torch.cat([self._pair_flat, self._transl_flat])
+        self._gram_plans = {False: self._gram_plan(torch.arange(width)), True: self._gram_plan(self.moved_columns)}
+
+    def _gram_plan(self, columns: torch.Tensor) -> list | None:
+        """How to form J^T J of a Jacobian restricted to `columns` block by block: the columns of an `APART` part (a
+        hand's fingers) touch only the rows of the points they move, so their products with the other hand's are
+        zero and those with the rest need only their rows. -> [(column slice, rows)] per run of columns of one part
+        (rows None: every row; a slice where the rows are consecutive), or None: no such part (one dense product)."""
+        n_free = len(self.free)
+        label = []
+        for c in columns.tolist():
+            joint = int(self.free[c // 3]) if c < 3 * n_free else -1
+            label.append(next((i for i, part in enumerate(APART) if joint in PART_JOINTS[part]), -1))
+        rows_of = {}
+        for i, part in enumerate(APART):
+            moved = (self.chain[:, [f for f in range(n_free) if int(self.free[f]) in PART_JOINTS[part]]] > 0).any(1)
+            rows_of[i] = (3 * torch.nonzero(moved)[:, 0, None] + torch.arange(3)).reshape(-1)
+        if all(len(rows_of[i]) == 0 for i in set(label) - {-1}):
+            return None
+        plan, begin = [], 0
+        for c in range(1, len(label) + 1):
+            if c == len(label) or label[c] != label[begin]:
+                rows = None if label[begin] < 0 else rows_of[label[begin]]
+                plan.append((slice(begin, c), rows))
+                begin = c
+        return plan
+
+    @staticmethod
+    def _rows(a: torch.Tensor | None, b: torch.Tensor | None, k3: int) -> torch.Tensor | slice | None:
+        """The rows two column runs share (None: none), as a slice where they are consecutive."""
+        if a is None and b is None:
+            return slice(0, k3)
+        rows = cast(torch.Tensor, b) if a is None else a if b is None else a[torch.isin(a, b)]
+        if len(rows) == 0:
+            return None
+        if bool((rows.diff() == 1).all()):
+            return slice(int(rows[0]), int(rows[-1]) + 1)
+        return rows
+
+    def gram(self, jac: torch.Tensor, moved_only: bool = False) -> torch.Tensor:
+        """J^T J (B, n, n) of a Jacobian from `jacobian` (all columns, or `moved_columns` with `moved_only`), block
+        by block where parts keep apart (whole-body formats: a quarter of the dense product's work)."""
+        plan = self._gram_plans[moved_only]
+        if plan is None:
+            return jac.transpose(1, 2) @ jac
+        k3 = jac.shape[1]
+        out = []
+        for cols_a, rows_a in plan:
+            line = []
+            for cols_b, rows_b in plan:
+                rows = self._rows(rows_a, rows_b, k3)
+                if rows is None:
+                    line.append(jac.new_zeros(jac.shape[0], cols_a.stop - cols_a.start, cols_b.stop - cols_b.start))
+                    continue
+                jr = jac[:, rows]
+                line.append(jr[..., cols_a].transpose(1, 2) @ jr[..., cols_b])
+            out.append(torch.cat(line, 2))
+        return torch.cat(out, 1)
 
     def pair_blocks(self, posed: Posed, points: torch.Tensor) -> torch.Tensor:
         """(B, P, 3, 3): d point / d increment of joint f for the P (point, free joint) pairs on chains
@@ -94,8 +155,11 @@ class AttachedPoints:
         """(B, F, 3, 3) per free joint: sum over the points on its chains of weight_k B_kf^T B_kf, what the points
         tell of that joint's rotation alone, from `pair_blocks` (B, P, 3, 3) and per-point weights (B, K)."""
         weighted = block.transpose(-1, -2) * weight[:, self.pair_point, None, None]
-        per_pair = (weighted @ block).flatten(2)  # (B, P, 9), summed per joint by a (F, P) 0/1 matrix: no scatter
-        return (self._pair_sum.to(per_pair) @ per_pair).unflatten(2, (3, 3))
+        per_pair = (weighted @ block).flatten(2)  # (B, P, 9), summed per joint
+        if torch.onnx.is_in_onnx_export():  # by a (F, P) 0/1 matrix: the exporter mis-exports repeated-index scatters
+            return (self._pair_sum.to(per_pair) @ per_pair).unflatten(2, (3, 3))
+        out = per_pair.new_zeros(per_pair.shape[0], len(self.free), 9)
+        return out.index_add_(1, self.pair_free, per_pair).unflatten(2, (3, 3))
 
     def positions(self, posed: Posed, extra: torch.Tensor | None = None) -> torch.Tensor:
         """(B, K, 3) world positions of the points; `extra` (B, K, 3): per-person offsets in the `frame` joints."""
@@ -105,10 +169,20 @@ class AttachedPoints:
             out = out + (posed.rotations[:, self.frame] @ extra.to(rot)[..., None]).squeeze(-1)
         return out
 
-    def jacobian(self, posed: Posed, points: torch.Tensor, block: torch.Tensor | None = None) -> torch.Tensor:
+    def jacobian(self, posed: Posed, points: torch.Tensor, block: torch.Tensor | None = None,
+                 scale: torch.Tensor | None = None) -> torch.Tensor:
         """(B, K*3, 3F + 3): derivatives of the points w.r.t. the free joints' local increments, then translation
-        (from `pair_blocks` when given)."""
+        (from `pair_blocks` when given); with `scale` (B, K) each point's rows times its factor (scaled before the
+        blocks are placed: a tenth of the work of scaling the matrix)."""
         batch, k = points.shape[:2]
         block = self.pair_blocks(posed, points) if block is None else block
-        jac = self._base.to(points).expand(batch, -1).index_copy(1, self._pair_flat, block.reshape(batch, -1))
-        return jac.reshape(batch, k * 3, 3 * len(self.free) + 3)
+        transl = points.new_ones(batch, 3 * k)
+        if scale is not None:
+            block = block * scale[:, self.pair_point, None, None]
+            transl = scale.repeat_interleave(3, dim=1)
+        values = torch.cat([block.reshape(batch, -1), transl], 1)
+        width = 3 * len(self.free) + 3
+        jac = points.new_zeros(batch, 3 * k * width)
+        # in place into a fresh tensor (no copy of it); out of place for the ONNX exporter (see gauss_newton_step)
+        jac = jac.index_copy(1, self._flat, values) if torch.onnx.is_in_onnx_export() else jac.index_copy_(1, self._flat, values)
+        return jac.reshape(batch, k * 3, width)

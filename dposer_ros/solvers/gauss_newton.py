@@ -106,14 +106,13 @@ def gauss_newton_step(
     sw = w.clamp(min=0).sqrt()[..., None]
     r = (diff * sw).flatten(1)
     block = points.pair_blocks(posed, kp)
-    jac = points.jacobian(posed, kp, block) * 100.0 * sw.expand(-1, -1, 3).flatten(1)[..., None]
+    jac = points.jacobian(posed, kp, block, scale=100.0 * sw[..., 0])
     n_free = len(points.free)
     split = bool(points.unmoved.any()) and all(p.precision is None for p in pulls)
     if split:
         jac = jac[..., points.moved_columns]
-    jt = jac.transpose(1, 2)
-    h = jt @ jac
-    g = jt @ r[..., None]
+    h = points.gram(jac, split)
+    g = (r[:, None, :] @ jac).transpose(1, 2)  # a row times the matrix: BLAS's fast layout for a product with one column
     # per-joint pull blocks (B, F, 3, 3) and gradients (B, F, 3) of the diagonal and weak pulls
     hb = torch.zeros_like(local[:, points.free])  # (B, F, 3, 3); shapes from tensors, not numbers: an exported
     gb = torch.zeros_like(local[:, points.free, 0])  # graph keeps its batch dynamic
