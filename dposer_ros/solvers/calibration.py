@@ -35,13 +35,31 @@ def empty_calibration(batch: int, keypoints: int) -> Calibration:
                        torch.zeros(batch), torch.zeros(batch, keypoints, 3), torch.zeros(batch, keypoints))
 
 
-def shape_jacobian(fk: ForwardKinematics, points: AttachedPoints, local: torch.Tensor) -> torch.Tensor:
-    """(B, K, 3, 10): how each keypoint moves per unit of each shape coefficient, in the pose `local`."""
-    batch = local.shape[0]
-    dirs = shape_tables()[1].to(local.dtype).permute(2, 0, 1)  # (10, J, 3)
-    rot = local.repeat_interleave(NUM_BETAS, dim=0)
-    moved = fk.from_rotmat(rot, None, dirs.repeat(batch, 1, 1)).joints  # linear in the rest joints
-    return moved[:, points.joint].reshape(batch, NUM_BETAS, -1, 3).permute(0, 2, 3, 1)
+def shape_jacobian(fk: ForwardKinematics, points: AttachedPoints, posed) -> torch.Tensor:
+    """(B, K, 3, 10): how each keypoint moves per unit of each shape coefficient, in the pose of `posed` (its world
+    rotations). Forward kinematics is linear in the rest joints: a joint moves with its parent plus the parent's world
+    rotation of its bone's change, so the derivative is a sum over each keypoint's chain of rotated bone directions
+    (the root's own direction unrotated)."""
+    dirs = shape_tables()[1].to(posed.rotations.dtype)  # (J, 3, 10)
+    parents = fk.parents
+    root = (parents < 0)[:, None, None]
+    bone = torch.where(root, dirs, dirs - dirs[parents.clamp(min=0)])
+    turn = torch.where(root, torch.eye(3, dtype=dirs.dtype), posed.rotations[:, parents.clamp(min=0)])
+    return torch.einsum("kj,bjcn->bkcn", _chains(fk, points).to(dirs), turn @ bone)
+
+
+def _chains(fk: ForwardKinematics, points: AttachedPoints) -> torch.Tensor:
+    """(K, J): 1 where joint j is keypoint k's joint or one of its ancestors (cached on `points`)."""
+    chains = getattr(points, "_shape_chains", None)
+    if chains is None:
+        parents = fk.skeleton.parents
+        chains = torch.zeros(len(points.joint), len(parents))
+        for k, j in enumerate(points.joint.tolist()):
+            while j >= 0:
+                chains[k, j] = 1.0
+                j = parents[j]
+        points._shape_chains = chains
+    return chains
 
 
 def calibrate(fk: ForwardKinematics, points: AttachedPoints, posed, local: torch.Tensor, target: torch.Tensor,
@@ -56,7 +74,7 @@ def calibrate(fk: ForwardKinematics, points: AttachedPoints, posed, local: torch
     phi = torch.where(calib.frames < settings.shape_frames, 1.0, settings.shape_slow) * enough  # (B,)
     information, rhs = calib.information, calib.rhs
     if settings.calibrate_shape:
-        a = shape_jacobian(fk, points, local) * 100.0  # cm per unit
+        a = shape_jacobian(fk, points, posed) * 100.0  # cm per unit
         total = w.sum(1).clamp(min=1e-9)[:, None]
         a = a - (w[..., None, None] * a).sum(1, keepdim=True) / total[..., None, None]
         rc = r - (w[..., None] * r).sum(1, keepdim=True) / total[..., None]
