@@ -178,3 +178,26 @@ def test_packaged_shape_table_is_mannequins_and_the_mesh_follows_the_shape():
     shaped, _ = body_mesh(np.zeros((55, 3)), None, betas)
     mean, _ = body_mesh(np.zeros((55, 3)))
     assert np.abs(shaped - mean).max() > 0.02
+
+
+def test_shape_jacobian_is_the_derivative_of_the_posed_keypoints():
+    """The closed form (rotated bone directions summed over each keypoint's chain) against forward kinematics of
+    the rest joints moved along each shape direction: keypoints are linear in the shape, so the difference is exact."""
+    import roma
+
+    from dposer_ros.body.jacobian import AttachedPoints
+    from dposer_ros.solvers.calibration import shape_jacobian
+    from dposer_ros.solvers.refine import FREE_JOINTS
+
+    fk, fmt = ForwardKinematics(), get_format("coco_wholebody133")
+    points = AttachedPoints(fk, fmt.joints, fmt.offsets, FREE_JOINTS)
+    g = torch.Generator().manual_seed(5)
+    local = roma.rotvec_to_rotmat(0.5 * torch.randn(2, 55, 3, generator=g, dtype=torch.float64))
+    transl = torch.randn(2, 3, generator=g, dtype=torch.float64)
+    betas = torch.randn(2, 10, generator=g, dtype=torch.float64)
+    posed = fk.from_rotmat(local, transl, rest_joints(betas))
+    jac = shape_jacobian(fk, points, posed)
+    base = points.positions(posed)
+    for i in range(10):
+        moved = fk.from_rotmat(local, transl, rest_joints(betas + torch.eye(10, dtype=torch.float64)[i]))
+        assert torch.allclose(points.positions(moved) - base, jac[..., i], atol=1e-9)

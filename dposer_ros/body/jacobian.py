@@ -56,14 +56,13 @@ class AttachedPoints:
         self.offset = torch.as_tensor(np.array(offsets, dtype=np.float32))
         self.free = torch.tensor(np.asarray(free), dtype=torch.long)
         parents = fk.skeleton.parents
-        chain = torch.zeros(len(self.joint), len(self.free))
-        free_list = self.free.tolist()
+        lineage = torch.zeros(len(self.joint), len(parents))
         for k, j in enumerate(self.joint.tolist()):
-            on_chain = set()
             while j >= 0:
-                on_chain.add(j)
+                lineage[k, j] = 1.0
                 j = parents[j]
-            chain[k] = torch.tensor([float(f in on_chain) for f in free_list])
+        self.lineage = lineage  # (K, J): point k's joint and its ancestors
+        chain = lineage[:, self.free]
         self.chain = chain  # (K, F): rotating free joint f moves point k
         self.moved = chain.sum(0) > 0  # (F,) free joints whose rotation moves some point (a landmark's own joint too)
         self.unmoved = ~self.moved

@@ -45,21 +45,7 @@ def shape_jacobian(fk: ForwardKinematics, points: AttachedPoints, posed) -> torc
     root = (parents < 0)[:, None, None]
     bone = torch.where(root, dirs, dirs - dirs[parents.clamp(min=0)])
     turn = torch.where(root, torch.eye(3, dtype=dirs.dtype), posed.rotations[:, parents.clamp(min=0)])
-    return torch.einsum("kj,bjcn->bkcn", _chains(fk, points).to(dirs), turn @ bone)
-
-
-def _chains(fk: ForwardKinematics, points: AttachedPoints) -> torch.Tensor:
-    """(K, J): 1 where joint j is keypoint k's joint or one of its ancestors (cached on `points`)."""
-    chains = getattr(points, "_shape_chains", None)
-    if chains is None:
-        parents = fk.skeleton.parents
-        chains = torch.zeros(len(points.joint), len(parents))
-        for k, j in enumerate(points.joint.tolist()):
-            while j >= 0:
-                chains[k, j] = 1.0
-                j = parents[j]
-        points._shape_chains = chains
-    return chains
+    return torch.einsum("kj,bjcn->bkcn", points.lineage.to(dirs), turn @ bone)
 
 
 def calibrate(fk: ForwardKinematics, points: AttachedPoints, posed, local: torch.Tensor, target: torch.Tensor,
