@@ -42,7 +42,7 @@ from dposer_msgs.msg import Keypoints3D, Keypoints3DArray, SmplxPoseArray
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dposer_ros.body import ForwardKinematics  # noqa: E402
+from dposer_ros.body import ForwardKinematics, smplx_neutral  # noqa: E402
 from dposer_ros.keypoints import get_format  # noqa: E402
 from dposer_ros.ros.convert import diagnostic_values  # noqa: E402
 from dposer_ros.ros.process import NodeProcess  # noqa: E402
@@ -50,9 +50,12 @@ from dposer_ros.ros.refine_node import default_model_path  # noqa: E402
 from dposer_ros.solvers.refine import RefineSettings  # noqa: E402
 
 
-def make_people(fmt_name: str, people: int, frames: int, seed: int = 0) -> list[list[Keypoints3D]]:
-    """people x frames prebuilt Keypoints3D (a smooth random walk of poses per person, 2 m apart)."""
+def make_people(fmt_name: str, people: int, frames: int, seed: int = 0, hide_leg: bool = False) -> list[list[Keypoints3D]]:
+    """people x frames prebuilt Keypoints3D (a smooth random walk of poses per person, 2 m apart); with `hide_leg`
+    the left knee, ankle and foot keypoints at confidence 0."""
     fmt = get_format(fmt_name)
+    leg = [smplx_neutral().index(n) for n in ("left_knee", "left_ankle", "left_foot")]
+    confidences = [0.0 if hide_leg and int(j) in leg else 1.0 for j in fmt.joints]
     fk = ForwardKinematics()
     gen = torch.Generator().manual_seed(seed)
     out = []
@@ -64,7 +67,7 @@ def make_people(fmt_name: str, people: int, frames: int, seed: int = 0) -> list[
         pts = fmt.from_posed(fk(pose, transl)).numpy()
         out.append([Keypoints3D(person_id=f"p{p}", format=fmt_name,
                                 points=[Point(x=float(x), y=float(y), z=float(z)) for x, y, z in pts[f]],
-                                confidences=[1.0] * fmt.num_keypoints) for f in range(frames)])
+                                confidences=confidences) for f in range(frames)])
     return out
 
 

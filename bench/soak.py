@@ -68,7 +68,8 @@ def table(result: dict) -> str:
     """The markdown table of a run (scripts/gen_results_tables.py quotes it), with its command and machine."""
     within = result["phases"][0]["within_ms"]
     lines = [HEADER.format(w=within)] + [row(r["name"], r) for r in result["phases"]]
-    lines += ["", f"{result['people']} people ({result['format']}) in one message at {result['rate_hz']:.0f} Hz; run "
+    seen = ", left leg hidden" if result.get("hide_leg") else ""
+    lines += ["", f"{result['people']} people ({result['format']}{seen}) in one message at {result['rate_hz']:.0f} Hz; run "
                   f"{result.get('date', 'on an unrecorded date')} on {result['machine']} (`{result['command']}`)."]
     if "rss_growth_mb" in result["phases"][0]:
         r = result["phases"][0]
@@ -97,6 +98,9 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--rounds", type=int, default=2, help="budget, ab: pairs of phases")
     ap.add_argument("--budget-ms", type=float, default=50.0)
+    ap.add_argument("--hide-leg", action="store_true",
+                    help="every person's left knee, ankle and foot keypoints at confidence 0, so that the prior is "
+                         "asked at every step (a fully seen warm frame does not ask it)")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--node-param", action="append", default=[], metavar="NAME=VALUE",
                     help="another node parameter for every phase (e.g. hri_output=false)")
@@ -110,10 +114,10 @@ def main() -> int:
     model = args.model or default_model_path()
     out = args.out or ROOT / "out" / "bench" / f"soak_{args.mode}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    people = make_people(args.format, args.people, 120, seed=1)
+    people = make_people(args.format, args.people, 120, seed=1, hide_leg=args.hide_leg)
     result = {"command": "python bench/soak.py " + " ".join(sys.argv[1:]), "model": str(model),
               "date": time.strftime("%Y-%m-%d"),
-              "format": args.format, "people": args.people, "rate_hz": args.rate,
+              "format": args.format, "people": args.people, "rate_hz": args.rate, "hide_leg": args.hide_leg,
               "machine": f"{platform.node()}: {os.cpu_count()} CPUs, {platform.platform()}, Python "
                          f"{platform.python_version()}, torch {torch.__version__}", "phases": []}
     print(HEADER.format(w=args.budget_ms))

@@ -60,7 +60,25 @@ def test_refiner_fits_clean_keypoints_and_counts_network_calls(prior):
     cold = with_prior(Observation(kp, torch.ones(kp.shape[:2]), fmt))
     warm = with_prior(Observation(kp, torch.ones(kp.shape[:2]), fmt), BodyState(cold.pose, cold.transl))
     assert torch.isfinite(cold.pose).all() and torch.isfinite(warm.pose).all()
-    assert cold.network_evals == 3 + RefineSettings().cold_prior_steps and warm.network_evals == 3
+    assert cold.network_evals == 3 + RefineSettings().cold_prior_steps and warm.network_evals == 3  # fingertips
+
+
+def test_a_frame_that_sees_every_joint_does_not_ask_the_prior(prior):
+    """A new track's cold phase asks the prior; after it, a frame whose keypoints see every joint the prior could
+    pull does not (the data decides there, the prior's pull is zero), and answers as if it had asked."""
+    fmt, kp, _ = _keypoints("h36m17")
+    refiner = FewStepRefiner(prior, fmt, RefineSettings(steps=3))
+    seen = torch.ones(kp.shape[:2])
+    cold = refiner(Observation(kp, seen, fmt))
+    warm = refiner(Observation(kp, seen, fmt), cold)
+    assert cold.network_evals == RefineSettings().cold_prior_steps and warm.network_evals == 0
+    asked = FewStepRefiner(prior, fmt, RefineSettings(steps=3))
+    asked._pulled_groups = lambda factor: asked.warm_groups  # type: ignore[method-assign]
+    forced = asked(Observation(kp, seen, fmt), cold)
+    assert forced.network_evals == 3 and torch.allclose(forced.pose, warm.pose, atol=1e-6)
+    hidden = seen.clone()
+    hidden[0, fmt.keypoint_names.index("left_ankle")] = 0.0  # one person's knee bend unseen: the prior completes it
+    assert refiner(Observation(kp, hidden, fmt), cold).network_evals == 3
 
 
 def test_missing_keypoints_are_ignored_and_parts_reported(prior):
@@ -94,7 +112,9 @@ def test_bad_observations_and_settings_are_clear_errors(prior):
 
 def test_uniform_schedule_is_seeded_and_differs_from_truncated(prior):
     fmt, kp, _ = _keypoints("coco17")
-    obs = Observation(kp, torch.ones(kp.shape[:2]), fmt)
+    conf = torch.ones(kp.shape[:2])
+    conf[:, fmt.keypoint_names.index("left_wrist")] = 0.0  # an elbow's bend unseen: the prior has a say
+    obs = Observation(kp, conf, fmt)
     a = FewStepRefiner(prior, fmt, RefineSettings(schedule="uniform"))(obs)
     b = FewStepRefiner(prior, fmt, RefineSettings(schedule="uniform"))(obs)
     c = FewStepRefiner(prior, fmt, RefineSettings())(obs)
@@ -195,7 +215,9 @@ def test_hand_prior_weight_moves_the_fingers_only():
                                      "eps": lambda self, x, t, m: rows.append(len(x)) or prior.eps(x, t, m)})()
     fmt, kp, _ = _keypoints("coco17", batch=1)
     body_only = FewStepRefiner(counting, fmt, RefineSettings(hand_prior_weight=100.0, t_max=0.9, mirror_symmetric=False))
-    held = body_only(Observation(kp.float(), torch.ones(kp.shape[:2]), fmt), state)
+    seen = torch.ones(kp.shape[:2])
+    seen[0, fmt.keypoint_names.index("left_ankle")] = 0.0  # a knee's bend unseen: the prior is asked
+    held = body_only(Observation(kp.float(), seen, fmt), state)
     assert rows == [1] * 4  # the body group alone, every step
     assert torch.allclose(held.pose[0, fingers], init[0, fingers], atol=0.02)  # the fingers kept (rest pull only)
 
@@ -323,7 +345,9 @@ def test_steps_renoise_with_the_predicted_noise(prior, monkeypatch, carry_noise)
     monkeypatch.setattr(refine, "prior_targets", spy)
     fmt, kp, _ = _keypoints("coco17", batch=1)
     settings = RefineSettings(steps=3, cold_prior_steps=2, carry_noise=carry_noise)
-    out = FewStepRefiner(prior, fmt, settings)(Observation(kp, torch.ones(kp.shape[:2]), fmt))
+    seen = torch.ones(kp.shape[:2])
+    seen[0, fmt.keypoint_names.index("left_ankle")] = 0.0  # a knee's bend unseen: the prior is asked every step
+    out = FewStepRefiner(prior, fmt, settings)(Observation(kp, seen, fmt))
     assert len(calls) == 5
     for k, (t, eps, _) in enumerate(calls):
         if carry_noise and k not in (0, 2):  # 0: the frame's first step, 2: t rises from the cold schedule
@@ -331,7 +355,7 @@ def test_steps_renoise_with_the_predicted_noise(prior, monkeypatch, carry_noise)
         else:
             assert eps is None
     calls.clear()
-    FewStepRefiner(prior, fmt, settings)(Observation(kp, torch.ones(kp.shape[:2]), fmt), BodyState(out.pose, out.transl))
+    FewStepRefiner(prior, fmt, settings)(Observation(kp, seen, fmt), BodyState(out.pose, out.transl))
     assert [eps is None for _, eps, _ in calls] == [True, not carry_noise, not carry_noise]
 
 

@@ -221,6 +221,8 @@ class FewStepRefiner:
         # phase asks about both groups), then only their hold; later steps ask the prior about the body alone
         hand_parts = [POSE_PARTS.index("left_hand"), POSE_PARTS.index("right_hand")]
         self.warm_groups = PRIOR_GROUPS if bool(self.kp_part[:, hand_parts].any()) else PRIOR_GROUPS[:1]
+        self.group_joints = [torch.tensor([any(j in PART_JOINTS.get(POSE_PARTS[i], ()) for i, on in enumerate(g[: len(POSE_PARTS)])
+                                               if on) for j in FREE_JOINTS]) for g in self.warm_groups]  # (F,) each
         # (K, F): keypoint k moves when free joint f rotates (a keypoint at a joint itself does not turn with it)
         at_joint = torch.tensor([[float(j == f and abs(off).sum() == 0) for f in FREE_JOINTS]
                                  for j, off in zip(fmt.joints, fmt.offsets)])
@@ -292,14 +294,16 @@ class FewStepRefiner:
         for k, part in self.wrists:
             factor[:, k, 0] *= (~observed[:, part]).float()
         use_prior = bool(self.part_weight.any())
-        # what a prior term hands from one step to the next within this frame (and which joints keypoints see)
+        # what a prior term hands from one step to the next within this frame (and which joints keypoints see); the
+        # prior is asked only about groups it pulls some joint of: with every joint seen it has no say, no call
         up = obs.up if s.gravity else None
-        carry: dict = {"seen": by_data, "up": up}
+        carry: dict = {"seen": by_data, "up": up, "groups": self._pulled_groups(factor)}
         evals = 0
         if init is None and use_prior and s.cold_prior_steps > 0:
             local, transl = self._cold_prior(obs, local, transl, factor, rest, calib.offsets, by_data, up, gen)
             evals += s.cold_prior_steps * s.cold_samples
         zero = self.rest_target.expand(batch, -1, -1)
+        use_prior = use_prior and bool(carry["groups"])
         for t in schedule:
             pose = roma.rotmat_to_rotvec(local)
             pulls = [_scaled(p, factor) for p in self.prior_pulls(pose, t, gen, carry)] if use_prior else []
@@ -323,6 +327,11 @@ class FewStepRefiner:
                        betas=betas, calibration=calib, rest_joints=rest, keypoint_offsets=used_offsets)
 
     evals_per_step = 1
+
+    def _pulled_groups(self, factor: torch.Tensor) -> tuple:
+        """The groups of `warm_groups` with a joint the prior pulls (`factor` (B, F, 1) not zero) in some person."""
+        pulled = ((factor[..., 0] > 0) & (self.prior_scale.abs().sum(-1) > 0)).any(0)  # (F,)
+        return tuple(g for g, joints in zip(self.warm_groups, self.group_joints) if bool(pulled[joints].any()))
 
     def _cold_prior(self, obs: Observation, local, transl, factor, rest, offsets, seen, up, gen):
         """A new track's prior phase: `cold_prior_steps` steps from t = `cold_t_max`, where the prior knows nothing
