@@ -3,8 +3,8 @@
     python bench/solver_frame.py --against v0.5.0 --cases coco_wholebody133:10:1,coco17:10:1,coco17:1:4 --rounds 4
 
 Each round times, in a fresh process per revision and one after the other (so that load changes hit both alike),
-the median of 30 warm frames of `FewStepRefiner` (ONNX Runtime engine, one thread) on a synthetic batch
-(`backends.bench.synthetic_stream`): a case is format:people:steps. The other revision is checked out into a
+the median of 30 warm frames of `FewStepRefiner` (ONNX Runtime engine, one thread) on a synthetic batch with a
+hidden leg (`stream`): a case is format:people:steps. The other revision is checked out into a
 temporary git worktree and imported from there with this checkout's prior file. Writes bench/eval/solver_frame.json
 (per case: the median over rounds of each side's median, and their ratio) and prints it as a table.
 """
@@ -30,14 +30,13 @@ def time_frame(fmt_name: str, people: int, steps: int, prior: str) -> float:
     import torch
 
     torch.set_num_threads(1)
-    from dposer_ros.backends.bench import synthetic_stream
     from dposer_ros.backends.select import select_engine
     from dposer_ros.keypoints import get_format
     from dposer_ros.solvers.refine import FewStepRefiner, RefineSettings
 
     fmt = get_format(fmt_name)
     refiner = FewStepRefiner(select_engine(Path(prior), "onnxruntime", threads=1), fmt, RefineSettings(steps=steps))
-    obs, _ = synthetic_stream(fmt, people)
+    obs = stream(fmt, people)
     state = refiner(obs, None)
     for _ in range(5):
         refiner(obs, state)
@@ -47,6 +46,25 @@ def time_frame(fmt_name: str, people: int, steps: int, prior: str) -> float:
         refiner(obs, state)
         times.append(time.perf_counter() - start)
     return statistics.median(times) * 1000.0
+
+
+def stream(fmt, people: int):
+    """Random bodies' keypoints (1 cm noise) with the left knee, ankle and foot hidden, so that the prior is asked at
+    every step (a fully seen frame does not ask it since version 0.5.1); built here, the same for both revisions."""
+    import torch
+
+    from dposer_ros.body.kinematics import ForwardKinematics
+    from dposer_ros.solvers.types import Observation
+
+    gen = torch.Generator().manual_seed(0)
+    pose = 0.2 * torch.randn(people, 55, 3, generator=gen)
+    pose[:, 0] = torch.tensor([1.2, 0.0, 0.0]) + 0.3 * torch.randn(people, 3, generator=gen)
+    transl = torch.randn(people, 3, generator=gen) + torch.tensor([0.0, 0.0, 3.0])
+    points = fmt.from_posed(ForwardKinematics()(pose, transl)).float()
+    points = points + 0.01 * torch.randn(points.shape, generator=gen)
+    conf = torch.ones(points.shape[:2])
+    conf[:, torch.isin(torch.tensor([int(j) for j in fmt.joints]), torch.tensor([4, 7, 10]))] = 0.0  # left leg
+    return Observation(points, conf, fmt)
 
 
 def run_in(tree: Path, case: str, prior: Path) -> float:

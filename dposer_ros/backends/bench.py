@@ -112,7 +112,7 @@ def synthetic_stream(fmt, persons: int, seed: int = 0, hide_leg: bool = True) ->
     conf = torch.ones(points.shape[:2])
     if hide_leg:
         leg = [smplx_neutral().index(n) for n in ("left_knee", "left_ankle", "left_foot")]
-        conf[:, torch.isin(torch.as_tensor(fmt.joints), torch.tensor(leg))] = 0.0
+        conf[:, torch.isin(torch.tensor(np.array(fmt.joints)), torch.tensor(leg))] = 0.0
     previous = BodyState(pose + 0.03 * torch.randn(pose.shape, generator=gen), transl + 0.01)
     return Observation(points, conf, fmt), previous
 
