@@ -81,6 +81,24 @@ def test_a_frame_that_sees_every_joint_does_not_ask_the_prior(prior):
     assert refiner(Observation(kp, hidden, fmt), cold).network_evals == 3
 
 
+def test_completing_the_body_leaves_seen_fingers_to_the_data(prior, monkeypatch):
+    """Body and hands are separate queries of the prior: while it completes a hidden leg under a whole-body format,
+    the seen body joints are pulled (the completion needs them on its manifold) but the seen fingers are not, and
+    the prior is not asked about the hands at all."""
+    fmt, kp, _ = _keypoints("coco_wholebody133", batch=2)
+    conf = torch.ones(kp.shape[:2])
+    leg = [k for k, j in enumerate(fmt.joints) if smplx_neutral().names[int(j)] in ("left_knee", "left_ankle", "left_foot")]
+    conf[:, leg] = 0.0
+    refiner = FewStepRefiner(prior, fmt, RefineSettings(steps=2, mirror_symmetric=False))
+    cold = refiner(Observation(kp, conf, fmt))
+    masks = []
+    real = refiner.prior.eps
+    monkeypatch.setattr(refiner.prior, "eps", lambda x, t, m: masks.append(m.clone()) or real(x, t, m))
+    warm = refiner(Observation(kp, conf, fmt), cold)
+    assert warm.network_evals == 2 and len(masks) == 2
+    assert all(m.shape[0] == 2 and (m[:, 1:3] == 0).all() for m in masks)  # two people, the body group only
+
+
 def test_missing_keypoints_are_ignored_and_parts_reported(prior):
     fmt, kp, _ = _keypoints("coco17")
     conf = torch.ones(kp.shape[:2])

@@ -221,8 +221,6 @@ class FewStepRefiner:
         # phase asks about both groups), then only their hold; later steps ask the prior about the body alone
         hand_parts = [POSE_PARTS.index("left_hand"), POSE_PARTS.index("right_hand")]
         self.warm_groups = PRIOR_GROUPS if bool(self.kp_part[:, hand_parts].any()) else PRIOR_GROUPS[:1]
-        self.group_joints = [torch.tensor([any(j in PART_JOINTS.get(POSE_PARTS[i], ()) for i, on in enumerate(g[: len(POSE_PARTS)])
-                                               if on) for j in FREE_JOINTS]) for g in self.warm_groups]  # (F,) each
         # (K, F): keypoint k moves when free joint f rotates (a keypoint at a joint itself does not turn with it)
         at_joint = torch.tensor([[float(j == f and abs(off).sum() == 0) for f in FREE_JOINTS]
                                  for j, off in zip(fmt.joints, fmt.offsets)])
@@ -233,6 +231,15 @@ class FewStepRefiner:
         body = torch.tensor([0 < j < 22 for j in FREE_JOINTS])
         self.observable = body & (self.sees.sum(0) > 0)  # (F,) body joints some keypoint of the format moves
         self.unobservable = body & ~self.observable  # ... and those none does (COCO's ankles: no foot keypoint)
+        # (F, G) the prior group (PRIOR_GROUPS: body, hands) of each free joint, and the joints whose hiding makes the
+        # prior complete the group with its seen joints pulled too (seen_prior_weight): the body joints the format
+        # can see; seen fingers are never pulled (as before groups counted apart: unmeasured on finger completion)
+        member = torch.stack([torch.tensor([any(j in PART_JOINTS.get(POSE_PARTS[i], ()) for i, on in
+                                                enumerate(g[: len(POSE_PARTS)]) if on) for j in FREE_JOINTS])
+                              for g in PRIOR_GROUPS], 1)
+        self.group_member = member.float()
+        self.group_completes = torch.zeros_like(self.group_member)
+        self.group_completes[:, 0] = self.observable.float()
 
     def seen_joints(self, confidence: torch.Tensor) -> torch.Tensor:
         """(B, K) confidences -> (B, F) bool: free joints whose rotation moves a confident keypoint (with
@@ -279,8 +286,11 @@ class FewStepRefiner:
         boost = torch.full_like(hidden, s.hidden_prior_weight)
         if s.hidden_prior_ramp and previous is not None:  # ... once the hold has faded (a new track has no hold)
             boost = 1.0 + (s.hidden_prior_weight - 1.0) * (1.0 - s.hold_decay ** (hidden - 1).clamp(min=0))
-        # seen joints: off while the whole body is seen (the data decides), on while the prior completes something
-        complete = (self.observable & ~by_data).any(1, keepdim=True)  # a body joint the format can see is hidden
+        # seen joints: off while their group (body, hands) is fully seen (the data decides), on while the prior
+        # completes a hidden joint of the group (the group is one query of the prior: the completion needs the
+        # group's seen joints on the prior's manifold; the other group's play no part in it)
+        completing = ((~by_data).float() @ self.group_completes) > 0  # (B, G)
+        complete = (completing.float() @ self.group_member.T) > 0  # (B, F): the joint's group is being completed
         seen_weight = torch.where(complete, s.seen_prior_weight, 0.0)
         # ... and while the track calibrates its keypoint offsets: a persistent residual then goes into the offsets
         # instead of bending the body towards another detector's keypoints
@@ -331,7 +341,7 @@ class FewStepRefiner:
     def _pulled_groups(self, factor: torch.Tensor) -> tuple:
         """The groups of `warm_groups` with a joint the prior pulls (`factor` (B, F, 1) not zero) in some person."""
         pulled = ((factor[..., 0] > 0) & (self.prior_scale.abs().sum(-1) > 0)).any(0)  # (F,)
-        return tuple(g for g, joints in zip(self.warm_groups, self.group_joints) if bool(pulled[joints].any()))
+        return tuple(g for i, g in enumerate(self.warm_groups) if bool(pulled[self.group_member[:, i] > 0].any()))
 
     def _cold_prior(self, obs: Observation, local, transl, factor, rest, offsets, seen, up, gen):
         """A new track's prior phase: `cold_prior_steps` steps from t = `cold_t_max`, where the prior knows nothing
