@@ -42,10 +42,12 @@ from dposer_ros.ros.refine_node import default_model_path  # noqa: E402
 
 
 def phase(model: Path, budget_ms: float, people, rate: float, seconds: float, out_dir: Path, tag: str,
-          within_ms: float, extra: dict | None = None) -> dict:
+          within_ms: float, extra: dict | None = None, node_cpus: set[int] | None = None) -> dict:
     domain = random.randint(120, 229)
     node = NodeProcess({"model_path": model, "latency_budget_ms": budget_ms, "person_timeout": 5.0, **(extra or {})},
                        out_dir / f"{tag}.node.log", domain)
+    if node_cpus:  # before the node starts its threads (they inherit it): its imports take a second
+        os.sched_setaffinity(node.pid, node_cpus)
     bench = Bench(domain)
     try:
         if not bench.wait_connected(90.0):
@@ -69,6 +71,8 @@ def table(result: dict) -> str:
     within = result["phases"][0]["within_ms"]
     lines = [HEADER.format(w=within)] + [row(r["name"], r) for r in result["phases"]]
     seen = ", left leg hidden" if result.get("hide_leg") else ""
+    if result.get("node_cpus"):
+        seen += f"; node on CPU {result['node_cpus']}, load generator on CPU {result.get('bench_cpus') or 'any'}"
     lines += ["", f"{result['people']} people ({result['format']}{seen}) in one message at {result['rate_hz']:.0f} Hz; run "
                   f"{result.get('date', 'on an unrecorded date')} on {result['machine']} (`{result['command']}`)."]
     if "rss_growth_mb" in result["phases"][0]:
@@ -98,6 +102,8 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--rounds", type=int, default=2, help="budget, ab: pairs of phases")
     ap.add_argument("--budget-ms", type=float, default=50.0)
+    ap.add_argument("--node-cpus", default="", help="CPUs for the node, e.g. 1 (default: any)")
+    ap.add_argument("--bench-cpus", default="", help="CPUs for this load generator, e.g. 0 (default: any)")
     ap.add_argument("--hide-leg", action="store_true",
                     help="every person's left knee, ankle and foot keypoints at confidence 0, so that the prior is "
                          "asked at every step (a fully seen warm frame does not ask it)")
@@ -115,9 +121,13 @@ def main() -> int:
     out = args.out or ROOT / "out" / "bench" / f"soak_{args.mode}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     people = make_people(args.format, args.people, 120, seed=1, hide_leg=args.hide_leg)
+    node_cpus = {int(c) for c in args.node_cpus.split(",") if c}
+    if args.bench_cpus:
+        os.sched_setaffinity(0, {int(c) for c in args.bench_cpus.split(",")})
     result = {"command": "python bench/soak.py " + " ".join(sys.argv[1:]), "model": str(model),
               "date": time.strftime("%Y-%m-%d"),
               "format": args.format, "people": args.people, "rate_hz": args.rate, "hide_leg": args.hide_leg,
+              "node_cpus": args.node_cpus, "bench_cpus": args.bench_cpus,
               "machine": f"{platform.node()}: {os.cpu_count()} CPUs, {platform.platform()}, Python "
                          f"{platform.python_version()}, torch {torch.__version__}", "phases": []}
     print(HEADER.format(w=args.budget_ms))
@@ -132,7 +142,7 @@ def main() -> int:
         plan = [(f"soak {args.seconds:.0f} s, budget {args.budget_ms:.0f} ms", args.budget_ms, {})]
     for name, budget, params in plan:
         r = phase(model, budget, people, args.rate, args.seconds, ROOT / "out" / "bench", f"soak_{len(result['phases'])}",
-                  args.budget_ms, {**extra, **params})
+                  args.budget_ms, {**extra, **params}, node_cpus)
         r["name"] = name
         if args.mode == "soak":
             rss = np.array([v for t, v in r["rss_mb_samples"] if t >= 60.0])
