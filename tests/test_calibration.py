@@ -201,3 +201,42 @@ def test_shape_jacobian_is_the_derivative_of_the_posed_keypoints():
     for i in range(10):
         moved = fk.from_rotmat(local, transl, rest_joints(betas + torch.eye(10, dtype=torch.float64)[i]))
         assert torch.allclose(points.positions(moved) - base, jac[..., i], atol=1e-9)
+
+
+def test_unseen_bones_keep_the_mean_shape():
+    """`rest_joints(betas, observed)`: a bone whose joint the track never saw keeps the mean shape's vector (hung from
+    its shaped parent), a seen one takes the shape; all seen is the shaped body, none seen the mean one."""
+    betas = torch.randn(2, 10, generator=torch.Generator().manual_seed(2), dtype=torch.float64) * 2.0
+    shaped, mean = rest_joints(betas), rest_joints(torch.zeros(2, 10, dtype=torch.float64))
+    assert torch.allclose(rest_joints(betas, torch.ones(2, 55, dtype=torch.bool)), shaped)
+    assert torch.allclose(rest_joints(betas, torch.zeros(2, 55, dtype=torch.bool)), mean)
+    parents = torch.tensor(smplx_neutral().parents)
+    names = smplx_neutral().names
+    legs = [names.index(n) for n in ("left_knee", "left_ankle", "left_foot", "right_knee", "right_ankle", "right_foot")]
+    observed = torch.ones(2, 55, dtype=torch.bool)
+    observed[:, legs] = False
+    partial = rest_joints(betas, observed)
+    bone = lambda j: j[:, legs] - j[:, parents[legs]]  # noqa: E731
+    assert torch.allclose(bone(partial), bone(mean)) and not torch.allclose(bone(partial), bone(shaped))
+    hips = [names.index("left_hip"), names.index("right_hip")]
+    assert torch.allclose(partial[:, hips], shaped[:, hips])  # the seen part keeps its shape
+
+
+def test_calibration_records_the_joints_its_keypoints_saw():
+    """A confident keypoint marks its joint and every joint above it as seen; a hidden leg's joints stay unseen."""
+    from dposer_ros.body.jacobian import AttachedPoints
+    from dposer_ros.solvers.calibration import calibrate, empty_calibration
+    from dposer_ros.solvers.refine import FREE_JOINTS
+
+    fk, fmt = ForwardKinematics(), get_format("h36m17")
+    points = AttachedPoints(fk, fmt.joints, fmt.offsets, FREE_JOINTS)
+    local = torch.eye(3).repeat(1, 55, 1, 1)
+    posed = fk.from_rotmat(local, torch.zeros(1, 3))
+    conf = torch.ones(1, fmt.num_keypoints)
+    conf[0, [fmt.keypoint_names.index(n) for n in ("left_knee", "left_ankle")]] = 0.0
+    calib = calibrate(fk, points, posed, local, fmt.from_posed(posed).float(), conf, empty_calibration(1, fmt.num_keypoints),
+                      RefineSettings())
+    names = smplx_neutral().names
+    seen = {names[j] for j in torch.nonzero(calib.observed[0])[:, 0].tolist()}
+    assert {"pelvis", "right_hip", "right_knee", "right_ankle", "head"} <= seen
+    assert not {"left_hip", "left_knee", "left_ankle", "left_foot"} & seen  # h36m17's hips are pelvis landmarks
