@@ -31,33 +31,10 @@ def shape_tables() -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(np.array(smplx_neutral().rest_joints)), dirs
 
 
-def rest_joints(betas: torch.Tensor, observed: torch.Tensor | None = None) -> torch.Tensor:
-    """(..., 10) betas -> (..., 55, 3) rest joints (metres), in the dtype of `betas`. With `observed` (..., 55) bool,
-    only the bones (parent -> joint) of observed joints take the shape; the others keep the mean shape's bone (the
-    shape space couples parts: betas fitted to an upper body alone give legs of the wrong length)."""
+def rest_joints(betas: torch.Tensor) -> torch.Tensor:
+    """(..., 10) betas -> (..., 55, 3) rest joints (metres), in the dtype of `betas`."""
     j0, dirs = shape_tables()
-    shaped = j0.to(betas) + torch.einsum("jcb,...b->...jc", dirs.to(betas), betas)
-    if observed is None:
-        return shaped
-    lineage, parents = _tree()
-    root = (parents < 0)[:, None]
-    mean = j0.to(betas)
-    bones = torch.where(observed[..., None], torch.where(root, shaped, shaped - shaped[..., parents.clamp(min=0), :]),
-                        torch.where(root, mean, mean - mean[parents.clamp(min=0)]))
-    return torch.einsum("ja,...ac->...jc", lineage.to(betas), bones)
-
-
-@cache
-def _tree() -> tuple[torch.Tensor, torch.Tensor]:
-    """(J, J) 1 where joint a is joint j or one of its ancestors, and (J,) parents (-1: the root)."""
-    parents = smplx_neutral().parents
-    lineage = torch.zeros(NUM_JOINTS, NUM_JOINTS, dtype=torch.float64)
-    for j in range(NUM_JOINTS):
-        a = j
-        while a >= 0:
-            lineage[j, a] = 1.0
-            a = parents[a]
-    return lineage, torch.tensor(parents)
+    return j0.to(betas) + torch.einsum("jcb,...b->...jc", dirs.to(betas), betas)
 
 
 def derive(out: Path | None = None) -> Path:

@@ -26,15 +26,13 @@ import torch
 from ..body.jacobian import AttachedPoints
 from ..body.kinematics import ForwardKinematics
 from ..body.shape import NUM_BETAS, shape_tables
-from ..body.skeleton import NUM_JOINTS
 from .gauss_newton import robust_weights
 from .types import Calibration
 
 
 def empty_calibration(batch: int, keypoints: int) -> Calibration:
     return Calibration(torch.zeros(batch, NUM_BETAS), torch.zeros(batch, NUM_BETAS, NUM_BETAS), torch.zeros(batch, NUM_BETAS),
-                       torch.zeros(batch), torch.zeros(batch, keypoints, 3), torch.zeros(batch, keypoints),
-                       torch.zeros(batch, NUM_JOINTS, dtype=torch.bool))
+                       torch.zeros(batch), torch.zeros(batch, keypoints, 3), torch.zeros(batch, keypoints))
 
 
 def shape_jacobian(fk: ForwardKinematics, points: AttachedPoints, posed) -> torch.Tensor:
@@ -83,5 +81,4 @@ def calibrate(fk: ForwardKinematics, points: AttachedPoints, posed, local: torch
         norm = new.norm(dim=-1, keepdim=True)
         offsets = new * (settings.max_offset_cm / 100.0 / norm.clamp(min=1e-9)).clamp(max=1.0)
         weight = weight + wf
-    observed = calib.observed | (((confidence > 0.1).float() @ points.lineage) > 0)
-    return Calibration(betas, information, rhs, calib.frames + enough, offsets, weight, observed)
+    return Calibration(betas, information, rhs, calib.frames + enough, offsets, weight)

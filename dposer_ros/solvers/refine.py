@@ -88,8 +88,6 @@ class RefineSettings:
     gravity: bool = True  # tell the prior the up direction where the observation knows it (Observation.up)
     mirror_symmetric: bool = True  # ask the prior about the pose and its mirror image (prior/symmetric.py)
     calibrate_shape: bool = True  # estimate each track's 10 SMPL-X shape coefficients (solvers/calibration.py)
-    shape_seen_bones_only: bool = False  # the shape lengthens only bones the track's keypoints have seen; the others
-    # keep the mean shape's (betas fitted to an upper body alone give legs of the wrong length)
     shape_sigma_cm: float = 2.0  # expected keypoint error that the shape may not explain (pose and detector error)
     shape_frames: int = 30  # frames of a track that calibrate its shape at full weight (1 s at 30 Hz) ...
     shape_slow: float = 0.02  # ... each later frame counts this much: the shape is held, following slow changes
@@ -267,7 +265,7 @@ class FewStepRefiner:
         if calib is None or calib.offsets.shape[1] != self.format.num_keypoints:
             calib = empty_calibration(batch, self.format.num_keypoints)
         betas = calib.betas.float()
-        rest = shape_rest_joints(betas, calib.observed if s.shape_seen_bones_only else None)
+        rest = shape_rest_joints(betas)
         if init is None:
             local, transl = cold_start(self.fk, self.points, obs, self.rest_scale, s, rest, calib.offsets,
                                        self.rest_target)

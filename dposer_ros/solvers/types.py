@@ -78,8 +78,8 @@ class BodyState:
 class Calibration:
     """What a track has learnt of its person (solvers/calibration.py), for its next frame: the body shape (B, 10)
     with its accumulated normal equations, information (B, 10, 10) and right-hand side (B, 10), the frames that
-    calibrated it (B,), each keypoint's offset from its anchor in the anchor joint's frame (B, K, 3) with its
-    accumulated weight (B, K), and the joints its keypoints have seen (B, 55)."""
+    calibrated it (B,), and each keypoint's offset from its anchor in the anchor joint's frame (B, K, 3) with its
+    accumulated weight (B, K)."""
 
     betas: torch.Tensor
     information: torch.Tensor
@@ -87,7 +87,6 @@ class Calibration:
     frames: torch.Tensor
     offsets: torch.Tensor
     offset_weight: torch.Tensor
-    observed: torch.Tensor  # (B, 55) bool: joints some confident keypoint of the track has seen (itself or below it)
 
     def select(self, i: int) -> Calibration:
         return Calibration(*(getattr(self, f.name)[i : i + 1].clone() for f in fields(self)))
