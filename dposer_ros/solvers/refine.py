@@ -231,9 +231,9 @@ class FewStepRefiner:
         body = torch.tensor([0 < j < 22 for j in FREE_JOINTS])
         self.observable = body & (self.sees.sum(0) > 0)  # (F,) body joints some keypoint of the format moves
         self.unobservable = body & ~self.observable  # ... and those none does (COCO's ankles: no foot keypoint)
-        # (F, G) the prior group (PRIOR_GROUPS: body, hands) of each free joint, and the joints whose hiding makes the
-        # prior complete the group with its seen joints pulled too (seen_prior_weight): the body joints the format
-        # can see; seen fingers are never pulled (as before groups counted apart: unmeasured on finger completion)
+        # (F, G) the prior group (PRIOR_GROUPS: body, hands) of each free joint, and the joints whose hiding has the
+        # prior complete the group with its seen joints pulled too (seen_prior_weight): body joints the format can
+        # see. Seen fingers are never pulled (whether a finger completion would gain from it is unmeasured)
         member = torch.stack([torch.tensor([any(j in PART_JOINTS.get(POSE_PARTS[i], ()) for i, on in
                                                 enumerate(g[: len(POSE_PARTS)]) if on) for j in FREE_JOINTS])
                               for g in PRIOR_GROUPS], 1)
@@ -288,7 +288,7 @@ class FewStepRefiner:
             boost = 1.0 + (s.hidden_prior_weight - 1.0) * (1.0 - s.hold_decay ** (hidden - 1).clamp(min=0))
         # seen joints: off while their group (body, hands) is fully seen (the data decides), on while the prior
         # completes a hidden joint of the group (the group is one query of the prior: the completion needs the
-        # group's seen joints on the prior's manifold; the other group's play no part in it)
+        # group's seen joints on the prior's manifold; the other group's joints play no part in it)
         completing = ((~by_data).float() @ self.group_completes) > 0  # (B, G)
         complete = (completing.float() @ self.group_member.T) > 0  # (B, F): the joint's group is being completed
         seen_weight = torch.where(complete, s.seen_prior_weight, 0.0)
