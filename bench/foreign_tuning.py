@@ -3,7 +3,8 @@
     python bench/foreign_tuning.py bench/experiments/2026-11-29-foreign-calibration/config.yaml --jobs 2
 
 The config pins what it was run with (`prior` and its `prior_sha256`; the split is `val`, never `test`), names the
-foreign corruptions (config/eval/corruptions_foreign.yaml), the clips, and the variants: name -> {method, settings}
+foreign corruptions (config/eval/corruptions_foreign.yaml), the clips (`clips` body clips; `hand_clips` windows of the
+two-hand takes for the hand corruptions, default 4), and the variants: name -> {method, settings}
 (a method of `dposer eval` and RefineSettings overrides). Every variant streams the same clips. Written beside the
 config: results.json (every metric of every variant and corruption) and results.md (primary error per corruption:
 hidden keypoints under occlusion, all keypoints otherwise; score = mean of the ratios to the first variant). An
@@ -40,7 +41,12 @@ def _run(job: tuple[str, dict, dict]) -> tuple[str, dict]:
     corruptions = load_corruptions(config_path("eval/corruptions_foreign.yaml"))
     corruptions = {c: corruptions[c] for c in cfg["corruptions"]}
     formats = tuple(sorted({c.format_name for c in corruptions.values()}))
-    clips = foreign_clips(default_mocap_dir(), cfg["clips"], cfg["frames"], cfg["split"], cfg["seed"], formats)
+    kinds = {c.clips for c in corruptions.values()}
+    clips = [] if "body" not in kinds else foreign_clips(default_mocap_dir(), cfg["clips"], cfg["frames"], cfg["split"],
+                                                         cfg["seed"], formats)
+    if "hands" in kinds:  # windows of the split's two-hand takes (`hand_clips`, default 4)
+        clips += foreign_clips(default_mocap_dir(), cfg.get("hand_clips", 4), cfg["frames"], cfg["split"], cfg["seed"],
+                               formats, kind="hands")
     factories, errors = build_methods([variant["method"]], prior, {"settings": variant.get("settings", {})})
     if errors:
         raise RuntimeError(f"{name}: {errors}")
@@ -99,8 +105,9 @@ def main() -> int:
         (out / "results.json").write_text(json.dumps({"config": cfg, "results": results}, indent=1))
     text = (f"# {out.name}\n\nCommand: `python bench/foreign_tuning.py {config.relative_to(ROOT)}`\n\n"
             f"Primary error (mm): hidden keypoints under occlusion, all keypoints otherwise; score: mean ratio to "
-            f"`{next(iter(cfg['variants']))}` (lower is better). {cfg['clips']} validation clips x {cfg['frames']} "
-            f"frames, seed {cfg['seed']}.\n\n{table(cfg, results)}\n")
+            f"`{next(iter(cfg['variants']))}` (lower is better). {cfg['clips']} validation clips"
+            f"{' and ' + str(cfg.get('hand_clips', 4)) + ' two-hand windows' if cfg.get('hand_clips') else ''} x "
+            f"{cfg['frames']} frames, seed {cfg['seed']}.\n\n{table(cfg, results)}\n")
     (out / "results.md").write_text(text)
     print(text)
     return 0

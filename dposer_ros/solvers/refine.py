@@ -10,8 +10,9 @@ where kp_k are the format's keypoints through SMPL-X kinematics, c_k their confi
 pulled by the prior: a new track starts from a rigid alignment of the rest pose and prior steps from t = 1, later
 frames from the last. The prior pulls by evidence: a joint no keypoint sees is held at its last pose while the hold
 fades, and pulled by the prior `hidden_prior_weight` times harder as it does; a joint keypoints see is pulled with
-`seen_prior_weight` while some body joint is hidden (the completion must fit the seen body) and not at all while
-the whole body is seen (the data decides), except during a track's calibration (`calibration_prior_weight`). When
+`seen_prior_weight` while some body joint is hidden (the completion must fit the seen body), and while the whole
+body is seen by the detector's doubt only (`doubt_prior_weight` x (1 - the confidence of the keypoints that see it):
+confident keypoints decide alone). When
 the torso is seen the spine, whose three rotations keypoints see only together, gets `spine_prior_weight`.
 The prior is queried mirror-symmetrically (`prior.symmetric`), and keypoints come through the track's calibrated
 body shape and keypoint offsets (`solvers.calibration`).
@@ -60,6 +61,8 @@ class RefineSettings:
     seen_prior_weight: float = 1.0  # the prior's pull on joints confident keypoints see, while some joint is hidden
     # (the completion needs a seen body on the prior's manifold); none while the whole body is seen: the data decides
     spine_prior_weight: float = 1.0  # ... and on the spine joints when the torso is seen (spine_from_prior)
+    doubt_prior_weight: float = 3.0  # ... and on a seen joint of a fully seen group, times 1 - the mean confidence of
+    # the keypoints that see it (0: the data decides whatever the detector's doubt)
     unobservable_prior_weight: float = 0.0  # ... on a body joint no keypoint of the format can see (COCO's ankles:
     # the prior's guess put the feet 150-180 mm off where the rest pose is 67 mm, in-house validation 2026-11-29)
     hidden_prior_weight: float = 10.0  # the prior's pull on a joint no keypoint sees is this many times stronger
@@ -225,6 +228,7 @@ class FewStepRefiner:
         at_joint = torch.tensor([[float(j == f and abs(off).sum() == 0) for f in FREE_JOINTS]
                                  for j, off in zip(fmt.joints, fmt.offsets)])
         self.sees = (self.points.chain - at_joint).clamp(min=0)
+        self.kp_weight = torch.tensor(fmt.weights, dtype=torch.float32).clamp(min=1e-6)  # (K,) the format's weights
         names = smplx_neutral().names
         self.spine = [FREE_JOINTS.index(names.index(n)) for n in ("spine1", "spine2", "spine3")]
         self.torso = torch.tensor([float(names[int(j)] in TORSO_JOINTS) for j in fmt.joints])  # (K,)
@@ -291,7 +295,10 @@ class FewStepRefiner:
         # group's seen joints on the prior's manifold; the other group's joints play no part in it)
         completing = ((~by_data).float() @ self.group_completes) > 0  # (B, G)
         complete = (completing.float() @ self.group_member.T) > 0  # (B, F): the joint's group is being completed
-        seen_weight = torch.where(complete, s.seen_prior_weight, 0.0)
+        # ... and, while nothing of it is hidden, by the doubt the detector has of the keypoints that see the joint
+        sure = (obs.confidence / self.kp_weight).clamp(0, 1)  # the detector's confidence (the format's weight out)
+        doubt = 1.0 - (sure @ self.sees) / (((obs.confidence > 0.1).float() @ self.sees).clamp(min=1))
+        seen_weight = torch.where(complete, s.seen_prior_weight, s.doubt_prior_weight * doubt.clamp(0, 1))
         # ... and while the track calibrates its keypoint offsets: a persistent residual then goes into the offsets
         # instead of bending the body towards another detector's keypoints
         calibrating = (calib.frames < s.shape_frames)[:, None] & torch.tensor(s.calibrate_offsets)
