@@ -81,6 +81,21 @@ def test_a_frame_that_sees_every_joint_does_not_ask_the_prior(prior):
     assert refiner(Observation(kp, hidden, fmt), cold).network_evals == 3
 
 
+def test_the_prior_pulls_a_fully_seen_body_by_the_detectors_doubt(prior):
+    """With every joint seen, confident keypoints (1) leave the answer to the data (no network call); the same
+    keypoints reported with less confidence let the prior pull the joints they see (`doubt_prior_weight`), and with
+    the weight at 0 they do not."""
+    fmt, kp, _ = _keypoints("h36m17")
+    refiner = FewStepRefiner(prior, fmt, RefineSettings(steps=2))
+    sure = torch.ones(kp.shape[:2])
+    cold = refiner(Observation(kp, sure, fmt))
+    assert refiner(Observation(kp, sure, fmt), cold).network_evals == 0
+    doubted = refiner(Observation(kp, 0.6 * sure, fmt), cold)
+    assert doubted.network_evals == 2
+    off = FewStepRefiner(prior, fmt, RefineSettings(steps=2, doubt_prior_weight=0.0))(Observation(kp, 0.6 * sure, fmt), cold)
+    assert off.network_evals == 0 and not torch.allclose(doubted.pose, off.pose, atol=1e-4)
+
+
 def test_completing_the_body_leaves_seen_fingers_to_the_data(prior, monkeypatch):
     """Body and hands are separate queries of the prior: while it completes a hidden leg under a whole-body format,
     the seen body joints are pulled (the completion needs them on its manifold) but the seen fingers are not, and
