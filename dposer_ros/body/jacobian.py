@@ -86,11 +86,11 @@ class AttachedPoints:
         self._flat = torch.cat([self._pair_flat, self._transl_flat])
         self._gram_plans = {False: self._gram_plan(torch.arange(width)), True: self._gram_plan(self.moved_columns)}
 
-    def _gram_plan(self, columns: torch.Tensor) -> list | None:
+    def _gram_plan(self, columns: torch.Tensor) -> list[list[tuple]] | None:
         """How to form J^T J of a Jacobian restricted to `columns` block by block: the columns of an `APART` part (a
         hand's fingers) touch only the rows of the points they move, so their products with the other hand's are
-        zero and those with the rest need only their rows. -> [(column slice, rows)] per run of columns of one part
-        (rows None: every row; a slice where the rows are consecutive), or None: no such part (one dense product)."""
+        zero and those with the rest need only their rows. -> per pair of runs of columns of one part, (column slice,
+        column slice, the rows they share: a slice where consecutive, None where none), or None: no such part."""
         n_free = len(self.free)
         label = []
         for c in columns.tolist():
@@ -102,13 +102,12 @@ class AttachedPoints:
             rows_of[i] = (3 * torch.nonzero(moved)[:, 0, None] + torch.arange(3)).reshape(-1)
         if all(len(rows_of[i]) == 0 for i in set(label) - {-1}):
             return None
-        plan, begin = [], 0
+        runs, begin = [], 0
         for c in range(1, len(label) + 1):
             if c == len(label) or label[c] != label[begin]:
-                rows = None if label[begin] < 0 else rows_of[label[begin]]
-                plan.append((slice(begin, c), rows))
+                runs.append((slice(begin, c), None if label[begin] < 0 else rows_of[label[begin]]))
                 begin = c
-        return plan
+        return [[(a, b, self._rows(ra, rb, 3 * len(self.joint))) for b, rb in runs] for a, ra in runs]
 
     @staticmethod
     def _rows(a: torch.Tensor | None, b: torch.Tensor | None, k3: int) -> torch.Tensor | slice | None:
@@ -128,18 +127,16 @@ class AttachedPoints:
         plan = self._gram_plans[moved_only]
         if plan is None:
             return jac.transpose(1, 2) @ jac
-        k3 = jac.shape[1]
         out = []
-        for cols_a, rows_a in plan:
-            line = []
-            for cols_b, rows_b in plan:
-                rows = self._rows(rows_a, rows_b, k3)
+        for line in plan:
+            blocks = []
+            for cols_a, cols_b, rows in line:
                 if rows is None:
-                    line.append(jac.new_zeros(jac.shape[0], cols_a.stop - cols_a.start, cols_b.stop - cols_b.start))
-                    continue
-                jr = jac[:, rows]
-                line.append(jr[..., cols_a].transpose(1, 2) @ jr[..., cols_b])
-            out.append(torch.cat(line, 2))
+                    blocks.append(jac.new_zeros(jac.shape[0], cols_a.stop - cols_a.start, cols_b.stop - cols_b.start))
+                else:
+                    jr = jac[:, rows]
+                    blocks.append(jr[..., cols_a].transpose(1, 2) @ jr[..., cols_b])
+            out.append(torch.cat(blocks, 2))
         return torch.cat(out, 1)
 
     def pair_blocks(self, posed: Posed, points: torch.Tensor) -> torch.Tensor:
