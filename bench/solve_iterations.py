@@ -58,7 +58,7 @@ def main() -> None:
                 for clip in clips:
                     data = cor.apply_keypoints(clip.keypoint_truth(cor.format), stream_seed(0, name, clip.name))
                     refiner = FewStepRefiner(prior, cor.format)
-                    outs, _ = run_stream(refiner, cor.format, data, clip.up, clip.floor)
+                    outs, _ = run_stream(refiner, cor.format, data, clip.up)
                     out[f"{name}/{clip.name}"] = torch.cat([o.joints for o in outs])
             return out
         finally:

@@ -37,7 +37,6 @@ from ..prior.layout import DIFFUSED, DIM, PARTS, POSE_PARTS, dim_mask, from_vect
 from ..prior.schedule import TruncatedSchedule, UniformSchedule
 from ..prior.symmetric import MirrorSymmetric
 from .calibration import calibrate, empty_calibration
-from .floor import Floor, FloorContact
 from .gauss_newton import Pull, gauss_newton_step
 from .types import BodyState, Observation, Refined
 
@@ -101,9 +100,6 @@ class RefineSettings:
     calibration_prior_weight: float = 0.0  # the prior's pull on seen joints while offsets calibrate (shape_frames)
     offset_prior_frames: float = 10.0  # a zero-offset prior worth this many frames of evidence
     max_offset_cm: float = 6.0  # bound of a calibrated keypoint offset
-    floor_weight: float = 0.0  # where the floor is known (Observation.floor): a foot point below it, per cm^2 ...
-    contact_weight: float = 0.0  # ... and the lowest foot point above it, pulled down to it (solvers/floor.py)
-    ankle_clearance_cm: float = 7.6  # the mean SMPL-X body's ankle joint above its sole, standing
 
     def __post_init__(self) -> None:
         if self.rest_target not in ("zero", "mean"):
@@ -147,7 +143,7 @@ TORSO_JOINTS = ("pelvis", "left_hip", "right_hip", "spine1", "spine2", "spine3",
 
 def cold_start(fk, points: AttachedPoints, obs: Observation, rest_scale: torch.Tensor, s: RefineSettings,
                rest: torch.Tensor | None = None, offsets: torch.Tensor | None = None,
-               rest_target: torch.Tensor | None = None, floor: tuple[FloorContact, Floor] | None = None):
+               rest_target: torch.Tensor | None = None):
     """A new track: rigid (Kabsch) alignment of the rest pose to the keypoints, then data-only Gauss-Newton steps
     with a firm pull towards the rest pose and a wide robust scale. `rest` (B, 55, 3): the people's rest joints (None:
     the mean shape), `offsets` (B, K, 3) their keypoints' calibrated offsets. Returns local rotations, translation."""
@@ -166,7 +162,7 @@ def cold_start(fk, points: AttachedPoints, obs: Observation, rest_scale: torch.T
     zero = Pull(target.expand(batch, -1, -1), rest_scale * 10.0)
     for _ in range(s.cold_start_iters):
         local, transl = gauss_newton_step(fk, points, local, transl, obs.points, obs.confidence, [zero], s.damping,
-                                          s.sigma_cm * 4, rest_joints=rest, offsets=offsets, floor=floor)
+                                          s.sigma_cm * 4, rest_joints=rest, offsets=offsets)
     return local, transl
 
 
@@ -192,8 +188,6 @@ class FewStepRefiner:
         self.completion = completion  # a `prior.completion.Completion`: the target of hidden body joints
         self.fk = ForwardKinematics()
         self.points = AttachedPoints(self.fk, fmt.joints, fmt.offsets, FREE_JOINTS)
-        self.floor_contact = FloorContact(self.fk, FREE_JOINTS, settings.ankle_clearance_cm, settings.floor_weight,
-                                          settings.contact_weight)
         self.schedule = TruncatedSchedule(settings.t_max, settings.t_min) if settings.schedule == "truncated" else UniformSchedule()
         self.free = torch.tensor(FREE_JOINTS)
         # the root and body joints (the weak hold's threshold is for body bones; a finger's 2-3 cm bones are always below it)
@@ -276,10 +270,9 @@ class FewStepRefiner:
             calib = empty_calibration(batch, self.format.num_keypoints)
         betas = calib.betas.float()
         rest = shape_rest_joints(betas)
-        floor = self._floor(obs)
         if init is None:
             local, transl = cold_start(self.fk, self.points, obs, self.rest_scale, s, rest, calib.offsets,
-                                       self.rest_target, floor)
+                                       self.rest_target)
             previous = None
         else:
             local, transl = roma.rotvec_to_rotmat(init.pose.float()), init.transl.float().clone()
@@ -324,7 +317,7 @@ class FewStepRefiner:
         carry: dict = {"seen": by_data, "up": up, "groups": self._pulled_groups(factor)}
         evals = 0
         if init is None and use_prior and s.cold_prior_steps > 0:
-            local, transl = self._cold_prior(obs, local, transl, factor, rest, calib.offsets, by_data, up, gen, floor)
+            local, transl = self._cold_prior(obs, local, transl, factor, rest, calib.offsets, by_data, up, gen)
             evals += s.cold_prior_steps * s.cold_samples
         zero = self.rest_target.expand(batch, -1, -1)
         use_prior = use_prior and bool(carry["groups"])
@@ -337,8 +330,7 @@ class FewStepRefiner:
             if weak is not None:
                 pulls.append(weak)
             local, transl = gauss_newton_step(self.fk, self.points, local, transl, obs.points, obs.confidence,
-                                              pulls, s.damping, s.sigma_cm, rest_joints=rest, offsets=calib.offsets,
-                                              floor=floor)
+                                              pulls, s.damping, s.sigma_cm, rest_joints=rest, offsets=calib.offsets)
         evals += len(schedule) if use_prior else 0
         posed = self.fk.from_rotmat(local, transl, rest)
         # for the next frame: this one is answered with the shape and offsets it was solved with
@@ -358,13 +350,7 @@ class FewStepRefiner:
         pulled = ((factor[..., 0] > 0) & (self.prior_scale.abs().sum(-1) > 0)).any(0)  # (F,)
         return tuple(g for i, g in enumerate(self.warm_groups) if bool(pulled[self.group_member[:, i] > 0].any()))
 
-    def _floor(self, obs: Observation) -> tuple[FloorContact, Floor] | None:
-        """The floor term of this observation, where some person's floor is known and the term is on."""
-        if obs.floor is None or obs.up is None or not self.floor_contact.active or not torch.isfinite(obs.floor).any():
-            return None
-        return self.floor_contact, Floor(obs.up, obs.floor)
-
-    def _cold_prior(self, obs: Observation, local, transl, factor, rest, offsets, seen, up, gen, floor):
+    def _cold_prior(self, obs: Observation, local, transl, factor, rest, offsets, seen, up, gen):
         """A new track's prior phase: `cold_prior_steps` steps from t = `cold_t_max`, where the prior knows nothing
         of the pose, down to `cold_t_min`. With `cold_samples` > 1 each person is solved from that many noise draws
         at once and the answers are averaged: one deterministic path from the origin of the latent space lands on
@@ -374,8 +360,6 @@ class FewStepRefiner:
         rep = (lambda x: x.repeat_interleave(n, dim=0)) if n > 1 else (lambda x: x)
         local, transl, points, conf, factor, rest, offsets = map(rep, (local, transl, obs.points, obs.confidence,
                                                                       factor, rest, offsets))
-        if floor is not None:
-            floor = (floor[0], Floor(rep(floor[1].up), rep(floor[1].height)))
         zero = self.rest_target.expand(local.shape[0], -1, -1)
         carry: dict = {"seen": rep(seen), "up": None if up is None else rep(up), "groups": PRIOR_GROUPS}
         if n > 1:
@@ -384,7 +368,7 @@ class FewStepRefiner:
             pose = roma.rotmat_to_rotvec(local)
             pulls = [_scaled(p, factor) for p in self.prior_pulls(pose, t, gen, carry)] + [Pull(zero, self.rest_scale)]
             local, transl = gauss_newton_step(self.fk, self.points, local, transl, points, conf, pulls, s.damping,
-                                              s.sigma_cm, rest_joints=rest, offsets=offsets, floor=floor)
+                                              s.sigma_cm, rest_joints=rest, offsets=offsets)
         if n == 1:
             return local, transl
         mean = roma.rotmat_to_rotvec(local).reshape(-1, n, *local.shape[1:-2], 3).mean(1)
