@@ -4,7 +4,8 @@
 
 The config pins what it was run with (`prior` and its `prior_sha256`; the split is `val`, never `test`), names the
 foreign corruptions (config/eval/corruptions_foreign.yaml), the clips (`clips` body clips; `hand_clips` windows of the
-two-hand takes for the hand corruptions, default 4), and the variants: name -> {method, settings}
+two-hand takes for the hand corruptions, default 4; `takes`: body clips only from takes whose id holds one of these
+strings), and the variants: name -> {method, settings}
 (a method of `dposer eval` and RefineSettings overrides). Every variant streams the same clips. Written beside the
 config: results.json (every metric of every variant and corruption) and results.md (primary error per corruption:
 hidden keypoints under occlusion, all keypoints otherwise; score = mean of the ratios to the first variant). An
@@ -43,7 +44,7 @@ def _run(job: tuple[str, dict, dict]) -> tuple[str, dict]:
     formats = tuple(sorted({c.format_name for c in corruptions.values()}))
     kinds = {c.clips for c in corruptions.values()}
     clips = [] if "body" not in kinds else foreign_clips(default_mocap_dir(), cfg["clips"], cfg["frames"], cfg["split"],
-                                                         cfg["seed"], formats)
+                                                         cfg["seed"], formats, takes=tuple(cfg.get("takes", ())))
     if "hands" in kinds:  # windows of the split's two-hand takes (`hand_clips`, default 4)
         clips += foreign_clips(default_mocap_dir(), cfg.get("hand_clips", 4), cfg["frames"], cfg["split"], cfg["seed"],
                                formats, kind="hands")

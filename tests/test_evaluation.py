@@ -593,6 +593,10 @@ def test_foreign_clips_are_the_source_skeletons_own_joints():
     start = bandai.start
     assert torch.allclose(bandai.truth["h36m17"][:, 0], torch.from_numpy(points["pelvis"][start : start + 20]))
     assert foreign_table()["rigs"]["bandai"][0]["points"]["pelvis"] == "Hips"
+    floor = foreign_clips(MOCAP, 2, 20, "val", seed=0, formats=("h36m17",), takes=("lieDownFloor",))
+    assert len(floor) == 2 and all("lieDownFloor" in c.take for c in floor)  # only takes whose id holds the string
+    with pytest.raises(ValueError, match="no val take's id holds"):
+        foreign_clips(MOCAP, 1, 20, "val", seed=0, formats=("h36m17",), takes=("noSuchTake",))
 
 
 @pytest.mark.skipif(not MOCAP.is_dir(), reason="shared/data/mocap is not beside the checkout")
@@ -661,3 +665,13 @@ def test_eval_on_keypoints_a_user_brings(tmp_path, capsys):
     assert main(["eval", "--prior", str(tmp_path / "prior.pt"), "--keypoints", str(tmp_path / "bad_up.npz"), "--format",
                  "h36m17", "--out", str(tmp_path / "o3")]) == 2
     assert "'up' must be one direction" in capsys.readouterr().err
+    settings = args + ["--set", "pelvis_tilt_weight=300", "--set", "steps=2"]
+    settings[settings.index("--out") + 1] = str(tmp_path / "o4")
+    assert main(settings) == 0  # refiner settings for every refining method
+    changed = json.loads((tmp_path / "o4" / "results.json").read_text())
+    assert changed["settings"] == {"pelvis_tilt_weight": 300, "steps": 2}
+    before = {(r["corruption"], r["method"]): r["metrics"]["mpjpe_all"] for r in result["results"]}
+    after = {(r["corruption"], r["method"]): r["metrics"]["mpjpe_all"] for r in changed["results"]}
+    assert after[("cam_noise_2cm", "few_step")] != before[("cam_noise_2cm", "few_step")]  # the refiner ran with them
+    assert main(args + ["--set", "no_such_setting=1"]) == 2
+    assert "expected KEY=VALUE with KEY a refiner setting" in capsys.readouterr().err

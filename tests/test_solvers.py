@@ -441,3 +441,49 @@ def test_joints_no_point_moves_are_solved_apart(prior):
     a, b = split(Observation(kp, conf, fmt)), full(Observation(kp, conf, fmt))
     a, b = split(Observation(kp, conf, fmt), a), full(Observation(kp, conf, fmt), b)
     assert (a.pose - b.pose).abs().max() < 1e-4 and (a.joints - b.joints).abs().max() < 1e-5  # fingers included
+
+
+def test_a_hidden_pelvis_is_tilted_as_in_the_training_data():
+    """With nothing below the hips seen, the pelvis's tilt is barely seen (the hip keypoints sit 9 cm below the
+    pelvis joint): `pelvis_tilt_weight` pulls it towards the training data's mean (the prior's mean gravity
+    condition), against a tilted warm start and the keypoints' weak say; with a knee seen, the torso unseen (hands
+    alone), the trunk far from upright (lying) or the up direction unknown, it does nothing."""
+    torch.manual_seed(0)
+    mean = torch.zeros(DIM)
+    mean[SLICES["gravity"]] = torch.tensor([0.0, 0.98, 0.2])  # the pelvis tilted back a little, on average
+    prior = PosePrior(ScoreNet(hidden=64, blocks=1, time_dim=32, groups=8, dropout=0.0), SubVPSDE(),
+                      Normalizer(mean, torch.full((DIM,), 0.3))).eval()
+    fmt, names = get_format("h36m17"), smplx_neutral().names
+    pose = torch.zeros(1, 55, 3)
+    pose[0, 0, 0] = 0.4  # the pelvis tilted forward, the trunk upright and the legs straight down all the same
+    pose[0, names.index("spine1"), 0] = -0.4
+    pose[0, names.index("left_hip"), 0] = pose[0, names.index("right_hip"), 0] = -0.4
+    legs = torch.ones(1, fmt.num_keypoints)
+    for side in ("left", "right"):
+        for part in ("knee", "ankle"):
+            legs[0, fmt.keypoint_names.index(f"{side}_{part}")] = 0.0
+    up, mean_up = torch.tensor([0.0, 1.0, 0.0]), mean[SLICES["gravity"]] / mean[SLICES["gravity"]].norm()
+
+    def tilt_off_mean(weight: float, conf: torch.Tensor, known: bool = True, start: torch.Tensor = pose) -> float:
+        refiner = FewStepRefiner(prior, fmt, RefineSettings(pelvis_tilt_weight=weight, prior_weight=0.0, calibrate_shape=False,
+                                                            calibrate_offsets=False))
+        kp = fmt.from_posed(ForwardKinematics()(start, torch.zeros(1, 3))).float()
+        state = BodyState(start.clone(), torch.zeros(1, 3))
+        for _ in range(5):  # a few frames: the hold of the last frame's pose gives way
+            state = refiner(Observation(kp, conf, fmt, up if known else None), state).select(0)
+        u = roma.rotvec_to_rotmat(state.pose[0, 0]).T @ up
+        return float(torch.arccos((u @ mean_up).clamp(max=1.0)))
+
+    start = float(torch.arccos(roma.rotvec_to_rotmat(pose[0, 0]).T @ up @ mean_up))
+    assert tilt_off_mean(300.0, legs) < 0.3 < 0.5 < tilt_off_mean(0.0, legs) and start > 0.55
+    assert tilt_off_mean(300.0, legs, known=False) == pytest.approx(tilt_off_mean(0.0, legs, known=False), abs=1e-6)
+    knee = legs.clone()
+    knee[0, fmt.keypoint_names.index("left_knee")] = 1.0
+    assert tilt_off_mean(300.0, knee) == pytest.approx(tilt_off_mean(0.0, knee), abs=1e-6)
+    arms_only = torch.zeros_like(legs)  # no torso (as hand-only input): the root is the keypoints' to place
+    for name in ("left_elbow", "left_wrist", "right_elbow", "right_wrist"):
+        arms_only[0, fmt.keypoint_names.index(name)] = 1.0
+    assert tilt_off_mean(300.0, arms_only) == pytest.approx(tilt_off_mean(0.0, arms_only), abs=1e-6)
+    lying = torch.zeros(1, 55, 3)
+    lying[0, 0, 0] = 1.5  # lying on the back: the trunk across the up direction, nothing to pull towards standing
+    assert tilt_off_mean(300.0, legs, start=lying) == pytest.approx(tilt_off_mean(0.0, legs, start=lying), abs=1e-6)

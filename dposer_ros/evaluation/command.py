@@ -32,7 +32,8 @@ def run_eval(args: argparse.Namespace) -> int:
             raise ValueError(f"unknown corruption(s) {', '.join(unknown)}; defined: {', '.join(corruptions)}")
         corruptions = {c: corruptions[c] for c in wanted}
     prior = PosePrior.load(args.prior)
-    factories, errors = build_methods(names, prior, {"baselines_dir": args.baselines_dir})
+    overrides = _overrides(args.set)
+    factories, errors = build_methods(names, prior, {"baselines_dir": args.baselines_dir, "settings": overrides})
     if not factories:
         raise MethodError("no method could be built: " + "; ".join(f"{n}: {m}" for n, m in errors.items()))
     for name, message in errors.items():
@@ -49,6 +50,7 @@ def run_eval(args: argparse.Namespace) -> int:
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
         "prior": {"path": str(args.prior), "sha256": prior.meta.get("sha256"), "steps": prior.meta.get("steps")},
         "methods_failed_to_build": errors,
+        "settings": overrides,  # --set: refiner settings instead of config/solvers/refine.yaml's
         "torch_threads": torch.get_num_threads(),
         "machine": platform.platform(),
         "processor": platform.processor(),
@@ -60,6 +62,22 @@ def run_eval(args: argparse.Namespace) -> int:
         print(f"{what}: {path}")
     failed = errors or any(r.error for r in result.rows)
     return 1 if failed else 0
+
+
+def _overrides(pairs: list[str]) -> dict:
+    """`--set KEY=VALUE` pairs -> RefineSettings overrides (values read as YAML), checked against the fields."""
+    import yaml
+
+    from ..solvers.refine import RefineSettings
+
+    fields = {f.name for f in dataclasses.fields(RefineSettings)}
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or key not in fields:
+            raise ValueError(f"--set {pair!r}: expected KEY=VALUE with KEY a refiner setting ({', '.join(sorted(fields))})")
+        out[key] = yaml.safe_load(value)
+    return out
 
 
 def _default_corruptions(args: argparse.Namespace) -> Path:
@@ -88,7 +106,8 @@ def _clips(args: argparse.Namespace, corruptions: dict) -> list:
             if kind in kinds:
                 formats = tuple(sorted({c.format_name for c in corruptions.values() if c.clips == kind}))
                 foreign += foreign_clips(args.mocap_dir or default_mocap_dir(), count, args.frames, args.split, args.seed,
-                                       formats, progress=not args.quiet, kind=kind)
+                                       formats, progress=not args.quiet, kind=kind,
+                                       takes=tuple(args.takes) if kind == "body" else ())
         return foreign
     from ..dataset.poses import default_dataset_path, load_dataset
     from .clips import select_clips
@@ -130,6 +149,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--takes", type=lambda v: [t for t in v.split(",") if t], default=[],
                         help="body clips only from takes whose name holds one of these comma-separated strings "
                              "(e.g. lieDown,depositFloor,squat)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a refiner setting for every refining method instead of config/solvers/refine.yaml's "
+                             "(repeatable; e.g. --set pelvis_tilt_weight=300)")
     parser.add_argument("--frames", type=int, default=60, help="frames per clip (30 Hz)")
     parser.add_argument("--corruptions", default=None, help="comma-separated names (default: all in the corruption file)")
     parser.add_argument("--corruption-file", type=Path, default=None,

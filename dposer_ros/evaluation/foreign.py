@@ -144,20 +144,25 @@ def split_of_takes(mocap_dir: Path, build, kind: str = "body") -> dict[str, list
 
 def foreign_clips(mocap_dir: Path, count: int, frames: int, split: str = "test", seed: int = 0,
                   formats: tuple[str, ...] = ("h36m17", "coco17", "radar14"), build=None,
-                  progress: bool = False, kind: str = "body") -> list[KeypointClip]:
+                  progress: bool = False, kind: str = "body", takes: tuple[str, ...] = ()) -> list[KeypointClip]:
     """`count` clips of `frames` frames (30 Hz) from different `split` takes, round-robin over the body sources
     (sorted by name), each take's window drawn at random; deterministic for `seed`. `kind` "hands": the hand
-    captures (two hands each; too few takes for one clip each, so a take gives several windows, each drawn anew)."""
+    captures (two hands each; too few takes for one clip each, so a take gives several windows, each drawn anew).
+    `takes`: only takes whose id holds one of these strings (as `dposer eval --takes`)."""
     from tqdm.auto import tqdm
 
     from ..dataset.build import BuildConfig
     from ..paths import config_path
 
     build = build or BuildConfig.from_yaml(config_path("data/build.yaml"))
-    takes = split_of_takes(mocap_dir, build, kind).get(split, [])
+    takes_in = split_of_takes(mocap_dir, build, kind).get(split, [])
+    if takes:
+        takes_in = [t for t in takes_in if any(part in t.take_id for part in takes)]
+        if not takes_in:
+            raise ValueError(f"no {split} take's id holds any of {', '.join(takes)}")
     rng = np.random.default_rng(seed)
     queues: dict[str, list[Take]] = {}
-    for take in takes:
+    for take in takes_in:
         queues.setdefault(take.source, []).append(take)
     for source in queues:
         rng.shuffle(queues[source])

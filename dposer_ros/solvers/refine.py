@@ -13,13 +13,16 @@ fades, and pulled by the prior `hidden_prior_weight` times harder as it does; a 
 `seen_prior_weight` while some body joint is hidden (the completion must fit the seen body), and while the whole
 body is seen by the detector's doubt only (`doubt_prior_weight` x (1 - the confidence of the keypoints that see it):
 confident keypoints decide alone). When
-the torso is seen the spine, whose three rotations keypoints see only together, gets `spine_prior_weight`.
+the torso is seen the spine, whose three rotations keypoints see only together, gets `spine_prior_weight`. While no
+keypoint below the hips is seen (the hip keypoints barely say how the pelvis is tilted), the pelvis's tilt against
+the up direction is pulled towards the training data's mean (`pelvis_tilt_weight`; every method alike).
 The prior is queried mirror-symmetrically (`prior.symmetric`), and keypoints come through the track's calibrated
 body shape and keypoint offsets (`solvers.calibration`).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import cast
 
@@ -33,11 +36,11 @@ from ..body.shape import rest_joints as shape_rest_joints
 from ..body.skeleton import NUM_JOINTS, PART_JOINTS, smplx_neutral
 from ..keypoints import KeypointFormat
 from ..prior.engine import Engine
-from ..prior.layout import DIFFUSED, DIM, PARTS, POSE_PARTS, dim_mask, from_vector, mirror_pose, to_vector, with_conditions
+from ..prior.layout import DIFFUSED, DIM, PARTS, POSE_PARTS, SLICES, dim_mask, from_vector, mirror_pose, to_vector, with_conditions
 from ..prior.schedule import TruncatedSchedule, UniformSchedule
 from ..prior.symmetric import MirrorSymmetric
 from .calibration import calibrate, empty_calibration
-from .gauss_newton import Pull, gauss_newton_step
+from .gauss_newton import Pull, gauss_newton_step, inverse_right_jacobian
 from .types import BodyState, Observation, Refined
 
 FREE_JOINTS = (0, *PART_JOINTS["body"], *PART_JOINTS["left_hand"], *PART_JOINTS["right_hand"])
@@ -100,6 +103,11 @@ class RefineSettings:
     calibration_prior_weight: float = 0.0  # the prior's pull on seen joints while offsets calibrate (shape_frames)
     offset_prior_frames: float = 10.0  # a zero-offset prior worth this many frames of evidence
     max_offset_cm: float = 6.0  # bound of a calibrated keypoint offset
+    pelvis_tilt_weight: float = 0.0  # where the up direction is known, the torso seen and no keypoint below either
+    # hip, the pelvis's tilt is pulled towards the training data's mean (the prior's mean gravity condition), per radian^2: the
+    # trunk's lean then goes to the spine instead of tilting the pelvis (and flexing the hidden legs under it)
+    pelvis_tilt_max_lean_deg: float = 60.0  # ... at full strength for an upright trunk (pelvis -> neck along up), fading
+    # to none at this lean: someone lying or bending down to the floor is not tilted as the data's standing people
 
     def __post_init__(self) -> None:
         if self.rest_target not in ("zero", "mean"):
@@ -232,6 +240,12 @@ class FewStepRefiner:
         names = smplx_neutral().names
         self.spine = [FREE_JOINTS.index(names.index(n)) for n in ("spine1", "spine2", "spine3")]
         self.torso = torch.tensor([float(names[int(j)] in TORSO_JOINTS) for j in fmt.joints])  # (K,)
+        # the hips' free joints (a keypoint below them sees how the pelvis is tilted against the legs), and the up
+        # direction in the pelvis frame on average over the training data (zero for a prior without gravity)
+        self.hips = [FREE_JOINTS.index(names.index(n)) for n in ("left_hip", "right_hip")]
+        self.neck = names.index("neck")
+        mean_up = prior.mean.float()[SLICES["gravity"]]
+        self.mean_up = mean_up / mean_up.norm() if mean_up.norm() > 0.5 else torch.zeros(3)
         body = torch.tensor([0 < j < 22 for j in FREE_JOINTS])
         self.observable = body & (self.sees.sum(0) > 0)  # (F,) body joints some keypoint of the format moves
         self.unobservable = body & ~self.observable  # ... and those none does (COCO's ankles: no foot keypoint)
@@ -317,14 +331,18 @@ class FewStepRefiner:
         carry: dict = {"seen": by_data, "up": up, "groups": self._pulled_groups(factor)}
         evals = 0
         if init is None and use_prior and s.cold_prior_steps > 0:
-            local, transl = self._cold_prior(obs, local, transl, factor, rest, calib.offsets, by_data, up, gen)
+            local, transl = self._cold_prior(obs, local, transl, factor, rest, calib.offsets, by_data, up, gen,
+                                             self._tilt_unseen(obs, by_data))
             evals += s.cold_prior_steps * s.cold_samples
         zero = self.rest_target.expand(batch, -1, -1)
         use_prior = use_prior and bool(carry["groups"])
+        tilt = self._tilt_unseen(obs, by_data)
         for t in schedule:
             pose = roma.rotmat_to_rotvec(local)
             pulls = [_scaled(p, factor) for p in self.prior_pulls(pose, t, gen, carry)] if use_prior else []
             pulls.append(Pull(zero, self.rest_scale))
+            if tilt is not None:
+                pulls.append(self._tilt_pull(local, transl, rest, cast(torch.Tensor, obs.up), tilt))
             if previous is not None and (s.temporal_weight > 0 or s.hold_weight > 0):
                 pulls.append(Pull(previous, hold))
             if weak is not None:
@@ -345,12 +363,45 @@ class FewStepRefiner:
 
     evals_per_step = 1
 
+    def _tilt_unseen(self, obs: Observation, by_data: torch.Tensor) -> torch.Tensor | None:
+        """(B,) bool: people whose pelvis tilt the pull holds (the up direction known, the torso seen and no
+        confident keypoint below either hip); None where no one's is. Without a seen torso (hands alone) the root is
+        the keypoints' to place: no pull."""
+        if self.settings.pelvis_tilt_weight <= 0 or obs.up is None or not bool(self.mean_up.any()):
+            return None
+        torso = ((obs.confidence > 0.1).float() @ self.torso) >= self.settings.min_part_points
+        unseen = torso & ~by_data[:, self.hips].any(1) & (obs.up.norm(dim=-1) > 0)
+        return unseen if bool(unseen.any()) else None
+
+    def _tilt_pull(self, local: torch.Tensor, transl: torch.Tensor, rest: torch.Tensor, up: torch.Tensor,
+                   people: torch.Tensor) -> Pull:
+        """A pull of the root towards its rotation with the pelvis tilted as on average (`mean_up`), heading kept,
+        at a strength that fades as the trunk leans (`pelvis_tilt_max_lean_deg`):
+        R* = R Rot(m -> u) = R exp(swing) with u = R^T up the current up direction in the pelvis frame and m the
+        mean's; the target is theta + J_r^-1(theta) swing (theta the root's axis-angle: no wrap-around near pi)."""
+        u = (local[:, 0].transpose(-1, -2) @ up[..., None])[..., 0]
+        m = self.mean_up.expand_as(u)
+        axis = torch.linalg.cross(m, u, dim=-1)
+        angle = torch.atan2(axis.norm(dim=-1), (m * u).sum(-1))
+        swing = axis / axis.norm(dim=-1, keepdim=True).clamp(min=1e-9) * angle[:, None]
+        theta = roma.rotmat_to_rotvec(local[:, 0])
+        target = torch.zeros(local.shape[0], len(FREE_JOINTS), 3)
+        target[:, 0] = theta + (inverse_right_jacobian(theta) @ swing[..., None])[..., 0]
+        joints = self.fk.from_rotmat(local, transl, rest).joints
+        trunk = joints[:, self.neck] - joints[:, 0]
+        lean_cos = (trunk * up).sum(-1) / trunk.norm(dim=-1).clamp(min=1e-9)
+        limit = math.cos(math.radians(self.settings.pelvis_tilt_max_lean_deg))
+        upright = ((lean_cos - limit) / (1.0 - limit)).clamp(0.0, 1.0)
+        scale = torch.zeros(local.shape[0], len(FREE_JOINTS), 1)
+        scale[:, 0] = (people * upright * self.settings.pelvis_tilt_weight).sqrt()[:, None]
+        return Pull(target, scale)
+
     def _pulled_groups(self, factor: torch.Tensor) -> tuple:
         """The groups of `warm_groups` with a joint the prior pulls (`factor` (B, F, 1) not zero) in some person."""
         pulled = ((factor[..., 0] > 0) & (self.prior_scale.abs().sum(-1) > 0)).any(0)  # (F,)
         return tuple(g for i, g in enumerate(self.warm_groups) if bool(pulled[self.group_member[:, i] > 0].any()))
 
-    def _cold_prior(self, obs: Observation, local, transl, factor, rest, offsets, seen, up, gen):
+    def _cold_prior(self, obs: Observation, local, transl, factor, rest, offsets, seen, up, gen, tilt):
         """A new track's prior phase: `cold_prior_steps` steps from t = `cold_t_max`, where the prior knows nothing
         of the pose, down to `cold_t_min`. With `cold_samples` > 1 each person is solved from that many noise draws
         at once and the answers are averaged: one deterministic path from the origin of the latent space lands on
@@ -360,6 +411,7 @@ class FewStepRefiner:
         rep = (lambda x: x.repeat_interleave(n, dim=0)) if n > 1 else (lambda x: x)
         local, transl, points, conf, factor, rest, offsets = map(rep, (local, transl, obs.points, obs.confidence,
                                                                       factor, rest, offsets))
+        tilt_up = None if tilt is None else rep(cast(torch.Tensor, obs.up))
         zero = self.rest_target.expand(local.shape[0], -1, -1)
         carry: dict = {"seen": rep(seen), "up": None if up is None else rep(up), "groups": PRIOR_GROUPS}
         if n > 1:
@@ -367,6 +419,8 @@ class FewStepRefiner:
         for t in TruncatedSchedule(s.cold_t_max, s.cold_t_min).timesteps(s.cold_prior_steps).tolist():
             pose = roma.rotmat_to_rotvec(local)
             pulls = [_scaled(p, factor) for p in self.prior_pulls(pose, t, gen, carry)] + [Pull(zero, self.rest_scale)]
+            if tilt is not None:
+                pulls.append(self._tilt_pull(local, transl, rest, cast(torch.Tensor, tilt_up), rep(tilt)))
             local, transl = gauss_newton_step(self.fk, self.points, local, transl, points, conf, pulls, s.damping,
                                               s.sigma_cm, rest_joints=rest, offsets=offsets)
         if n == 1:
