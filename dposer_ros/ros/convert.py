@@ -31,7 +31,7 @@ COMPLETED_COLOR = (1.0, 1.0, 1.0)  # joints of parts the prior completed are dra
 
 
 def _points(arr: np.ndarray) -> list[Point]:
-    return [Point(x=float(x), y=float(y), z=float(z)) for x, y, z in np.asarray(arr, dtype=np.float64).reshape(-1, 3)]
+    return [Point(x=x, y=y, z=z) for x, y, z in np.asarray(arr, dtype=np.float64).reshape(-1, 3).tolist()]
 
 
 def header(stamp, frame_id: str) -> Header:

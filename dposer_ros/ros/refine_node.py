@@ -370,6 +370,7 @@ class RefineNodeMixin:
                     if self._stop.is_set() or not self.context.ok():
                         return  # shutting down: the publisher went away under us
                     self._error("publish", f"publishing failed: {type(err).__name__}: {err}")
+            core.cycle_done()
 
     def _error(self, kind: str, text: str) -> None:
         self._errors[kind] = self._errors.get(kind, 0) + 1

@@ -338,8 +338,7 @@ class FewStepRefiner:
         use_prior = use_prior and bool(carry["groups"])
         tilt = self._tilt_unseen(obs, by_data)
         for t in schedule:
-            pose = roma.rotmat_to_rotvec(local)
-            pulls = [_scaled(p, factor) for p in self.prior_pulls(pose, t, gen, carry)] if use_prior else []
+            pulls = [_scaled(p, factor) for p in self.prior_pulls(roma.rotmat_to_rotvec(local), t, gen, carry)] if use_prior else []
             pulls.append(Pull(zero, self.rest_scale))
             if tilt is not None:
                 pulls.append(self._tilt_pull(local, transl, rest, cast(torch.Tensor, obs.up), tilt))
