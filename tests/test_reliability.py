@@ -266,10 +266,19 @@ def test_a_stream_faster_than_the_refinement_gets_fewer_steps(prior, monkeypatch
     f.received = clock[0]
     c.submit(f)
     c.refine_pending()
-    time.sleep(0.02)  # 20 ms of publishing
+    time.sleep(0.5)  # a one-off cost (a new body's URDF) does not count while it is the only one ...
     c.cycle_done()
-    assert c._overhead[("coco17", True)] >= 15.0
-    assert step_at(0.025, 41.0) == 1  # 20 ms of the interval, less the cycle's overhead: 1 step
+    assert step_at(0.0, 41.0) == 2
+    for i in range(3):  # ... 20 ms of publishing every cycle does
+        clock[0] += 0.025
+        f = frame([core.PersonInput("P", a, np.ones(K))], 42.0 + i)
+        f.received = clock[0]
+        c.submit(f)
+        c.refine_pending()
+        time.sleep(0.02)
+        c.cycle_done()
+    assert min(c._overhead[("coco17", True)]) >= 15.0
+    assert step_at(0.025, 50.0) == 1  # 20 ms of the interval, less the cycle's overhead: 1 step
     off = make_core(prior, latency_budget_ms=0.0, steps=4)
     c = off
     assert [step_at(0.025, 20.0 + i) for i in range(3)][-1] == 4  # no budget: all steps

@@ -211,6 +211,7 @@ OPTICAL_SUFFIXES = ("_optical_frame", "_optical")  # REP 103 camera optical fram
 # fastest person under a latency budget: the rest absorbs the cycle's jitter and the executor's own work (measured,
 # 10 COCO-17 people at 60 Hz: cycles that filled the whole interval dropped 14 % of the frames)
 FRAME_SHARE = 0.8
+OVERHEAD_CYCLES = 32  # cycles whose cost beyond the solver is remembered (their median is used)
 
 
 @dataclass
@@ -386,7 +387,9 @@ class RefineCore:
         self._tracks: dict[str, Track] = {}
         self._refiners: dict[tuple[str, int], FewStepRefiner] = {}
         self._cost: dict[tuple[str, bool], float] = {}  # ms per person and prior step, by (format, warm start)
-        self._overhead: dict[tuple[str, bool], float] = {}  # ms per person a cycle spends beyond the solver
+        # ms per person the last cycles spent beyond the solver (their median counts: a one-off cost, such as a new
+        # body's URDF, must not starve the next cycles of steps)
+        self._overhead: dict[tuple[str, bool], deque[float]] = {}
         self._cycle: tuple[tuple[str, bool], float, int, float] | None = None  # (group, start, people, solver ms)
         self._seq = 0
         self.wakeup = threading.Event()
@@ -635,7 +638,7 @@ class RefineCore:
         self._cycle = None
         over = max(0.0, (time.perf_counter() - start) * 1000.0 - solver_ms) / people
         with self._lock:
-            self._overhead[group] = over if group not in self._overhead else 0.8 * self._overhead[group] + 0.2 * over
+            self._overhead.setdefault(group, deque(maxlen=OVERHEAD_CYCLES)).append(over)
 
     def _take(self, now: float) -> tuple[list[tuple[_Pending, BodyState | None]], bool, int | None]:
         """(under the lock) The next batch: one format and kind of start, by priority; and its steps."""
@@ -670,7 +673,9 @@ class RefineCore:
                    and (t := self._tracks.get(p.track_key)) is not None and t.period is not None]
         if periods:
             left = min(left, FRAME_SHARE * 1000.0 * min(periods))
-        left -= self._overhead.get(group, 0.0) * len(chunk)
+        recent = self._overhead.get(group, ())
+        if len(recent) >= 3:
+            left -= float(np.median(recent)) * len(chunk)
         return int(min(full, max(1, left // (cost * len(chunk)))))
 
     def _refine_chunk(self, chunk: list[_Pending], init: BodyState | None, steps: int | None = None) -> list[PersonResult]:
