@@ -70,8 +70,6 @@ class RefineSettings:
     # the prior's guess put the feet 150-180 mm off where the rest pose is 67 mm, in-house validation 2026-11-29)
     hidden_prior_weight: float = 10.0  # the prior's pull on a joint no keypoint sees is this many times stronger
     hold_decay: float = 0.7  # ... times hold_decay^(frames it has been hidden - 1): the prior takes over a long gap
-    hold_velocity: float = 0.0  # the pulls towards the previous frame aim where each joint's last frame-to-frame
-    # rotation, times this, carries it (0: where it was; 1: constant velocity)
     hidden_prior_ramp: bool = True  # ... growing as the hold fades: 1 + (w - 1)(1 - hold_decay^(frames hidden - 1))
     weak_hold_weight: float = 200.0  # pull towards the previous frame (per radian^2) on the directions of a seen body
     weak_dof_cm: float = 10.0  # joint's rotation that move no confident keypoint by more than this per radian
@@ -296,13 +294,10 @@ class FewStepRefiner:
         if init is None:
             local, transl = cold_start(self.fk, self.points, obs, self.rest_scale, s, rest, calib.offsets,
                                        self.rest_target)
-            previous, start = None, local
+            previous = None
         else:
             local, transl = roma.rotvec_to_rotmat(init.pose.float()), init.transl.float().clone()
-            start = local
-            if s.hold_velocity > 0 and init.velocity is not None:  # where the last frame's motion carries each joint
-                local = local @ roma.rotvec_to_rotmat(s.hold_velocity * init.velocity.float())
-            previous = roma.rotmat_to_rotvec(local[:, self.free])
+            previous = init.pose.float()[:, self.free]
         seen = self.seen_joints(obs.confidence)
         by_data = ((obs.confidence > 0.1).float() @ self.sees) > 0  # seen, the spine included
         hidden = torch.zeros(batch, len(FREE_JOINTS)) if init is None or init.hidden_frames is None else init.hidden_frames
@@ -369,12 +364,8 @@ class FewStepRefiner:
         completed = ~observed
         completed[:, POSE_PARTS.index("face")] = False  # no face prior: the face is neither observed nor completed
         evals *= self.evals_per_step
-        velocity = None  # what the next frame's hold extrapolates (only kept when it does)
-        if s.hold_velocity > 0:
-            velocity = torch.zeros_like(pose) if init is None else roma.rotmat_to_rotvec(start.transpose(-1, -2) @ local)
         return Refined(pose, transl, posed.joints, observed, completed, network_evals=evals, hidden_frames=hidden,
-                       betas=betas, calibration=calib, rest_joints=rest, keypoint_offsets=used_offsets,
-                       velocity=velocity)
+                       betas=betas, calibration=calib, rest_joints=rest, keypoint_offsets=used_offsets)
 
     evals_per_step = 1
 

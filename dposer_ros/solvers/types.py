@@ -52,10 +52,8 @@ class BodyState:
     hidden_frames: torch.Tensor | None = field(default=None, kw_only=True)
     betas: torch.Tensor | None = field(default=None, kw_only=True)  # (B, 10) the body shape the pose is posed with
     calibration: Calibration | None = field(default=None, kw_only=True)  # the track's shape and keypoint calibration
-    # (B, 55, 3) each joint's local rotation over the last frame, R_before^T R_now as axis-angle (None: unknown)
-    velocity: torch.Tensor | None = field(default=None, kw_only=True)
 
-    _PER_PERSON = ("pose", "transl", "hidden_frames", "betas", "velocity")
+    _PER_PERSON = ("pose", "transl", "hidden_frames", "betas")
 
     def select(self, i: int) -> BodyState:
         """Person i as a detached one-person state (a copy)."""
@@ -72,8 +70,8 @@ class BodyState:
             return None if any(v is None for v in values) else torch.cat(values)
         calibrations = [s.calibration for s in states if s.calibration is not None]
         same = len(calibrations) == len(states) and all(c.offsets.shape[1:] == calibrations[0].offsets.shape[1:] for c in calibrations)
-        return BodyState(joined("pose"), joined("transl"), hidden_frames=joined("hidden_frames"), betas=joined("betas"),
-                         calibration=Calibration.cat(calibrations) if same else None, velocity=joined("velocity"))
+        return BodyState(joined("pose"), joined("transl"), hidden_frames=joined("hidden_frames"),
+                         betas=joined("betas"), calibration=Calibration.cat(calibrations) if same else None)
 
 
 @dataclass
