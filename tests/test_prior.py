@@ -154,28 +154,6 @@ def test_conditions_go_into_the_loss_unnoised_and_are_not_scored():
     assert with_conditions(torch.tensor([[1.0, 0, 0, 0], [0, 1, 1, 0]]), True).tolist() == [[1, 0, 0, 0, 1], [0, 1, 1, 0, 0]]
 
 
-def test_a_network_may_diffuse_the_gravity_part_and_keeps_that_in_its_checkpoint(tmp_path):
-    """`conditions=[]`: the up direction is noised in training, scored by the loss and predicted; the setting
-    travels with the checkpoint (`PosePrior.diffused`), and checkpoints without it keep gravity a condition."""
-    torch.manual_seed(0)
-    net = ScoreNet(hidden=64, blocks=1, time_dim=32, groups=8, dropout=0.0, conditions=[]).eval()
-    assert torch.equal(net.diffused, torch.ones(DIM))
-    mask = torch.tensor([[1.0, 0, 0, 0, 1]] * 4)
-    out = net(torch.randn(4, DIM), torch.full((4,), 0.3), mask)
-    assert torch.all(out[:, SLICES["gravity"]] != 0)
-    with torch.no_grad():  # the loss scores the gravity entries (alone here: the default network scores nothing)
-        gravity_only = torch.tensor([[0.0, 0, 0, 0, 1]] * 8)
-        assert 0.1 < float(denoising_loss(net, SubVPSDE(), torch.randn(8, DIM), gravity_only, 1e-5)) < 10
-    PosePrior(net, SubVPSDE(), Normalizer(torch.zeros(DIM), torch.ones(DIM))).save(tmp_path / "p.pt")
-    assert torch.equal(PosePrior.load(tmp_path / "p.pt").diffused, torch.ones(DIM))
-    payload = torch.load(tmp_path / "p.pt", weights_only=True)
-    del payload["net_config"]["conditions"]  # a checkpoint written before the setting existed
-    torch.save(payload, tmp_path / "old.pt")
-    assert torch.equal(PosePrior.load(tmp_path / "old.pt").diffused, DIFFUSED)
-    with pytest.raises(ValueError, match="condition parts"):
-        ScoreNet(conditions=["body"])
-
-
 def test_lr_schedule_warms_up_then_decays():
     cfg = TrainConfig(steps=1000, warmup=100, min_lr_ratio=0.1)
     assert lr_factor(0, cfg) == pytest.approx(0.01)

@@ -1,6 +1,6 @@
 """What every inference backend shares: the engine interface, its error type, and the prior's metadata.
 
-An engine is anything with `name`, `mean` (DIM,), `std` (DIM,), `diffused` (DIM,), `sde` (a `SubVPSDE`) and
+An engine is anything with `name`, `mean` (DIM,), `std` (DIM,), `sde` (a `SubVPSDE`) and
 `eps(x, t, part_mask) -> torch.Tensor`: exactly what `FewStepRefiner` (and `FullOptimizer`) use of a prior.
 `PosePrior` itself satisfies it; the engines here run the same score network on other runtimes.
 """
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..prior.engine import Engine  # noqa: F401  (re-exported: the backends' interface)
-from ..prior.layout import CONDITION_PARTS, DIM, PART_DIMS, PARTS, diffused_mask
+from ..prior.layout import DIM, PART_DIMS, PARTS
 from ..prior.model import PosePrior, state_bytes
 from ..prior.sde import SubVPSDE
 
@@ -57,11 +57,6 @@ class PriorMeta:
             net_config=dict(prior.net.config),
             prior_sha256=sha,
         )
-
-    @property
-    def diffused(self) -> torch.Tensor:
-        """(DIM,) 1 on the entries the network noises and predicts (`ScoreNet.diffused`)."""
-        return diffused_mask(self.net_config.get("conditions", CONDITION_PARTS))
 
     def make_sde(self) -> SubVPSDE:
         return SubVPSDE(**self.sde)

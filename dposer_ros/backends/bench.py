@@ -72,7 +72,7 @@ class TimedEngine:
 
     def __init__(self, engine) -> None:
         self.engine, self.name = engine, engine.name
-        self.mean, self.std, self.sde, self.diffused = engine.mean, engine.std, engine.sde, engine.diffused
+        self.mean, self.std, self.sde = engine.mean, engine.std, engine.sde
         self.seconds = 0.0
 
     def eps(self, x, t, part_mask):

@@ -24,7 +24,7 @@ class TorchEngine:
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise BackendError("torch engine: CUDA requested but torch sees no CUDA device")
         self.meta = PriorMeta.from_prior(prior)
-        self.mean, self.std, self.sde, self.diffused = self.meta.mean, self.meta.std, prior.sde, self.meta.diffused
+        self.mean, self.std, self.sde = self.meta.mean, self.meta.std, prior.sde
         net = prior.net if self.device.type == "cpu" else copy.deepcopy(prior.net)
         self.net = net.to(self.device).eval()
         self.cuda_graphs = cuda_graphs and self.device.type == "cuda"
@@ -86,7 +86,7 @@ class OnnxRuntimeEngine:
             raise BackendError(f"onnxruntime is not importable ({err}); pip install onnxruntime") from err
         info = read_onnx(onnx_path)
         self.path, self.sha256, self.meta = info.path, info.sha256, info.meta
-        self.mean, self.std, self.sde, self.diffused = info.meta.mean, info.meta.std, info.meta.make_sde(), info.meta.diffused
+        self.mean, self.std, self.sde = info.meta.mean, info.meta.std, info.meta.make_sde()
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL

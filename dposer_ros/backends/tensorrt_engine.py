@@ -168,7 +168,7 @@ class TensorRTEngine:
             self.device = torch.device("cuda", torch.cuda.current_device())
         info = read_onnx(onnx_path)
         self.onnx, self.meta = info, info.meta
-        self.mean, self.std, self.sde, self.diffused = info.meta.mean, info.meta.std, info.meta.make_sde(), info.meta.diffused
+        self.mean, self.std, self.sde = info.meta.mean, info.meta.std, info.meta.make_sde()
         props = torch.cuda.get_device_properties(self.device)
         self.key = engine_cache_key(info.sha256, props.name, (props.major, props.minor), trt.__version__, fp16,
                                     max_batch, opt_batch)

@@ -3,9 +3,9 @@
 A left hand is stored mirrored into a right hand (y and z of each axis-angle negated), so both hand slots hold
 the same kind of data. The face part (jaw 3 + expression 100) is part of the layout, but no face capture exists
 in the training data: it is always masked out. The gravity part is the world's up direction in the pelvis frame
-(R_root^T up), so the prior can tell standing from sitting under an upright torso; its mask bit is off where the up
-direction is unknown. A network takes it as a condition (given as it is, never noised, never predicted; the
-default) or diffuses it with the pose (`ScoreNet(conditions=[])`): then it also says how the pelvis is likely tilted.
+(R_root^T up): a condition, not a diffused part. It is given to the network as it is (never noised, never
+predicted), so the prior can tell standing from sitting under an upright torso; its mask bit is off where the up
+direction is unknown.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 from ..body.skeleton import PART_JOINTS, smplx_neutral
 from ..dataset.poses import PARTS as POSE_PARTS  # the parts of the body, in the dataset's masks and in results
 
-CONDITION_PARTS = ("gravity",)  # parts a network may take as conditions: given as they are, never noised or predicted
+CONDITION_PARTS = ("gravity",)  # given to the network as they are: never noised, never predicted
 PARTS = (*POSE_PARTS, *CONDITION_PARTS)
 PART_DIMS = {"body": 63, "left_hand": 45, "right_hand": 45, "face": 103, "gravity": 3}
 NUM_EXPRESSION = 100
@@ -43,12 +43,7 @@ def dim_mask(part_mask: torch.Tensor) -> torch.Tensor:
     return torch.repeat_interleave(part_mask.to(torch.float32), sizes, dim=-1)
 
 
-def diffused_mask(conditions: tuple[str, ...] | list[str] = CONDITION_PARTS) -> torch.Tensor:
-    """(DIM,) 1 on the entries a prior whose condition parts are `conditions` diffuses (noises and predicts)."""
-    return dim_mask(torch.tensor([p not in conditions for p in PARTS]))
-
-
-DIFFUSED = diffused_mask()  # every condition part a condition (the default network's; a network's own: `.diffused`)
+DIFFUSED = dim_mask(torch.tensor([p not in CONDITION_PARTS for p in PARTS]))  # (DIM,) 1 where the prior diffuses
 
 
 def with_conditions(pose_mask: torch.Tensor, up_known: torch.Tensor | bool) -> torch.Tensor:

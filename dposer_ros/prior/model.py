@@ -54,11 +54,6 @@ class PosePrior(torch.nn.Module):
         self.meta = dict(meta or {})
 
     @property
-    def diffused(self) -> torch.Tensor:
-        """(DIM,) 1 on the entries the network noises and predicts, 0 on its condition entries."""
-        return self.net.diffused
-
-    @property
     def normalizer(self) -> Normalizer:
         return Normalizer(self.mean, self.std)
 

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from .layout import CONDITION_PARTS, DIM, PARTS, diffused_mask, dim_mask
+from .layout import DIFFUSED, DIM, PARTS, dim_mask
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, scale: float = 999.0) -> torch.Tensor:
@@ -37,18 +37,11 @@ class ResidualBlock(nn.Module):
 
 class ScoreNet(nn.Module):
     """eps_theta(x_t, t, part mask): parts masked out are zeroed at the input and announced by the mask; condition
-    parts (`conditions`, of layout.CONDITION_PARTS) are inputs only, the others are diffused and predicted."""
+    parts (layout.CONDITION_PARTS) are inputs only."""
 
-    diffused: torch.Tensor  # (DIM,) 1 on the entries of the diffused parts
-
-    def __init__(self, hidden: int = 512, blocks: int = 3, time_dim: int = 128, groups: int = 32, dropout: float = 0.1,
-                 conditions: tuple[str, ...] | list[str] = CONDITION_PARTS) -> None:
+    def __init__(self, hidden: int = 512, blocks: int = 3, time_dim: int = 128, groups: int = 32, dropout: float = 0.1) -> None:
         super().__init__()
-        if not set(conditions) <= set(CONDITION_PARTS):
-            raise ValueError(f"condition parts must be among {CONDITION_PARTS}, got {list(conditions)}")
-        self.config = {"hidden": hidden, "blocks": blocks, "time_dim": time_dim, "groups": groups, "dropout": dropout,
-                       "conditions": list(conditions)}
-        self.register_buffer("diffused", diffused_mask(conditions), persistent=False)
+        self.config = {"hidden": hidden, "blocks": blocks, "time_dim": time_dim, "groups": groups, "dropout": dropout}
         self.time_dim = time_dim
         self.time_mlp = nn.Sequential(nn.Linear(time_dim, time_dim), nn.SiLU())
         self.inp = nn.Linear(DIM + len(PARTS), hidden)
@@ -66,4 +59,4 @@ class ScoreNet(nn.Module):
         h = nn.functional.silu(self.inp_norm(h))
         for block in self.blocks:
             h = block(h, temb)
-        return self.out(h) * (m * self.diffused)
+        return self.out(h) * (m * DIFFUSED.to(m))

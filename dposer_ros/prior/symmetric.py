@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from .engine import Engine
-from .layout import mirror_part_mask, mirror_vector_map
+from .layout import DIFFUSED, mirror_part_mask, mirror_vector_map
 
 
 class MirrorSymmetric:
@@ -23,7 +23,7 @@ class MirrorSymmetric:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.mean, self.std, self.sde, self.diffused = engine.mean, engine.std, engine.sde, engine.diffused
+        self.mean, self.std, self.sde = engine.mean, engine.std, engine.sde
         self.name = f"{getattr(engine, 'name', type(engine).__name__)}+mirror"
         perm, sign = mirror_vector_map()
         mean, std = engine.mean.float(), engine.std.float()
@@ -31,7 +31,7 @@ class MirrorSymmetric:
         self._inverse = torch.argsort(perm)
         self._scale = sign * std[perm] / std  # D x = scale * x[perm]
         self._offset = (sign * mean[perm] - mean) / std  # c
-        self._diffused = engine.diffused.bool()
+        self._diffused = DIFFUSED.bool()
 
     def eps(self, x: torch.Tensor, t: torch.Tensor, part_mask: torch.Tensor) -> torch.Tensor:
         mean_t = self.sde.mean_std(t)[0].to(x)[:, None]

@@ -15,7 +15,7 @@ import yaml
 from tqdm import tqdm
 
 from ..dataset.poses import WORLD_UP, PoseDataset, default_dataset_path, load_dataset
-from .layout import PARTS, dim_mask, mirror_part_mask, mirror_pose, to_vector, with_conditions
+from .layout import DIFFUSED, PARTS, dim_mask, mirror_part_mask, mirror_pose, to_vector, with_conditions
 from .model import Normalizer, PosePrior
 from .network import ScoreNet
 from .sde import SubVPSDE
@@ -93,13 +93,13 @@ def visible_parts(available: torch.Tensor, drop: float, generator: torch.Generat
 
 def denoising_loss(net: ScoreNet, sde: SubVPSDE, x0: torch.Tensor, mask: torch.Tensor, t_eps: float,
                    generator: torch.Generator | None = None) -> torch.Tensor:
-    """Epsilon matching on the visible diffused parts: ||eps(x_t, t) - z||^2, t ~ U(t_eps, 1); the network's
-    condition parts are given clean."""
+    """Epsilon matching on the visible diffused parts: ||eps(x_t, t) - z||^2, t ~ U(t_eps, 1); condition parts are
+    given clean."""
     t = t_eps + torch.rand(x0.shape[0], generator=generator) * (1.0 - t_eps)
     z = torch.randn(x0.shape, generator=generator)
     mean, std = sde.mean_std(t)
-    x_t = torch.where(net.diffused.bool(), mean[:, None] * x0 + std[:, None] * z, x0)
-    m = dim_mask(mask) * net.diffused
+    x_t = torch.where(DIFFUSED.bool(), mean[:, None] * x0 + std[:, None] * z, x0)
+    m = dim_mask(mask) * DIFFUSED
     return ((net(x_t, t, mask) - z).square() * m).sum() / m.sum()
 
 

@@ -78,7 +78,7 @@ class FullOptimizer:
             for t in self.schedule.timesteps(s.steps).tolist():
                 pose = pose0.index_copy(1, self.free, free)
                 with torch.no_grad():
-                    target, _, _ = prior_targets(self.prior, pose.detach(), t, gen, noise=True, up=obs.up)
+                    target, _ = prior_targets(self.prior, pose.detach(), t, gen, noise=True, up=obs.up)
                     target_vec = (to_vector(target) - self.prior.mean) / self.prior.std
                     mean, std = self.prior.sde.mean_std(torch.tensor(t))
                     w_t = 0.5 * torch.sqrt(1.0 + mean / std)

@@ -36,7 +36,7 @@ from ..body.shape import rest_joints as shape_rest_joints
 from ..body.skeleton import NUM_JOINTS, PART_JOINTS, smplx_neutral
 from ..keypoints import KeypointFormat
 from ..prior.engine import Engine
-from ..prior.layout import DIM, PARTS, POSE_PARTS, SLICES, dim_mask, from_vector, mirror_pose, to_vector, with_conditions
+from ..prior.layout import DIFFUSED, DIM, PARTS, POSE_PARTS, SLICES, dim_mask, from_vector, mirror_pose, to_vector, with_conditions
 from ..prior.schedule import TruncatedSchedule, UniformSchedule
 from ..prior.symmetric import MirrorSymmetric
 from .calibration import calibrate, empty_calibration
@@ -108,9 +108,6 @@ class RefineSettings:
     # trunk's lean then goes to the spine instead of tilting the pelvis (and flexing the hidden legs under it)
     pelvis_tilt_max_lean_deg: float = 60.0  # ... at full strength for an upright trunk (pelvis -> neck along up), fading
     # to none at this lean: someone lying or bending down to the floor is not tilted as the data's standing people
-    gravity_prior_weight: float = 0.0  # a prior that predicts the gravity part (not only takes it as a condition)
-    # pulls the pelvis's tilt, while unseen as above, towards the up direction it denoises with the pose, per radian^2
-    gravity_prior_max_lean_deg: float = 180.0  # ... fading with the trunk's lean as above (180: at every lean)
 
     def __post_init__(self) -> None:
         if self.rest_target not in ("zero", "mean"):
@@ -123,12 +120,11 @@ class RefineSettings:
 
 def prior_targets(prior, pose: torch.Tensor, t: float, generator: torch.Generator | None, noise: bool,
                   eps: torch.Tensor | None = None, up: torch.Tensor | None = None,
-                  groups: tuple = PRIOR_GROUPS) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Denoised pose (B, 55, 3), the predicted noise (G B, DIM) and the denoised up direction in the pelvis frame
-    (B, 3; zero where the prior does not predict it): each of the G `groups` (body, then hands) through the prior
-    once (one batched call); joints of no group keep their pose. x_t = mean(t) x + std(t) z with z = `eps` when
-    given, else Gaussian noise or zero (`noise`). `up` (B, 3): the world's up direction in the pose's frame (a zero
-    row: unknown), the body's gravity part: a condition, or a diffused part the prior denoises with the pose."""
+                  groups: tuple = PRIOR_GROUPS) -> tuple[torch.Tensor, torch.Tensor]:
+    """Denoised pose (B, 55, 3) and the predicted noise (G B, DIM): each of the G `groups` (body, then hands) through
+    the prior once (one batched call); joints of no group keep their pose. x_t = mean(t) x + std(t) z with z = `eps`
+    when given, else Gaussian noise or zero (`noise`). `up` (B, 3): the world's up direction in the pose's frame (a
+    zero row: unknown), the body's gravity condition."""
     batch = pose.shape[0]
     known = torch.zeros(batch) if up is None else (up.norm(dim=-1) > 0).float()
     x = (to_vector(pose, up=up) - prior.mean) / prior.std
@@ -139,16 +135,13 @@ def prior_targets(prior, pose: torch.Tensor, t: float, generator: torch.Generato
     mean, std = prior.sde.mean_std(tt)
     if eps is None:
         eps = torch.randn(x.shape, generator=generator) if noise else torch.zeros_like(x)
-    diffused = prior.diffused.bool()  # condition entries go in as they are
+    diffused = DIFFUSED.bool()  # condition entries go in as they are
     x_t = torch.where(diffused, mean[:, None] * x + std[:, None] * eps, x)
     eps_hat = torch.as_tensor(prior.eps(x_t, tt, masks))
     x0 = torch.where(diffused, (x_t - std[:, None] * eps_hat) / mean[:, None], x)
     x0 = (x0 * dim_mask(masks)).reshape(len(groups), batch, -1).sum(0)
     x0 = torch.where(dim_mask(masks).reshape(len(groups), batch, -1).sum(0) > 0, x0, x[:batch])  # others: as they are
-    vec = x0 * prior.std + prior.mean
-    grav = SLICES["gravity"]
-    up_hat = vec[:, grav] * (diffused[grav].all() & (masks[:batch, PARTS.index("gravity")] > 0))[:, None]
-    return from_vector(vec, pose)[0], eps_hat, up_hat
+    return from_vector(x0 * prior.std + prior.mean, pose)[0], eps_hat
 
 
 # joints whose keypoints say where the torso is (spine_from_prior)
@@ -348,7 +341,7 @@ class FewStepRefiner:
             pulls = [_scaled(p, factor) for p in self.prior_pulls(roma.rotmat_to_rotvec(local), t, gen, carry)] if use_prior else []
             pulls.append(Pull(zero, self.rest_scale))
             if tilt is not None:
-                pulls += self._tilt_pulls(local, transl, rest, cast(torch.Tensor, obs.up), tilt, carry)
+                pulls.append(self._tilt_pull(local, transl, rest, cast(torch.Tensor, obs.up), tilt))
             if previous is not None and (s.temporal_weight > 0 or s.hold_weight > 0):
                 pulls.append(Pull(previous, hold))
             if weak is not None:
@@ -373,40 +366,20 @@ class FewStepRefiner:
         """(B,) bool: people whose pelvis tilt the pull holds (the up direction known, the torso seen and no
         confident keypoint below either hip); None where no one's is. Without a seen torso (hands alone) the root is
         the keypoints' to place: no pull."""
-        s = self.settings
-        by_mean = s.pelvis_tilt_weight > 0 and bool(self.mean_up.any())
-        by_prior = s.gravity_prior_weight > 0 and bool(self.prior.diffused[SLICES["gravity"]].all())
-        if not (by_mean or by_prior) or obs.up is None:
+        if self.settings.pelvis_tilt_weight <= 0 or obs.up is None or not bool(self.mean_up.any()):
             return None
         torso = ((obs.confidence > 0.1).float() @ self.torso) >= self.settings.min_part_points
         unseen = torso & ~by_data[:, self.hips].any(1) & (obs.up.norm(dim=-1) > 0)
         return unseen if bool(unseen.any()) else None
 
-    def _tilt_pulls(self, local: torch.Tensor, transl: torch.Tensor, rest: torch.Tensor, up: torch.Tensor,
-                    people: torch.Tensor, carry: dict) -> list[Pull]:
-        """The pulls on the unseen tilt of `people` (B,): towards the training data's mean (`pelvis_tilt_weight`)
-        and towards the up direction the prior denoised this step (`gravity_prior_weight`, in carry["up_hat"])."""
-        s, pulls = self.settings, []
-        if s.pelvis_tilt_weight > 0 and bool(self.mean_up.any()):
-            pulls.append(self._tilt_pull(local, transl, rest, up, people, self.mean_up.expand_as(up),
-                                         s.pelvis_tilt_weight, s.pelvis_tilt_max_lean_deg))
-        up_hat = carry.get("up_hat")
-        if s.gravity_prior_weight > 0 and up_hat is not None:
-            norm = up_hat.norm(dim=-1, keepdim=True)
-            pulls.append(self._tilt_pull(local, transl, rest, up, people & (norm[:, 0] > 0.5),
-                                         up_hat / norm.clamp(min=1e-9), s.gravity_prior_weight,
-                                         s.gravity_prior_max_lean_deg))
-        return pulls
-
     def _tilt_pull(self, local: torch.Tensor, transl: torch.Tensor, rest: torch.Tensor, up: torch.Tensor,
-                   people: torch.Tensor, target_up: torch.Tensor, weight: float, max_lean_deg: float) -> Pull:
-        """A pull of the root towards its rotation with the pelvis tilted so that the up direction in its frame is
-        `target_up` (B, 3), heading kept, at a strength (`weight` per radian^2) that fades as the trunk leans (none
-        at `max_lean_deg`): R* = R Rot(m -> u) = R exp(swing) with u = R^T up the current up direction in the pelvis
-        frame and m the target; the target rotation is theta + J_r^-1(theta) swing (theta the root's axis-angle:
-        no wrap-around near pi)."""
+                   people: torch.Tensor) -> Pull:
+        """A pull of the root towards its rotation with the pelvis tilted as on average (`mean_up`), heading kept,
+        at a strength that fades as the trunk leans (`pelvis_tilt_max_lean_deg`):
+        R* = R Rot(m -> u) = R exp(swing) with u = R^T up the current up direction in the pelvis frame and m the
+        mean's; the target is theta + J_r^-1(theta) swing (theta the root's axis-angle: no wrap-around near pi)."""
         u = (local[:, 0].transpose(-1, -2) @ up[..., None])[..., 0]
-        m = target_up
+        m = self.mean_up.expand_as(u)
         axis = torch.linalg.cross(m, u, dim=-1)
         angle = torch.atan2(axis.norm(dim=-1), (m * u).sum(-1))
         swing = axis / axis.norm(dim=-1, keepdim=True).clamp(min=1e-9) * angle[:, None]
@@ -416,10 +389,10 @@ class FewStepRefiner:
         joints = self.fk.from_rotmat(local, transl, rest).joints
         trunk = joints[:, self.neck] - joints[:, 0]
         lean_cos = (trunk * up).sum(-1) / trunk.norm(dim=-1).clamp(min=1e-9)
-        limit = math.cos(math.radians(max_lean_deg))
-        upright = ((lean_cos - limit) / (1.0 - limit)).clamp(0.0, 1.0) if max_lean_deg < 180 else torch.ones_like(lean_cos)
+        limit = math.cos(math.radians(self.settings.pelvis_tilt_max_lean_deg))
+        upright = ((lean_cos - limit) / (1.0 - limit)).clamp(0.0, 1.0)
         scale = torch.zeros(local.shape[0], len(FREE_JOINTS), 1)
-        scale[:, 0] = (people * upright * weight).sqrt()[:, None]
+        scale[:, 0] = (people * upright * self.settings.pelvis_tilt_weight).sqrt()[:, None]
         return Pull(target, scale)
 
     def _pulled_groups(self, factor: torch.Tensor) -> tuple:
@@ -446,7 +419,7 @@ class FewStepRefiner:
             pose = roma.rotmat_to_rotvec(local)
             pulls = [_scaled(p, factor) for p in self.prior_pulls(pose, t, gen, carry)] + [Pull(zero, self.rest_scale)]
             if tilt is not None:
-                pulls += self._tilt_pulls(local, transl, rest, cast(torch.Tensor, tilt_up), rep(tilt), carry)
+                pulls.append(self._tilt_pull(local, transl, rest, cast(torch.Tensor, tilt_up), rep(tilt)))
             local, transl = gauss_newton_step(self.fk, self.points, local, transl, points, conf, pulls, s.damping,
                                               s.sigma_cm, rest_joints=rest, offsets=offsets)
         if n == 1:
@@ -459,10 +432,8 @@ class FewStepRefiner:
         the denoised pose, weighted by DPoser's w(t) / sigma^2. `carry` holds the predicted noise between steps."""
         s = self.settings
         descending = carry.get("t", float("inf")) >= t  # the cold start's schedule ends below the next one's start
-        target, eps, up_hat = prior_targets(self.prior, pose, t, generator, s.noise,
-                                            carry.get("eps") if descending else None, carry.get("up"),
-                                            carry.get("groups", self.warm_groups))
-        carry["up_hat"] = up_hat
+        target, eps = prior_targets(self.prior, pose, t, generator, s.noise, carry.get("eps") if descending else None,
+                                    carry.get("up"), carry.get("groups", self.warm_groups))
         if s.carry_noise:
             carry.update(eps=eps, t=t)
         target = target[:, self.free]
