@@ -8,6 +8,7 @@ human-readable messages, none when in step. `update_readme` rewrites README's ta
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import fields
@@ -23,7 +24,8 @@ BEGIN, END = "<!-- params:begin -->", "<!-- params:end -->"
 
 
 def same(expected: Any, got: Any, exact_type: bool = False) -> bool:
-    """`got` equals `expected`: numbers numerically (`10` == 10.0, also written as text, unless `exact_type`),
+    """`got` equals `expected`: numbers numerically (`10` == 10.0, also written as text, unless `exact_type`; NaN
+    equals NaN, the mark of an unknown),
     booleans only as booleans, lists element by element."""
     if isinstance(expected, (list, tuple)):
         return (isinstance(got, (list, tuple)) and len(got) == len(expected)
@@ -32,9 +34,9 @@ def same(expected: Any, got: Any, exact_type: bool = False) -> bool:
         return got is expected
     if isinstance(expected, (int, float)):
         if exact_type:
-            return type(got) is type(expected) and got == expected
+            return type(got) is type(expected) and (got == expected or math.isnan(got) and math.isnan(expected))
         try:
-            return float(got) == float(expected)
+            return float(got) == float(expected) or math.isnan(float(got)) and math.isnan(float(expected))
         except (TypeError, ValueError):
             return False
     return type(got) is type(expected) and got == expected

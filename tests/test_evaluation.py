@@ -639,7 +639,7 @@ def test_eval_on_keypoints_a_user_brings(tmp_path, capsys):
     conf = np.ones(points.shape[:2])
     conf[8:, fmt.index("spine")] = 0.0  # the second clip's skeleton has no spine keypoint
     np.savez(tmp_path / "mine.npz", keypoints=points, clip=np.repeat(["walk", "wave"], 8), confidence=conf,
-             up=[0.0, 1.0, 0.0])
+             up=[0.0, 1.0, 0.0], floor=-1.3)
     args = ["eval", "--prior", str(tmp_path / "prior.pt"), "--keypoints", str(tmp_path / "mine.npz"), "--format", "h36m17",
             "--frames", "8",
             "--methods", "no_prior,few_step", "--corruptions", "cam_noise_2cm,cam_occl_legs", "--quiet",
@@ -648,6 +648,7 @@ def test_eval_on_keypoints_a_user_brings(tmp_path, capsys):
     result = json.loads((tmp_path / "out" / "results.json").read_text())
     assert [c["name"] for c in result["clips"]] == ["walk@0", "wave@0"]
     assert [c["up"] for c in result["clips"]] == [[0.0, 1.0, 0.0]] * 2  # told to the prior
+    assert [c["floor"] for c in result["clips"]] == [-1.3] * 2  # and to the pelvis-tilt pull
     assert {c["format"] for c in result["corruptions"]} == {"h36m17"}
     rows = {(r["corruption"], r["method"]): r for r in result["results"]}
     assert rows[("cam_occl_legs", "few_step")]["metrics"]["frames"] == 16
@@ -665,11 +666,15 @@ def test_eval_on_keypoints_a_user_brings(tmp_path, capsys):
     assert main(["eval", "--prior", str(tmp_path / "prior.pt"), "--keypoints", str(tmp_path / "bad_up.npz"), "--format",
                  "h36m17", "--out", str(tmp_path / "o3")]) == 2
     assert "'up' must be one direction" in capsys.readouterr().err
-    settings = args + ["--set", "pelvis_tilt_weight=300", "--set", "steps=2"]
+    np.savez(tmp_path / "bad_floor.npz", keypoints=points, floor=0.0)
+    assert main(["eval", "--prior", str(tmp_path / "prior.pt"), "--keypoints", str(tmp_path / "bad_floor.npz"),
+                 "--format", "h36m17", "--out", str(tmp_path / "o5")]) == 2
+    assert "'floor' must be one finite height" in capsys.readouterr().err
+    settings = args + ["--set", "pelvis_tilt_weight=0", "--set", "steps=2"]
     settings[settings.index("--out") + 1] = str(tmp_path / "o4")
     assert main(settings) == 0  # refiner settings for every refining method
     changed = json.loads((tmp_path / "o4" / "results.json").read_text())
-    assert changed["settings"] == {"pelvis_tilt_weight": 300, "steps": 2}
+    assert changed["settings"] == {"pelvis_tilt_weight": 0, "steps": 2}
     before = {(r["corruption"], r["method"]): r["metrics"]["mpjpe_all"] for r in result["results"]}
     after = {(r["corruption"], r["method"]): r["metrics"]["mpjpe_all"] for r in changed["results"]}
     assert after[("cam_noise_2cm", "few_step")] != before[("cam_noise_2cm", "few_step")]  # the refiner ran with them

@@ -4,6 +4,7 @@ Every case here made the core publish NaN or 1e22 m bodies, or stall tracked peo
 bounded cycles (issue 15). The core runs on a tiny untrained prior: what is tested is bookkeeping, not accuracy.
 """
 
+import math
 import time
 
 import numpy as np
@@ -343,6 +344,29 @@ def test_up_vector_is_checked_and_optical_frames_have_no_up(prior, monkeypatch):
         drain(c)
         snap = c.stats.snapshot()
         assert snap["torso_up_count"] == 1 and (snap["torso_up_median"] > 0.9) == upright
+
+
+def test_floor_height_reaches_the_solver_where_the_up_direction_is_known(prior, monkeypatch):
+    """`floor_height` (NaN: unknown) is the floor of every input frame with an up direction; an optical frame has
+    neither; an infinite one is refused."""
+    spec = BY_NAME["floor_height"]
+    assert check_value(spec, 0.0) is None and check_value(spec, float("nan")) is None
+    assert "finite height" in check_value(spec, float("inf"))
+    seen = []
+    original = core.FewStepRefiner.__call__
+
+    def spy(self, obs, init=None):
+        seen.append(None if obs.floor is None else obs.floor.tolist())
+        return original(self, obs, init)
+
+    monkeypatch.setattr(core.FewStepRefiner, "__call__", spy)
+    pts = keypoints(4)
+    for frame_id, floor, expected in (("base_link", 0.0, 0.0), ("base_link", -1.2, -1.2), ("base_link", math.nan, None),
+                                      ("camera_color_optical_frame", 0.0, None)):
+        c = make_core(prior, floor_height=floor)
+        c.submit(frame([core.PersonInput("U", pts, np.ones(K))], 1.0, frame_id))
+        assert_sane(drain(c), pts)
+        assert seen[-1][0] == pytest.approx(expected) if expected is not None else math.isnan(seen[-1][0])
 
 
 def test_the_library_ignores_missing_keypoints_whatever_they_hold(prior):

@@ -465,8 +465,8 @@ def test_a_hidden_pelvis_is_tilted_as_in_the_training_data():
     up, mean_up = torch.tensor([0.0, 1.0, 0.0]), mean[SLICES["gravity"]] / mean[SLICES["gravity"]].norm()
 
     def tilt_off_mean(weight: float, conf: torch.Tensor, known: bool = True, start: torch.Tensor = pose) -> float:
-        refiner = FewStepRefiner(prior, fmt, RefineSettings(pelvis_tilt_weight=weight, prior_weight=0.0, calibrate_shape=False,
-                                                            calibrate_offsets=False))
+        refiner = FewStepRefiner(prior, fmt, RefineSettings(pelvis_tilt_weight=weight, pelvis_tilt_min_height=0.0, prior_weight=0.0,
+                                                            calibrate_shape=False, calibrate_offsets=False))
         kp = fmt.from_posed(ForwardKinematics()(start, torch.zeros(1, 3))).float()
         state = BodyState(start.clone(), torch.zeros(1, 3))
         for _ in range(5):  # a few frames: the hold of the last frame's pose gives way
@@ -487,3 +487,53 @@ def test_a_hidden_pelvis_is_tilted_as_in_the_training_data():
     lying = torch.zeros(1, 55, 3)
     lying[0, 0, 0] = 1.5  # lying on the back: the trunk across the up direction, nothing to pull towards standing
     assert tilt_off_mean(300.0, legs, start=lying) == pytest.approx(tilt_off_mean(0.0, legs, start=lying), abs=1e-6)
+
+
+def test_the_pelvis_tilt_pull_needs_a_standing_height_above_a_known_floor():
+    """`pelvis_tilt_min_height`: the pull acts on a pelvis at a standing height above the floor, not on one as low as
+    a seated or kneeling person's (an upright trunk over a pelvis tilted nothing like a standing one's), and not at
+    all where the floor (or the up direction) is unknown."""
+    mean = torch.zeros(DIM)
+    mean[SLICES["gravity"]] = torch.tensor([0.0, 0.98, 0.2])
+    prior = PosePrior(ScoreNet(hidden=64, blocks=1, time_dim=32, groups=8, dropout=0.0), SubVPSDE(),
+                      Normalizer(mean, torch.full((DIM,), 0.3))).eval()
+    fmt, names = get_format("h36m17"), smplx_neutral().names
+    pose = torch.zeros(1, 55, 3)
+    pose[0, 0, 0] = 0.4  # the pelvis tilted forward under an upright trunk
+    pose[0, names.index("spine1"), 0] = -0.4
+    pose[0, names.index("left_hip"), 0] = pose[0, names.index("right_hip"), 0] = -0.4
+    legs = torch.ones(1, fmt.num_keypoints)
+    for side in ("left", "right"):
+        for part in ("knee", "ankle"):
+            legs[0, fmt.keypoint_names.index(f"{side}_{part}")] = 0.0
+    up = torch.tensor([0.0, 1.0, 0.0])
+    posed = ForwardKinematics()(pose, torch.zeros(1, 3))
+    feet = posed.joints[0, [names.index("left_foot"), names.index("right_foot")], 1].min()
+    standing_floor = float(feet) - 0.03  # the soles, a little below the foot joints
+
+    def tilt(floor: float | None, min_height: float = 0.8) -> float:
+        refiner = FewStepRefiner(prior, fmt, RefineSettings(pelvis_tilt_weight=300.0, pelvis_tilt_min_height=min_height,
+                                                            prior_weight=0.0, calibrate_shape=False, calibrate_offsets=False))
+        kp = fmt.from_posed(posed).float()
+        state = BodyState(pose.clone(), torch.zeros(1, 3))
+        for _ in range(5):
+            state = refiner(Observation(kp, legs, fmt, up, None if floor is None else torch.tensor(floor)), state).select(0)
+        return float(state.pose[0, 0, 0])
+
+    held = tilt(None, min_height=0.0)  # the pull without a gate
+    unpulled = tilt(None)  # the floor unknown: no pull
+    assert held < 0.25 < 0.35 < unpulled
+    assert tilt(standing_floor) == pytest.approx(held, abs=0.02)  # standing on the floor: pulled
+    low = float(posed.joints[0, 0, 1]) - 0.5  # the pelvis 0.5 m above the floor: seated or kneeling
+    assert tilt(low) == pytest.approx(unpulled, abs=1e-6)
+    assert tilt(float("nan")) == pytest.approx(unpulled, abs=1e-6)
+
+
+def test_an_observation_knows_the_floor_only_where_it_knows_up():
+    fmt = get_format("h36m17")
+    kp, conf = torch.zeros(2, fmt.num_keypoints, 3), torch.ones(2, fmt.num_keypoints)
+    obs = Observation(kp, conf, fmt, torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 0.0]]), torch.tensor(0.1))
+    assert obs.floor is not None and obs.floor[0] == pytest.approx(0.1) and torch.isnan(obs.floor[1])
+    assert torch.isnan(Observation(kp, conf, fmt, None, torch.tensor(0.1)).floor).all()
+    with pytest.raises(ValueError, match="floor must be finite"):
+        Observation(kp, conf, fmt, torch.tensor([0.0, 0.0, 1.0]), torch.tensor(float("inf")))

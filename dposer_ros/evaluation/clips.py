@@ -39,6 +39,7 @@ class Clip:
     transl: torch.Tensor  # (T, 3)
     part_mask: torch.Tensor  # (T, 4) bool: body, left hand, right hand, face have truth
     up: tuple[float, float, float] | None = WORLD_UP  # the up direction of the clip's frame (None: unknown)
+    floor: float | None = None  # the floor's height along `up` (None: unknown)
 
     def __len__(self) -> int:
         return self.pose.shape[0]
@@ -50,7 +51,7 @@ class Clip:
 
     def describe(self) -> dict:
         return {"name": self.name, "kind": self.kind, "source": self.source, "take": self.take, "start": self.start,
-                "frames": len(self), "up": self.up}
+                "frames": len(self), "up": self.up, "floor": self.floor}
 
     def keypoint_truth(self, fmt: KeypointFormat, fk: ForwardKinematics | None = None) -> torch.Tensor:
         """(T, K, 3) keypoints of `fmt` read off the true body (this project's landmark tables)."""

@@ -43,13 +43,14 @@ class KeypointClip:
     truth: dict[str, torch.Tensor] = field(repr=False)  # format name -> (T, K, 3) metres, NaN where undefined
     kind: str = "body"
     up: tuple[float, float, float] | None = WORLD_UP  # the up direction of the clip's frame (None: unknown)
+    floor: float | None = None  # the floor's height along `up` (None: unknown)
 
     def __len__(self) -> int:
         return next(iter(self.truth.values())).shape[0]
 
     def describe(self) -> dict:
         return {"name": self.name, "kind": self.kind, "source": self.source, "take": self.take, "start": self.start,
-                "frames": len(self), "truth": "keypoints", "up": self.up}
+                "frames": len(self), "truth": "keypoints", "up": self.up, "floor": self.floor}
 
     def keypoint_truth(self, fmt: KeypointFormat, fk=None) -> torch.Tensor:
         if fmt.name not in self.truth:
@@ -185,8 +186,10 @@ def foreign_clips(mocap_dir: Path, count: int, frames: int, split: str = "test",
             window = {k: v[start : start + frames] for k, v in points.items()}
             if not all(np.isfinite(v).all() for v in window.values()):
                 continue
+            floor = _rig_points(specs[source], take).get("floor_m")  # the capture's ground, where it is known
             clips.append(KeypointClip(f"{take.take_id}@{start}", source, take.take_id, start,
-                                      {f.name: format_truth(window, f) for f in fmts}, kind))
+                                      {f.name: format_truth(window, f) for f in fmts}, kind,
+                                      floor=None if floor is None else float(floor)))
             bar.update(1)
     bar.close()
     if len(clips) < count:
@@ -198,7 +201,8 @@ def foreign_clips(mocap_dir: Path, count: int, frames: int, split: str = "test",
 def load_keypoint_clips(path: Path, fmt: KeypointFormat, frames: int | None = None) -> list[KeypointClip]:
     """Clips from a user's npz: `keypoints` (N, K, 3) metres in format `fmt`, `clip` (N,) clip ids (frames of a
     clip in order, 30 Hz), optional `confidence` (N, K): 0 marks a keypoint the truth does not define, optional
-    `up` (3,): the up direction of the keypoints' frame (against gravity; without it the prior is not told).
+    `up` (3,): the up direction of the keypoints' frame (against gravity; without it the prior is not told), optional
+    `floor` (): the floor's height along `up` in metres (the feet stand on it; without it, unknown).
     `frames` cuts each clip into pieces of at most that many frames."""
     path = Path(path)
     if not path.is_file():
@@ -211,6 +215,10 @@ def load_keypoint_clips(path: Path, fmt: KeypointFormat, frames: int | None = No
         ids = np.asarray(data["clip"]) if "clip" in data else np.zeros(len(points), dtype=np.int64)
         conf = np.asarray(data["confidence"], dtype=np.float64) if "confidence" in data else None
         up = np.asarray(data["up"], dtype=np.float64) if "up" in data else None
+        floor = np.asarray(data["floor"], dtype=np.float64) if "floor" in data else None
+    if floor is not None and (floor.shape != () or not np.isfinite(floor) or up is None):
+        raise ValueError(f"{path}: 'floor' must be one finite height (metres along 'up', which it needs), got "
+                         f"{floor.tolist()}{'' if up is not None else ' without up'}; leave it out when unknown")
     if up is not None and (up.shape != (3,) or not np.isfinite(up).all() or np.linalg.norm(up) < 1e-6):
         raise ValueError(f"{path}: 'up' must be one direction (3,) against gravity in the keypoints' frame, got "
                          f"{up.tolist()}; leave it out when unknown")
@@ -233,7 +241,8 @@ def load_keypoint_clips(path: Path, fmt: KeypointFormat, frames: int | None = No
         for s in range(0, len(rows) - step + 1 if frames else 1, step):
             piece = points[rows[s : s + step]]
             clips.append(KeypointClip(f"{cid}@{s}", path.stem, str(cid), s, {fmt.name: torch.from_numpy(piece)},
-                                      up=None if up is None else (float(up[0]), float(up[1]), float(up[2]))))
+                                      up=None if up is None else (float(up[0]), float(up[1]), float(up[2])),
+                                      floor=None if floor is None else float(floor)))
     if not clips:
         raise ValueError(f"{path}: no clip has {frames} frames")
     return clips

@@ -12,6 +12,7 @@ No rclpy here: the node (`refine_node.py`), the tests and the benchmarks share t
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import Counter, OrderedDict, deque
@@ -201,10 +202,11 @@ class Track:
 
 _SOLVER = RefineSettings()
 SOLVER_FIELDS = ("steps", "t_max", "t_min", "prior_weight", "hand_prior_weight", "sigma_cm", "temporal_weight", "hold_weight", "hold_decay",
-                 "weak_hold_weight", "hidden_prior_weight", "pelvis_tilt_weight", "calibrate_shape", "calibrate_offsets")
+                 "weak_hold_weight", "hidden_prior_weight", "pelvis_tilt_weight", "pelvis_tilt_min_height", "calibrate_shape",
+                 "calibrate_offsets")
 # node parameters of the core (tracks, checks, bounded work)
 CORE_FIELDS = ("person_timeout", "max_batch", "max_coordinate_m", "max_bone_ratio", "max_keypoint_spread_m",
-               "max_people", "max_points", "latency_budget_ms", "up_vector")
+               "max_people", "max_points", "latency_budget_ms", "up_vector", "floor_height")
 TORSO_TOP = smplx_neutral().index("neck")  # the torso direction: pelvis -> neck
 OPTICAL_SUFFIXES = ("_optical_frame", "_optical")  # REP 103 camera optical frames: z forward, y down, up unknown
 # a cycle (solver, then building and publishing its answers) may fill this share of the frame interval of its
@@ -229,6 +231,7 @@ class CoreSettings:
     weak_hold_weight: float = _SOLVER.weak_hold_weight
     hidden_prior_weight: float = _SOLVER.hidden_prior_weight
     pelvis_tilt_weight: float = _SOLVER.pelvis_tilt_weight
+    pelvis_tilt_min_height: float = _SOLVER.pelvis_tilt_min_height
     calibrate_shape: bool = _SOLVER.calibrate_shape
     calibrate_offsets: bool = _SOLVER.calibrate_offsets
     person_timeout: float = 1.0
@@ -240,12 +243,17 @@ class CoreSettings:
     max_points: int = 512  # keypoints per person; more are rejected (too_many_points)
     latency_budget_ms: float = 100.0  # arrival to answer; under load fewer prior steps (down to 1); 0: off
     up_vector: tuple[float, ...] = (0.0, 0.0, 1.0)  # the input frames' up direction (REP 103: z); zero: unknown
+    floor_height: float = math.nan  # the floor's height along up_vector in the input frames (metres); NaN: unknown
 
     def up_of(self, frame_id: str) -> np.ndarray:
         """The up direction of an input frame for the prior; zero (unknown) for a camera optical frame."""
         if frame_id.endswith(OPTICAL_SUFFIXES):
             return np.zeros(3)
         return np.asarray(self.up_vector, dtype=np.float64)
+
+    def floor_of(self, frame_id: str) -> float:
+        """The floor's height along the up direction of an input frame; NaN (unknown) where the up direction is."""
+        return self.floor_height if self.up_of(frame_id).any() else math.nan
 
     def refine_settings(self) -> RefineSettings:
         return RefineSettings(**{f: getattr(self, f) for f in SOLVER_FIELDS})
@@ -686,7 +694,8 @@ class RefineCore:
         points = torch.from_numpy(np.stack([p.person.points for p in chunk]).astype(np.float32))
         conf_np = np.stack([p.person.confidences for p in chunk]).astype(np.float32)
         up = torch.from_numpy(np.stack([self.settings.up_of(p.frame.frame_id) for p in chunk]).astype(np.float32))
-        obs = Observation(points, torch.from_numpy(conf_np.copy()), fmt, up)
+        floor = torch.tensor([self.settings.floor_of(p.frame.frame_id) for p in chunk], dtype=torch.float32)
+        obs = Observation(points, torch.from_numpy(conf_np.copy()), fmt, up, floor)
         t0 = time.perf_counter()
         try:
             refined = refiner(obs, init)

@@ -89,9 +89,14 @@ def build_parameters(solver: RefineSettings = RefineSettings()) -> tuple[ParamSp
                   range=(0.0, 1.0e3)),
         ParamSpec("pelvis_tilt_weight", solver.pelvis_tilt_weight,
                   "While no keypoint below the hips is seen and up_vector is known, pull of the pelvis's tilt "
-                  "towards the training data's mean (per rad^2; 0: off). For people who stand or walk: 300 (hidden "
-                  "legs 8 % better on validation); it harms people lying, sitting or kneeling on the floor.",
+                  "towards the training data's mean (per rad^2; 0: off), for people who stand or walk: their hip "
+                  "keypoints barely say how the pelvis is tilted, and hidden legs come out flexed under it.",
                   range=(0.0, 1.0e4)),
+        ParamSpec("pelvis_tilt_min_height", solver.pelvis_tilt_min_height,
+                  "The pelvis-tilt pull acts only while the pelvis is at least this share of the person's standing "
+                  "pelvis height above the floor (floor_height): someone sitting, kneeling or lying is not tilted as "
+                  "a standing person. With the floor unknown there is no pull. 0: no height gate (the pull then "
+                  "harms people on the floor).", range=(0.0, 2.0)),
         ParamSpec("calibrate_shape", solver.calibrate_shape,
                   "Estimate each track's body shape (10 SMPL-X betas, published in SmplxPose.betas) from its keypoints "
                   "in its first second, then hold it. Off: everyone is the mean SMPL-X body."),
@@ -119,6 +124,10 @@ def build_parameters(solver: RefineSettings = RefineSettings()) -> tuple[ParamSp
                   "standing from sitting when the legs are hidden. REP 103 body and world frames: [0, 0, 1]. "
                   "[0, 0, 0]: unknown (the prior is not told). Frames named *_optical_frame (camera optical frames, "
                   "z forward) count as unknown.", constraints="3 finite numbers"),
+        ParamSpec("floor_height", node.floor_height,
+                  "Height of the floor along up_vector in the input frames (metres; a REP 103 base_footprint or "
+                  "map frame: 0). NaN: unknown. The pelvis-tilt pull needs it to tell a standing person from "
+                  "one sitting, kneeling or lying on the floor.", constraints="a finite height, or NaN: unknown"),
         ParamSpec("hri_output", True,
                   "Publish REP 155 bodies: /humans/bodies/tracked, TF frames body_<id> and <joint>_<id> on /tf, "
                   "/humans/bodies/<id>/joint_states and the body's URDF on /humans/bodies/<id>/urdf.",
@@ -180,6 +189,8 @@ def check_value(spec: ParamSpec, value: Any) -> str | None:
         return f"{spec.name} must be one of {', '.join(spec.choices)}, got {value!r}"
     if spec.range is not None and not (spec.range[0] <= value <= spec.range[1]):
         return f"{spec.name} must lie in [{spec.range[0]}, {spec.range[1]}], got {value!r}"
+    if spec.name == "floor_height" and math.isinf(value):
+        return f"floor_height must be a finite height in metres (NaN: unknown), got {value!r}"
     if spec.name == "up_vector" and (len(value) != 3 or not all(math.isfinite(v) for v in value)):
         return f"up_vector needs 3 finite numbers (the input frame's up direction; [0, 0, 0]: unknown), got {list(value)}"
     if spec.name == "output_transform":

@@ -103,11 +103,15 @@ class RefineSettings:
     calibration_prior_weight: float = 0.0  # the prior's pull on seen joints while offsets calibrate (shape_frames)
     offset_prior_frames: float = 10.0  # a zero-offset prior worth this many frames of evidence
     max_offset_cm: float = 6.0  # bound of a calibrated keypoint offset
-    pelvis_tilt_weight: float = 0.0  # where the up direction is known, the torso seen and no keypoint below either
+    pelvis_tilt_weight: float = 300.0  # where the up direction is known, the torso seen and no keypoint below either
     # hip, the pelvis's tilt is pulled towards the training data's mean (the prior's mean gravity condition), per radian^2: the
     # trunk's lean then goes to the spine instead of tilting the pelvis (and flexing the hidden legs under it)
     pelvis_tilt_max_lean_deg: float = 60.0  # ... at full strength for an upright trunk (pelvis -> neck along up), fading
     # to none at this lean: someone lying or bending down to the floor is not tilted as the data's standing people
+    pelvis_tilt_min_height: float = 0.8  # ... and only for a pelvis at least this share of the person's standing
+    # pelvis height (rest pose, calibrated shape) above a known floor (Observation.floor), fading in over the 0.1 below:
+    # someone sitting, kneeling or lying has an upright trunk over a pelvis tilted nothing like a standing one's. Where
+    # the floor is unknown: no pull
 
     def __post_init__(self) -> None:
         if self.rest_target not in ("zero", "mean"):
@@ -244,6 +248,7 @@ class FewStepRefiner:
         # direction in the pelvis frame on average over the training data (zero for a prior without gravity)
         self.hips = [FREE_JOINTS.index(names.index(n)) for n in ("left_hip", "right_hip")]
         self.neck = names.index("neck")
+        self.feet = [names.index(n) for n in ("left_foot", "right_foot")]
         mean_up = prior.mean.float()[SLICES["gravity"]]
         self.mean_up = mean_up / mean_up.norm() if mean_up.norm() > 0.5 else torch.zeros(3)
         body = torch.tensor([0 < j < 22 for j in FREE_JOINTS])
@@ -341,7 +346,7 @@ class FewStepRefiner:
             pulls = [_scaled(p, factor) for p in self.prior_pulls(roma.rotmat_to_rotvec(local), t, gen, carry)] if use_prior else []
             pulls.append(Pull(zero, self.rest_scale))
             if tilt is not None:
-                pulls.append(self._tilt_pull(local, transl, rest, cast(torch.Tensor, obs.up), tilt))
+                pulls.append(self._tilt_pull(local, transl, rest, cast(torch.Tensor, obs.up), tilt, obs.floor))
             if previous is not None and (s.temporal_weight > 0 or s.hold_weight > 0):
                 pulls.append(Pull(previous, hold))
             if weak is not None:
@@ -368,14 +373,17 @@ class FewStepRefiner:
         the keypoints' to place: no pull."""
         if self.settings.pelvis_tilt_weight <= 0 or obs.up is None or not bool(self.mean_up.any()):
             return None
+        if self.settings.pelvis_tilt_min_height > 0 and (obs.floor is None or bool(obs.floor.isnan().all())):
+            return None  # the gate needs the floor
         torso = ((obs.confidence > 0.1).float() @ self.torso) >= self.settings.min_part_points
         unseen = torso & ~by_data[:, self.hips].any(1) & (obs.up.norm(dim=-1) > 0)
         return unseen if bool(unseen.any()) else None
 
     def _tilt_pull(self, local: torch.Tensor, transl: torch.Tensor, rest: torch.Tensor, up: torch.Tensor,
-                   people: torch.Tensor) -> Pull:
+                   people: torch.Tensor, floor: torch.Tensor | None = None) -> Pull:
         """A pull of the root towards its rotation with the pelvis tilted as on average (`mean_up`), heading kept,
-        at a strength that fades as the trunk leans (`pelvis_tilt_max_lean_deg`):
+        at a strength that fades as the trunk leans (`pelvis_tilt_max_lean_deg`) and, with `pelvis_tilt_min_height`,
+        as the pelvis comes down to the `floor` (B,) (NaN: unknown):
         R* = R Rot(m -> u) = R exp(swing) with u = R^T up the current up direction in the pelvis frame and m the
         mean's; the target is theta + J_r^-1(theta) swing (theta the root's axis-angle: no wrap-around near pi)."""
         u = (local[:, 0].transpose(-1, -2) @ up[..., None])[..., 0]
@@ -391,6 +399,12 @@ class FewStepRefiner:
         lean_cos = (trunk * up).sum(-1) / trunk.norm(dim=-1).clamp(min=1e-9)
         limit = math.cos(math.radians(self.settings.pelvis_tilt_max_lean_deg))
         upright = ((lean_cos - limit) / (1.0 - limit)).clamp(0.0, 1.0)
+        if self.settings.pelvis_tilt_min_height > 0:  # standing: the pelvis as high above the floor as a standing one's
+            floor = torch.full_like(lean_cos, float("nan")) if floor is None else floor
+            standing = rest[:, 0, 1] - rest[:, self.feet, 1].min(1).values  # SMPL-X's rest pose is Y up
+            share = ((joints[:, 0] * up).sum(-1) - floor) / standing
+            ramp = ((share - self.settings.pelvis_tilt_min_height) / 0.1 + 1.0).clamp(0.0, 1.0)
+            upright = upright * torch.nan_to_num(ramp, nan=0.0)
         scale = torch.zeros(local.shape[0], len(FREE_JOINTS), 1)
         scale[:, 0] = (people * upright * self.settings.pelvis_tilt_weight).sqrt()[:, None]
         return Pull(target, scale)
@@ -419,7 +433,8 @@ class FewStepRefiner:
             pose = roma.rotmat_to_rotvec(local)
             pulls = [_scaled(p, factor) for p in self.prior_pulls(pose, t, gen, carry)] + [Pull(zero, self.rest_scale)]
             if tilt is not None:
-                pulls.append(self._tilt_pull(local, transl, rest, cast(torch.Tensor, tilt_up), rep(tilt)))
+                pulls.append(self._tilt_pull(local, transl, rest, cast(torch.Tensor, tilt_up), rep(tilt),
+                                             None if obs.floor is None else rep(obs.floor)))
             local, transl = gauss_newton_step(self.fk, self.points, local, transl, points, conf, pulls, s.damping,
                                               s.sigma_cm, rest_joints=rest, offsets=offsets)
         if n == 1:

@@ -14,12 +14,14 @@ from ..keypoints import KeypointFormat
 @dataclass
 class Observation:
     """Keypoints of B people in one format (metres, any right-handed frame; the result stays in that frame), and
-    where known the up direction of that frame (against gravity), which tells the prior how the body stands."""
+    where known the up direction of that frame (against gravity), which tells the prior how the body stands, and the
+    floor's height along it (the plane up . x = floor, where the feet stand: `solvers.floor`)."""
 
     points: torch.Tensor  # (B, K, 3)
     confidence: torch.Tensor  # (B, K) in [0, 1]; 0 = not observed
     format: KeypointFormat
     up: torch.Tensor | None = None  # (B, 3) or (3,) direction (normalised here); None or a zero row: unknown
+    floor: torch.Tensor | None = None  # (B,) or () metres along the unit up; None or NaN: unknown (so where up is)
 
     def __post_init__(self) -> None:
         k = self.format.num_keypoints
@@ -39,6 +41,15 @@ class Observation:
             if not torch.isfinite(up).all():
                 raise ValueError(f"up must be finite directions (a zero row: unknown), got {up.tolist()}")
             self.up = up / norm.clamp(min=1e-12)
+        if self.floor is not None:
+            floor = torch.as_tensor(self.floor, dtype=torch.float32).expand(self.points.shape[0]).clone()
+            if torch.isinf(floor).any():
+                raise ValueError(f"floor must be finite heights (NaN: unknown), got {floor.tolist()}")
+            if self.up is None:
+                floor[:] = float("nan")
+            else:
+                floor[self.up.norm(dim=-1) == 0] = float("nan")
+            self.floor = floor
         self.confidence = conf * usable * torch.tensor(self.format.weights, dtype=torch.float32)
 
 
