@@ -337,16 +337,14 @@ class FewStepRefiner:
         evals = 0
         if init is None and use_prior and s.cold_prior_steps > 0:
             local, transl = self._cold_prior(obs, local, transl, factor, rest, calib.offsets, by_data, up, gen,
-                                             self._tilt_unseen(obs, by_data))
+                                             self._tilt_strength(obs, by_data, local, transl, rest))
             evals += s.cold_prior_steps * s.cold_samples
         zero = self.rest_target.expand(batch, -1, -1)
         use_prior = use_prior and bool(carry["groups"])
-        tilt = self._tilt_unseen(obs, by_data)
+        tilt = self._tilt_strength(obs, by_data, local, transl, rest)  # once a frame: it changes little within one
         for t in schedule:
             pulls = [_scaled(p, factor) for p in self.prior_pulls(roma.rotmat_to_rotvec(local), t, gen, carry)] if use_prior else []
-            pulls.append(Pull(zero, self.rest_scale))
-            if tilt is not None:
-                pulls.append(self._tilt_pull(local, transl, rest, cast(torch.Tensor, obs.up), tilt, obs.floor))
+            pulls.append(self._rest_pull(zero, local, obs.up, tilt))
             if previous is not None and (s.temporal_weight > 0 or s.hold_weight > 0):
                 pulls.append(Pull(previous, hold))
             if weak is not None:
@@ -367,25 +365,50 @@ class FewStepRefiner:
 
     evals_per_step = 1
 
-    def _tilt_unseen(self, obs: Observation, by_data: torch.Tensor) -> torch.Tensor | None:
-        """(B,) bool: people whose pelvis tilt the pull holds (the up direction known, the torso seen and no
-        confident keypoint below either hip); None where no one's is. Without a seen torso (hands alone) the root is
-        the keypoints' to place: no pull."""
-        if self.settings.pelvis_tilt_weight <= 0 or obs.up is None or not bool(self.mean_up.any()):
+    def _tilt_strength(self, obs: Observation, by_data: torch.Tensor, local: torch.Tensor, transl: torch.Tensor,
+                       rest: torch.Tensor) -> torch.Tensor | None:
+        """(B,) strength of the pull on each person's pelvis tilt this frame (per radian^2), from the pose the frame
+        starts at; None where no one's is pulled. The pull needs the up direction, a seen torso (hands alone: the
+        root is the keypoints' to place) and no confident keypoint below either hip; it fades as the trunk leans
+        (`pelvis_tilt_max_lean_deg`) and, with `pelvis_tilt_min_height`, as the pelvis comes down from a standing
+        height above the floor (unknown floor: none)."""
+        s = self.settings
+        if s.pelvis_tilt_weight <= 0 or obs.up is None or not bool(self.mean_up.any()):
             return None
-        if self.settings.pelvis_tilt_min_height > 0 and (obs.floor is None or bool(obs.floor.isnan().all())):
+        if s.pelvis_tilt_min_height > 0 and (obs.floor is None or bool(obs.floor.isnan().all())):
             return None  # the gate needs the floor
-        torso = ((obs.confidence > 0.1).float() @ self.torso) >= self.settings.min_part_points
+        torso = ((obs.confidence > 0.1).float() @ self.torso) >= s.min_part_points
         unseen = torso & ~by_data[:, self.hips].any(1) & (obs.up.norm(dim=-1) > 0)
-        return unseen if bool(unseen.any()) else None
+        if not bool(unseen.any()):
+            return None
+        joints = self.fk.from_rotmat(local, transl, rest).joints
+        trunk = joints[:, self.neck] - joints[:, 0]
+        lean_cos = (trunk * obs.up).sum(-1) / trunk.norm(dim=-1).clamp(min=1e-9)
+        limit = math.cos(math.radians(s.pelvis_tilt_max_lean_deg))
+        strength = unseen * ((lean_cos - limit) / (1.0 - limit)).clamp(0.0, 1.0) * s.pelvis_tilt_weight
+        if s.pelvis_tilt_min_height > 0:  # standing: the pelvis as high above the floor as a standing one's
+            floor = cast(torch.Tensor, obs.floor)
+            standing = rest[:, 0, 1] - rest[:, self.feet, 1].min(1).values  # SMPL-X's rest pose is Y up
+            share = ((joints[:, 0] * obs.up).sum(-1) - floor) / standing
+            strength = strength * torch.nan_to_num(((share - s.pelvis_tilt_min_height) / 0.1 + 1.0).clamp(0.0, 1.0), nan=0.0)
+        return strength if bool((strength > 0).any()) else None
 
-    def _tilt_pull(self, local: torch.Tensor, transl: torch.Tensor, rest: torch.Tensor, up: torch.Tensor,
-                   people: torch.Tensor, floor: torch.Tensor | None = None) -> Pull:
-        """A pull of the root towards its rotation with the pelvis tilted as on average (`mean_up`), heading kept,
-        at a strength that fades as the trunk leans (`pelvis_tilt_max_lean_deg`) and, with `pelvis_tilt_min_height`,
-        as the pelvis comes down to the `floor` (B,) (NaN: unknown):
-        R* = R Rot(m -> u) = R exp(swing) with u = R^T up the current up direction in the pelvis frame and m the
-        mean's; the target is theta + J_r^-1(theta) swing (theta the root's axis-angle: no wrap-around near pi)."""
+    def _rest_pull(self, zero: torch.Tensor, local: torch.Tensor, up: torch.Tensor | None,
+                   tilt: torch.Tensor | None) -> Pull:
+        """The rest pull (`zero` (B, F, 3) its target), with the root, which it does not pull, pulled to its tilted
+        rotation where `tilt` (B,) gives a strength: one pull term, the same sum as two."""
+        if tilt is None:
+            return Pull(zero, self.rest_scale)
+        pull = self._tilt_pull(local, cast(torch.Tensor, up), tilt)
+        root = torch.arange(len(FREE_JOINTS)) == 0  # the rest pull's root scale is zero: no overlap
+        scale = torch.where(root[:, None], cast(torch.Tensor, pull.scale), self.rest_scale)
+        return Pull(torch.where(root[:, None], pull.target, zero), scale)
+
+    def _tilt_pull(self, local: torch.Tensor, up: torch.Tensor, strength: torch.Tensor) -> Pull:
+        """A pull of the root towards its rotation with the pelvis tilted as on average (`mean_up`), heading kept, at
+        `strength` (B,): R* = R Rot(m -> u) = R exp(swing) with u = R^T up the current up direction in the pelvis
+        frame and m the mean's; the target is theta + J_r^-1(theta) swing (theta the root's axis-angle: no
+        wrap-around near pi)."""
         u = (local[:, 0].transpose(-1, -2) @ up[..., None])[..., 0]
         m = self.mean_up.expand_as(u)
         axis = torch.linalg.cross(m, u, dim=-1)
@@ -394,19 +417,8 @@ class FewStepRefiner:
         theta = roma.rotmat_to_rotvec(local[:, 0])
         target = torch.zeros(local.shape[0], len(FREE_JOINTS), 3)
         target[:, 0] = theta + (inverse_right_jacobian(theta) @ swing[..., None])[..., 0]
-        joints = self.fk.from_rotmat(local, transl, rest).joints
-        trunk = joints[:, self.neck] - joints[:, 0]
-        lean_cos = (trunk * up).sum(-1) / trunk.norm(dim=-1).clamp(min=1e-9)
-        limit = math.cos(math.radians(self.settings.pelvis_tilt_max_lean_deg))
-        upright = ((lean_cos - limit) / (1.0 - limit)).clamp(0.0, 1.0)
-        if self.settings.pelvis_tilt_min_height > 0:  # standing: the pelvis as high above the floor as a standing one's
-            floor = torch.full_like(lean_cos, float("nan")) if floor is None else floor
-            standing = rest[:, 0, 1] - rest[:, self.feet, 1].min(1).values  # SMPL-X's rest pose is Y up
-            share = ((joints[:, 0] * up).sum(-1) - floor) / standing
-            ramp = ((share - self.settings.pelvis_tilt_min_height) / 0.1 + 1.0).clamp(0.0, 1.0)
-            upright = upright * torch.nan_to_num(ramp, nan=0.0)
         scale = torch.zeros(local.shape[0], len(FREE_JOINTS), 1)
-        scale[:, 0] = (people * upright * self.settings.pelvis_tilt_weight).sqrt()[:, None]
+        scale[:, 0] = strength.sqrt()[:, None]
         return Pull(target, scale)
 
     def _pulled_groups(self, factor: torch.Tensor) -> tuple:
@@ -431,10 +443,8 @@ class FewStepRefiner:
             carry.update(eps=torch.randn(2 * local.shape[0], DIM, generator=gen), t=float("inf"))
         for t in TruncatedSchedule(s.cold_t_max, s.cold_t_min).timesteps(s.cold_prior_steps).tolist():
             pose = roma.rotmat_to_rotvec(local)
-            pulls = [_scaled(p, factor) for p in self.prior_pulls(pose, t, gen, carry)] + [Pull(zero, self.rest_scale)]
-            if tilt is not None:
-                pulls.append(self._tilt_pull(local, transl, rest, cast(torch.Tensor, tilt_up), rep(tilt),
-                                             None if obs.floor is None else rep(obs.floor)))
+            pulls = [_scaled(p, factor) for p in self.prior_pulls(pose, t, gen, carry)]
+            pulls.append(self._rest_pull(zero, local, tilt_up, None if tilt is None else rep(tilt)))
             local, transl = gauss_newton_step(self.fk, self.points, local, transl, points, conf, pulls, s.damping,
                                               s.sigma_cm, rest_joints=rest, offsets=offsets)
         if n == 1:
