@@ -38,6 +38,8 @@ PARAMETER_ARGUMENTS = {
     "sigma_cm": ("sigma_cm", float, "robust scale of keypoint residuals [cm], about the sensor's noise"),
     "person_timeout": ("person_timeout", float, "seconds before an unseen person's track is dropped"),
     "output_frame": ("output_frame", str, "output frame (empty: keep the input's frame_id)"),
+    "floor_height": ("floor_height", float, "the floor's height along up_vector in the input frames [m] (empty: "
+                     "unknown; it lets the refiner stand people with hidden legs upright)"),
     "publish_mesh": ("publish_mesh", bool, "publish the mannequin mesh markers (true/false)"),
 }
 
