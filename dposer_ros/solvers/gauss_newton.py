@@ -16,7 +16,6 @@ import torch
 
 from ..body.jacobian import AttachedPoints, skew
 from ..body.kinematics import ForwardKinematics, Posed
-from .floor import Floor, FloorContact
 from .linear import cholesky_solve_unrolled
 
 
@@ -89,11 +88,10 @@ def gauss_newton_step(
     rest_joints: torch.Tensor | None = None,
     offsets: torch.Tensor | None = None,
     exportable: bool = False,
-    floor: tuple[FloorContact, Floor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One step for a batch: local (B, J, 3, 3), transl (B, 3), target (B, K, 3) metres, weight (B, K);
     `rest_joints` (B, J, 3) the people's own rest joints (None: the mean shape), `offsets` (B, K, 3) their
-    keypoints' calibrated offsets (None: the format's), `floor` the ground the feet stand on (`solvers.floor`).
+    keypoints' calibrated offsets (None: the format's).
 
     A free joint that moves no point (a finger under a body format) meets the others only through pulls; unless a
     pull couples joints (`precision`), its update is solved on its own (a 3 x 3 system) and the joint system keeps
@@ -115,12 +113,6 @@ def gauss_newton_step(
         jac = jac[..., points.moved_columns]
     h = points.gram(jac, split)
     g = (r[:, None, :] @ jac).transpose(1, 2)  # a row times the matrix: BLAS's fast layout for a product with one column
-    if floor is not None:  # the feet's rows (joints no keypoint moves are left to their pulls)
-        floor_jac, floor_r = floor[0].rows(posed, floor[1])
-        if split:
-            floor_jac = floor_jac[..., points.moved_columns]
-        h = h + floor_jac.transpose(1, 2) @ floor_jac
-        g = g + floor_jac.transpose(1, 2) @ floor_r[..., None]
     # per-joint pull blocks (B, F, 3, 3) and gradients (B, F, 3) of the diagonal and weak pulls
     hb = torch.zeros_like(local[:, points.free])  # (B, F, 3, 3); shapes from tensors, not numbers: an exported
     gb = torch.zeros_like(local[:, points.free, 0])  # graph keeps its batch dynamic

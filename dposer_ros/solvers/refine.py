@@ -40,7 +40,6 @@ from ..prior.layout import DIFFUSED, DIM, PARTS, POSE_PARTS, SLICES, dim_mask, f
 from ..prior.schedule import TruncatedSchedule, UniformSchedule
 from ..prior.symmetric import MirrorSymmetric
 from .calibration import calibrate, empty_calibration
-from .floor import Floor, FloorContact
 from .gauss_newton import Pull, gauss_newton_step, inverse_right_jacobian
 from .types import BodyState, Observation, Refined
 
@@ -113,9 +112,6 @@ class RefineSettings:
     # pelvis height (rest pose, calibrated shape) above a known floor (Observation.floor), fading in over the 0.1 below:
     # someone sitting, kneeling or lying has an upright trunk over a pelvis tilted nothing like a standing one's. Where
     # the floor is unknown: no pull
-    floor_weight: float = 0.0  # where the floor is known (Observation.floor): a foot point below it, per cm^2 ...
-    contact_weight: float = 0.0  # ... and the lowest foot point above it, pulled down to it (solvers/floor.py)
-    ankle_clearance_cm: float = 7.6  # the mean SMPL-X body's ankle joint above its sole, standing
 
     def __post_init__(self) -> None:
         if self.rest_target not in ("zero", "mean"):
@@ -159,7 +155,7 @@ TORSO_JOINTS = ("pelvis", "left_hip", "right_hip", "spine1", "spine2", "spine3",
 
 def cold_start(fk, points: AttachedPoints, obs: Observation, rest_scale: torch.Tensor, s: RefineSettings,
                rest: torch.Tensor | None = None, offsets: torch.Tensor | None = None,
-               rest_target: torch.Tensor | None = None, floor: tuple[FloorContact, Floor] | None = None):
+               rest_target: torch.Tensor | None = None):
     """A new track: rigid (Kabsch) alignment of the rest pose to the keypoints, then data-only Gauss-Newton steps
     with a firm pull towards the rest pose and a wide robust scale. `rest` (B, 55, 3): the people's rest joints (None:
     the mean shape), `offsets` (B, K, 3) their keypoints' calibrated offsets. Returns local rotations, translation."""
@@ -178,7 +174,7 @@ def cold_start(fk, points: AttachedPoints, obs: Observation, rest_scale: torch.T
     zero = Pull(target.expand(batch, -1, -1), rest_scale * 10.0)
     for _ in range(s.cold_start_iters):
         local, transl = gauss_newton_step(fk, points, local, transl, obs.points, obs.confidence, [zero], s.damping,
-                                          s.sigma_cm * 4, rest_joints=rest, offsets=offsets, floor=floor)
+                                          s.sigma_cm * 4, rest_joints=rest, offsets=offsets)
     return local, transl
 
 
@@ -204,8 +200,6 @@ class FewStepRefiner:
         self.completion = completion  # a `prior.completion.Completion`: the target of hidden body joints
         self.fk = ForwardKinematics()
         self.points = AttachedPoints(self.fk, fmt.joints, fmt.offsets, FREE_JOINTS)
-        self.floor_contact = FloorContact(self.fk, FREE_JOINTS, settings.ankle_clearance_cm, settings.floor_weight,
-                                          settings.contact_weight)
         self.schedule = TruncatedSchedule(settings.t_max, settings.t_min) if settings.schedule == "truncated" else UniformSchedule()
         self.free = torch.tensor(FREE_JOINTS)
         # the root and body joints (the weak hold's threshold is for body bones; a finger's 2-3 cm bones are always below it)
@@ -295,10 +289,9 @@ class FewStepRefiner:
             calib = empty_calibration(batch, self.format.num_keypoints)
         betas = calib.betas.float()
         rest = shape_rest_joints(betas)
-        floor = self._floor(obs)
         if init is None:
             local, transl = cold_start(self.fk, self.points, obs, self.rest_scale, s, rest, calib.offsets,
-                                       self.rest_target, floor)
+                                       self.rest_target)
             previous = None
         else:
             local, transl = roma.rotvec_to_rotmat(init.pose.float()), init.transl.float().clone()
@@ -344,7 +337,7 @@ class FewStepRefiner:
         evals = 0
         if init is None and use_prior and s.cold_prior_steps > 0:
             local, transl = self._cold_prior(obs, local, transl, factor, rest, calib.offsets, by_data, up, gen,
-                                             self._tilt_strength(obs, by_data, local, transl, rest), floor)
+                                             self._tilt_strength(obs, by_data, local, transl, rest))
             evals += s.cold_prior_steps * s.cold_samples
         zero = self.rest_target.expand(batch, -1, -1)
         use_prior = use_prior and bool(carry["groups"])
@@ -357,8 +350,7 @@ class FewStepRefiner:
             if weak is not None:
                 pulls.append(weak)
             local, transl = gauss_newton_step(self.fk, self.points, local, transl, obs.points, obs.confidence,
-                                              pulls, s.damping, s.sigma_cm, rest_joints=rest, offsets=calib.offsets,
-                                              floor=floor)
+                                              pulls, s.damping, s.sigma_cm, rest_joints=rest, offsets=calib.offsets)
         evals += len(schedule) if use_prior else 0
         posed = self.fk.from_rotmat(local, transl, rest)
         # for the next frame: this one is answered with the shape and offsets it was solved with
@@ -434,13 +426,7 @@ class FewStepRefiner:
         pulled = ((factor[..., 0] > 0) & (self.prior_scale.abs().sum(-1) > 0)).any(0)  # (F,)
         return tuple(g for i, g in enumerate(self.warm_groups) if bool(pulled[self.group_member[:, i] > 0].any()))
 
-    def _floor(self, obs: Observation) -> tuple[FloorContact, Floor] | None:
-        """The floor term of this observation, where some person's floor is known and the term is on."""
-        if obs.floor is None or obs.up is None or not self.floor_contact.active or not torch.isfinite(obs.floor).any():
-            return None
-        return self.floor_contact, Floor(obs.up, obs.floor)
-
-    def _cold_prior(self, obs: Observation, local, transl, factor, rest, offsets, seen, up, gen, tilt, floor):
+    def _cold_prior(self, obs: Observation, local, transl, factor, rest, offsets, seen, up, gen, tilt):
         """A new track's prior phase: `cold_prior_steps` steps from t = `cold_t_max`, where the prior knows nothing
         of the pose, down to `cold_t_min`. With `cold_samples` > 1 each person is solved from that many noise draws
         at once and the answers are averaged: one deterministic path from the origin of the latent space lands on
@@ -451,8 +437,6 @@ class FewStepRefiner:
         local, transl, points, conf, factor, rest, offsets = map(rep, (local, transl, obs.points, obs.confidence,
                                                                       factor, rest, offsets))
         tilt_up = None if tilt is None else rep(cast(torch.Tensor, obs.up))
-        if floor is not None:
-            floor = (floor[0], Floor(rep(floor[1].up), rep(floor[1].height)))
         zero = self.rest_target.expand(local.shape[0], -1, -1)
         carry: dict = {"seen": rep(seen), "up": None if up is None else rep(up), "groups": PRIOR_GROUPS}
         if n > 1:
@@ -462,7 +446,7 @@ class FewStepRefiner:
             pulls = [_scaled(p, factor) for p in self.prior_pulls(pose, t, gen, carry)]
             pulls.append(self._rest_pull(zero, local, tilt_up, None if tilt is None else rep(tilt)))
             local, transl = gauss_newton_step(self.fk, self.points, local, transl, points, conf, pulls, s.damping,
-                                              s.sigma_cm, rest_joints=rest, offsets=offsets, floor=floor)
+                                              s.sigma_cm, rest_joints=rest, offsets=offsets)
         if n == 1:
             return local, transl
         mean = roma.rotmat_to_rotvec(local).reshape(-1, n, *local.shape[1:-2], 3).mean(1)
