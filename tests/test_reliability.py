@@ -369,6 +369,29 @@ def test_floor_height_reaches_the_solver_where_the_up_direction_is_known(prior, 
         assert seen[-1][0] == pytest.approx(expected) if expected is not None else math.isnan(seen[-1][0])
 
 
+def test_diagnostics_measure_how_far_seen_feet_stand_off_the_floor(prior):
+    """`floor_gap_median_m`: the lower foot of answers whose feet are seen, above floor_height (what /diagnostics
+    warns about when a wrong floor is set); answers with hidden feet, or without a floor, do not count."""
+    pts = keypoints(4)
+    ankles = [get_format(FORMAT).keypoint_names.index(n) for n in ("left_ankle", "right_ankle")]
+
+    def gap(floor: float, conf: np.ndarray = np.ones(K), frame_id: str = "world") -> tuple[float, int]:
+        c = make_core(prior, up_vector=(0.0, 1.0, 0.0), floor_height=floor)
+        c.submit(frame([core.PersonInput("U", pts, conf)], 1.0, frame_id))
+        drain(c)
+        snap = c.stats.snapshot()
+        return snap["floor_gap_median_m"], snap["floor_gap_count"]
+
+    height, count = gap(0.0)  # the bodies stand along y: their feet's height in the frame
+    assert count == 1 and -1.5 < height < -0.5
+    assert gap(height)[0] == pytest.approx(0.0, abs=1e-4)
+    assert gap(height - 1.0)[0] == pytest.approx(1.0, abs=1e-4)
+    hidden = np.ones(K)
+    hidden[ankles] = 0.0
+    assert gap(0.0, hidden)[1] == 0
+    assert gap(math.nan)[1] == 0 and gap(0.0, frame_id="camera_optical_frame")[1] == 0
+
+
 def test_the_library_ignores_missing_keypoints_whatever_they_hold(prior):
     """`FewStepRefiner` called directly: Inf at confidence 0 and a coordinate float32 cannot hold (1e39) are no
     observations (inf x 0 made NaN residuals); the answer is the one without them."""

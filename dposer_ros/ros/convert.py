@@ -188,6 +188,7 @@ def diagnostic_array(stamp, snap: dict, *, name: str, hardware_id: str, extra: d
         "refine_steps_mean": f"{snap.get('refine_steps_mean', float('nan')):.2f}",
         "degraded_fraction": f"{snap.get('degraded_fraction', 0.0):.3f}",
         "torso_up_median": f"{snap.get('torso_up_median', float('nan')):.2f}",
+        "floor_gap_median_m": f"{snap.get('floor_gap_median_m', float('nan')):.3f}",
     }
     for reason, count in sorted(snap["malformed"].items()):
         values[f"malformed.{reason}"] = str(count)

@@ -208,6 +208,8 @@ SOLVER_FIELDS = ("steps", "t_max", "t_min", "prior_weight", "hand_prior_weight",
 CORE_FIELDS = ("person_timeout", "max_batch", "max_coordinate_m", "max_bone_ratio", "max_keypoint_spread_m",
                "max_people", "max_points", "latency_budget_ms", "up_vector", "floor_height")
 TORSO_TOP = smplx_neutral().index("neck")  # the torso direction: pelvis -> neck
+FEET = [smplx_neutral().index(n) for n in ("left_foot", "right_foot")]  # the balls of the feet, a few cm above the sole
+FEET_KEYPOINT_JOINTS = [smplx_neutral().index(f"{side}_{part}") for side in ("left", "right") for part in ("ankle", "foot")]
 OPTICAL_SUFFIXES = ("_optical_frame", "_optical")  # REP 103 camera optical frames: z forward, y down, up unknown
 # a cycle (solver, then building and publishing its answers) may fill this share of the frame interval of its
 # fastest person under a latency budget: the rest absorbs the cycle's jitter and the executor's own work (measured,
@@ -283,9 +285,10 @@ class Stats:
         self._latency: deque[tuple[float, float]] = deque()
         self._refine: deque[tuple[float, float, int]] = deque()
         self._torso_up: deque[tuple[float, float]] = deque()  # cosine of the torso (pelvis -> neck) and up
+        self._floor_gap: deque[tuple[float, float]] = deque()  # seen feet's height above floor_height (metres)
 
     def _trim(self, now: float) -> None:
-        for q in (self._arrivals, self._latency, self._refine, self._steps, self._torso_up):
+        for q in (self._arrivals, self._latency, self._refine, self._steps, self._torso_up, self._floor_gap):
             while q and (q[0] if isinstance(q[0], float) else q[0][0]) < now - self.window_s:
                 q.popleft()
 
@@ -341,6 +344,12 @@ class Stats:
         with self._lock:
             self._torso_up.extend((now, float(c)) for c in cosines)
 
+    def floor_gap(self, heights: np.ndarray) -> None:
+        """Answered people's lower foot (SMPL-X foot joint) above their frame's floor, where their feet are seen."""
+        now = time.monotonic()
+        with self._lock:
+            self._floor_gap.extend((now, float(h)) for h in heights)
+
     def refined(self, ms: float, batch: int) -> None:
         with self._lock:
             self._refine.append((time.monotonic(), ms, batch))
@@ -375,6 +384,8 @@ class Stats:
                 "degraded_fraction": degraded,
                 "torso_up_median": float(np.median([c for _, c in self._torso_up])) if self._torso_up else float("nan"),
                 "torso_up_count": len(self._torso_up),
+                "floor_gap_median_m": float(np.median([h for _, h in self._floor_gap])) if self._floor_gap else float("nan"),
+                "floor_gap_count": len(self._floor_gap),
                 "malformed": dict(self.malformed),
                 "malformed_total": sum(self.malformed.values()),
             }
@@ -726,6 +737,11 @@ class RefineCore:
             cos = (torso * obs.up).sum(-1) / torso.norm(dim=-1).clamp(min=1e-6)
             known = (obs.up.norm(dim=-1) > 0).numpy() & healthy
             self.stats.torso_up(cos.numpy()[known])
+        if obs.floor is not None and obs.up is not None:  # is the floor right? Seen feet stand on it
+            feet_seen = confident[:, np.isin(fmt.joints, FEET_KEYPOINT_JOINTS)].any(1)
+            height = (refined.joints[:, FEET] * obs.up[:, None]).sum(-1).min(1).values - obs.floor
+            known = torch.isfinite(obs.floor).numpy() & feet_seen & healthy
+            self.stats.floor_gap(height.numpy()[known])
         out = []
         with self._lock:
             for i, p in enumerate(chunk):

@@ -70,6 +70,10 @@ NODE_NAME = "refine_node"
 # (pelvis -> neck) and up_vector is below this (about 73 degrees): a wrong up_vector for the input frame
 UP_CHECK_PEOPLE = 30
 UP_CHECK_COSINE = 0.3
+# the same for floor_height: WARN when the seen feet of this many answers stand, in the median, this far (metres) off
+# it (the ball of the foot sits 2-5 cm above the sole; a wrong floor also switches the pelvis-tilt pull wrongly)
+FLOOR_CHECK_PEOPLE = 30
+FLOOR_CHECK_M = 0.25
 
 
 def default_model_path() -> Path:
@@ -485,6 +489,9 @@ class RefineNodeMixin:
         if snap["torso_up_count"] >= UP_CHECK_PEOPLE and snap["torso_up_median"] < UP_CHECK_COSINE:
             problems.append(f"torsos lie across up_vector (median cosine {snap['torso_up_median']:.2f} over "
                             f"{snap['torso_up_count']} answers): is up_vector the input frame's up?")
+        if snap["floor_gap_count"] >= FLOOR_CHECK_PEOPLE and abs(snap["floor_gap_median_m"]) > FLOOR_CHECK_M:
+            problems.append(f"seen feet stand {snap['floor_gap_median_m']:+.2f} m off floor_height (median over "
+                            f"{snap['floor_gap_count']} answers): is floor_height the floor of the input frame?")
         snap["recent_problems"] = ", ".join(problems)
         self._last_diag = {k: snap[k] for k in ("malformed_total", "drops", "failed")}
         s = self.core.settings
