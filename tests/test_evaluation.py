@@ -680,3 +680,10 @@ def test_eval_on_keypoints_a_user_brings(tmp_path, capsys):
     assert after[("cam_noise_2cm", "few_step")] != before[("cam_noise_2cm", "few_step")]  # the refiner ran with them
     assert main(args + ["--set", "no_such_setting=1"]) == 2
     assert "expected KEY=VALUE with KEY a refiner setting" in capsys.readouterr().err
+
+
+def test_the_floor_of_each_source_is_known_where_its_capture_has_one():
+    from dposer_ros.evaluation.foreign import source_floor
+
+    assert source_floor("bandai") == 0.0 and source_floor("cmu") == 0.0 and source_floor("hdm05") == 0.0
+    assert source_floor("reactidle") is None and source_floor("no_such_source") is None

@@ -85,6 +85,13 @@ def foreign_table() -> dict:
     return yaml.safe_load(resources.files(__package__).joinpath("foreign_skeletons.yaml").read_text())
 
 
+def source_floor(source: str) -> float | None:
+    """The ground's height (metres along the capture's up) in a source's frame, where each of its rigs has the same
+    one (`floor_m`); None where it is unknown."""
+    floors = {rig.get("floor_m") for rig in foreign_table()["rigs"].get(source, [])}
+    return float(floors.pop()) if len(floors) == 1 and None not in floors else None
+
+
 def _rig_points(spec: SourceSpec, take: Take) -> dict:
     for rig in foreign_table()["rigs"][spec.name]:
         if tuple(rig["patterns"]) == take.rig.patterns:

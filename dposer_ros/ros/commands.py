@@ -7,6 +7,7 @@ import rclpy and the nodes when called.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import threading
@@ -39,6 +40,8 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=None,
                    help="refinement steps per frame (1-8; default: the node's, RefineSettings.steps)")
     p.add_argument("--rate", default="realtime", help="realtime (default), lockstep, or a speed factor such as 2")
+    p.add_argument("--floor-height", type=float, default=None,
+                   help="the node's floor_height (default: the take's capture ground where it is known; nan: unknown)")
     p.add_argument("--out", type=Path, default=Path("out"), help="folder for the demo's picture")
     p.add_argument("--quiet", action="store_true", help="print the summary only, not every frame")
     p.add_argument("--retarget", action="store_true",
@@ -194,6 +197,12 @@ def run_demo(args) -> int:
     params: dict[str, object] = {"model_path": Path(model).resolve(), "input_format": stream.format_name}
     if args.steps is not None:  # else the node's own default (config/refine.yaml)
         params["steps"] = int(args.steps)
+    from ..evaluation.foreign import source_floor
+
+    floor = source_floor(stream.take.source) if args.floor_height is None else args.floor_height
+    if floor is not None and math.isfinite(floor):  # the stream's z is the capture's up: its ground stays at height
+        params["floor_height"] = float(floor)
+    print(f"floor_height: {params.get('floor_height', 'unknown')}")
     node = NodeProcess(params, log_path, domain, localhost_only=False)
     ctx = rclpy.Context()
     rclpy.init(context=ctx, domain_id=domain)
