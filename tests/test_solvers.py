@@ -361,6 +361,41 @@ def test_hidden_joints_are_counted_and_held(prior):
     assert BodyState.cat([both, BodyState(both.pose, both.transl)]).hidden_frames is None
 
 
+def test_a_hidden_keypoint_is_held_where_it_was_last_seen(prior):
+    """The track remembers each keypoint's last seen place and frames since; a hidden one is an observation there
+    (`keypoint_hold_weight`, decaying with `hold_decay`), which does not count as seeing its joint."""
+    fmt, kp, _ = _keypoints("coco17", batch=1)
+    names = smplx_neutral().names
+    ankle = fmt.keypoint_names.index("left_ankle")
+    conf = torch.ones(kp.shape[:2])
+    conf[0, fmt.keypoint_names.index("left_eye")] = 0.0  # never seen
+    hidden = conf.clone()
+    hidden[0, ankle] = 0.0
+    moved = kp + torch.tensor([0.3, 0.0, 0.0])  # the person steps 30 cm aside with the ankle hidden
+
+    def run(**settings):
+        refiner = FewStepRefiner(prior, fmt, RefineSettings(**settings))
+        first = refiner(Observation(kp, conf, fmt))
+        second = refiner(Observation(moved, hidden, fmt), first.select(0))
+        return refiner, first, second
+
+    refiner, first, second = run(keypoint_hold_weight=5.0, hold_weight=0.0)
+    assert torch.equal(first.keypoint_memory[0, ankle], kp[0, ankle]) and first.keypoint_age.eq(0).sum() == 16
+    assert first.keypoint_memory[0, fmt.keypoint_names.index("left_eye")].isnan().all()
+    assert torch.equal(second.keypoint_memory[0, ankle], kp[0, ankle]) and second.keypoint_age[0, ankle] == 1
+    assert torch.equal(second.keypoint_memory[0, 0], moved[0, 0]) and second.keypoint_age[0, 0] == 0
+    knee = list(refiner.free).index(names.index("left_knee"))
+    assert second.hidden_frames[0, knee] == 1  # held, not seen: the prior still completes it
+
+    def ankle_from_last_seen(out, refiner):
+        posed = ForwardKinematics().from_rotmat(roma.rotvec_to_rotmat(out.pose), out.transl, out.rest_joints)
+        return float((refiner.points.positions(posed, out.keypoint_offsets)[0, ankle] - kp[0, ankle]).norm())
+
+    off_refiner, _, off = run(keypoint_hold_weight=0.0, hold_weight=0.0)
+    assert off.keypoint_memory is None
+    assert ankle_from_last_seen(second, refiner) < ankle_from_last_seen(off, off_refiner) - 0.05
+
+
 @pytest.mark.parametrize("carry_noise", [True, False])
 def test_steps_renoise_with_the_predicted_noise(prior, monkeypatch, carry_noise):
     """DDIM-style re-noising: within a frame each step's x_t re-uses the noise the prior predicted at the step

@@ -201,8 +201,9 @@ class Track:
 
 
 _SOLVER = RefineSettings()
-SOLVER_FIELDS = ("steps", "t_max", "t_min", "prior_weight", "hand_prior_weight", "sigma_cm", "temporal_weight", "hold_weight", "hold_decay",
-                 "weak_hold_weight", "hidden_prior_weight", "pelvis_tilt_weight", "pelvis_tilt_min_height", "calibrate_shape",
+SOLVER_FIELDS = ("steps", "t_max", "t_min", "prior_weight", "hand_prior_weight", "sigma_cm", "temporal_weight",
+                 "hold_weight", "hold_decay", "weak_hold_weight", "keypoint_hold_weight", "hand_keypoint_hold_weight",
+                 "hidden_prior_weight", "pelvis_tilt_weight", "pelvis_tilt_min_height", "calibrate_shape",
                  "calibrate_offsets")
 # node parameters of the core (tracks, checks, bounded work)
 CORE_FIELDS = ("person_timeout", "max_batch", "max_coordinate_m", "max_bone_ratio", "max_keypoint_spread_m",
@@ -231,6 +232,8 @@ class CoreSettings:
     hold_weight: float = _SOLVER.hold_weight
     hold_decay: float = _SOLVER.hold_decay
     weak_hold_weight: float = _SOLVER.weak_hold_weight
+    keypoint_hold_weight: float = _SOLVER.keypoint_hold_weight
+    hand_keypoint_hold_weight: float = _SOLVER.hand_keypoint_hold_weight
     hidden_prior_weight: float = _SOLVER.hidden_prior_weight
     pelvis_tilt_weight: float = _SOLVER.pelvis_tilt_weight
     pelvis_tilt_min_height: float = _SOLVER.pelvis_tilt_min_height

@@ -84,6 +84,13 @@ def build_parameters(solver: RefineSettings = RefineSettings()) -> tuple[ParamSp
                   "Pull towards the previous frame (per rad^2) on the directions of a seen body joint's rotation that "
                   "move no confident keypoint (a hip's twist while the knee is seen and the ankle not); 0: off.",
                   range=(0.0, 1.0e4)),
+        ParamSpec("keypoint_hold_weight", solver.keypoint_hold_weight,
+                  "A hidden keypoint is held where it was last seen: an observation of this confidence, times "
+                  "hold_decay per further hidden frame (a foot stands still while the joints above it turn); 0: off. "
+                  "Positions are remembered in the input frame: with a moving camera frame, a short memory.",
+                  range=(0.0, 10.0)),
+        ParamSpec("hand_keypoint_hold_weight", solver.hand_keypoint_hold_weight,
+                  "The same for the keypoints of the hands.", range=(0.0, 10.0)),
         ParamSpec("hidden_prior_weight", solver.hidden_prior_weight,
                   "The prior's pull on a joint no keypoint sees is this many times stronger (it has nothing else).",
                   range=(0.0, 1.0e3)),

@@ -39,8 +39,6 @@ from ..prior.engine import Engine
 from ..prior.layout import DIFFUSED, DIM, PARTS, POSE_PARTS, SLICES, dim_mask, from_vector, mirror_pose, to_vector, with_conditions
 from ..prior.schedule import TruncatedSchedule, UniformSchedule
 from ..prior.symmetric import MirrorSymmetric
-from ..prior.motion import JOINTS as MOTION_JOINTS
-from ..prior.motion import MotionPrior
 from .calibration import calibrate, empty_calibration
 from .gauss_newton import Pull, gauss_newton_step, inverse_right_jacobian
 from .types import BodyState, Observation, Refined
@@ -110,10 +108,9 @@ class RefineSettings:
     # trunk's lean then goes to the spine instead of tilting the pelvis (and flexing the hidden legs under it)
     pelvis_tilt_max_lean_deg: float = 60.0  # ... at full strength for an upright trunk (pelvis -> neck along up), fading
     # to none at this lean: someone lying or bending down to the floor is not tilted as the data's standing people
-    keypoint_hold_weight: float = 0.0  # a hidden keypoint is held where it was last (`keypoint_hold`) at this
-    keypoint_hold_decay: float = 0.7  # confidence times keypoint_hold_decay^(frames hidden - 1) (0: no hold)
-    keypoint_hold: str = "answer"  # "answer": where the last answer put it; "observation": where it was last seen
-    motion_model: str = ""  # a motion prior (prior/motion.py): the hold's target is its prediction from the last frames
+    keypoint_hold_weight: float = 0.2  # a hidden keypoint is held where it was last seen, as an observation of this
+    # confidence times hold_decay^(frames hidden - 1) (0: no memory): feet stand still while the joints above them turn
+    hand_keypoint_hold_weight: float = 1.0  # ... and a hidden hand keypoint (fingers move little in a frame or two)
     pelvis_tilt_min_height: float = 0.8  # ... and only for a pelvis at least this share of the person's standing
     # pelvis height (rest pose, calibrated shape) above a known floor (Observation.floor), fading in over the 0.1 below:
     # someone sitting, kneeling or lying has an upright trunk over a pelvis tilted nothing like a standing one's. Where
@@ -204,7 +201,6 @@ class FewStepRefiner:
         self.prior = MirrorSymmetric(prior) if settings.mirror_symmetric else prior
         self.format, self.settings = fmt, settings
         self.completion = completion  # a `prior.completion.Completion`: the target of hidden body joints
-        self.motion = MotionPrior.load(settings.motion_model) if settings.motion_model else None
         self.fk = ForwardKinematics()
         self.points = AttachedPoints(self.fk, fmt.joints, fmt.offsets, FREE_JOINTS)
         self.schedule = TruncatedSchedule(settings.t_max, settings.t_min) if settings.schedule == "truncated" else UniformSchedule()
@@ -248,6 +244,9 @@ class FewStepRefiner:
                                  for j, off in zip(fmt.joints, fmt.offsets)])
         self.sees = (self.points.chain - at_joint).clamp(min=0)
         self.kp_weight = torch.tensor(fmt.weights, dtype=torch.float32).clamp(min=1e-6)  # (K,) the format's weights
+        in_hand = self.kp_part[:, hand_parts].sum(1) > 0
+        self.keypoint_hold = torch.where(in_hand, settings.hand_keypoint_hold_weight,
+                                         settings.keypoint_hold_weight) * self.kp_weight  # (K,) the memory's confidence
         names = smplx_neutral().names
         self.spine = [FREE_JOINTS.index(names.index(n)) for n in ("spine1", "spine2", "spine3")]
         self.torso = torch.tensor([float(names[int(j)] in TORSO_JOINTS) for j in fmt.joints])  # (K,)
@@ -303,9 +302,6 @@ class FewStepRefiner:
         else:
             local, transl = roma.rotvec_to_rotmat(init.pose.float()), init.transl.float().clone()
             previous = init.pose.float()[:, self.free]
-            if self.motion is not None and init.history is not None and init.history.shape[1] == self.motion.frames:
-                previous = previous.clone()
-                previous[:, :MOTION_JOINTS] = self.motion.predict(init.history)
         seen = self.seen_joints(obs.confidence)
         target_points, target_conf = self._held_keypoints(obs, init)
         by_data = ((obs.confidence > 0.1).float() @ self.sees) > 0  # seen, the spine included
@@ -371,43 +367,36 @@ class FewStepRefiner:
         completed = ~observed
         completed[:, POSE_PARTS.index("face")] = False  # no face prior: the face is neither observed nor completed
         evals *= self.evals_per_step
-        history = None
-        if self.motion is not None:
-            frames = pose[:, None, :MOTION_JOINTS]
-            history = (frames.expand(-1, self.motion.frames, -1, -1) if init is None or init.history is None
-                       else torch.cat([init.history[:, 1:], frames], 1))
-        memory, age = self._remember(obs, init, self.points.positions(posed, used_offsets))
+        memory, age = self._remember(obs, init)
         return Refined(pose, transl, posed.joints, observed, completed, network_evals=evals, hidden_frames=hidden,
-                       betas=betas, history=history, keypoint_memory=memory, keypoint_age=age, calibration=calib, rest_joints=rest, keypoint_offsets=used_offsets)
+                       betas=betas, keypoint_memory=memory, keypoint_age=age, calibration=calib, rest_joints=rest, keypoint_offsets=used_offsets)
 
     evals_per_step = 1
 
-    def _held_keypoints(self, obs: Observation, init: BodyState | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The keypoints the data term fits: the observation's, and each hidden keypoint the track remembers at its
-        remembered place with confidence `keypoint_hold_weight` x decay^(frames hidden - 1)."""
-        s = self.settings
-        if s.keypoint_hold_weight <= 0 or init is None or init.keypoint_memory is None \
-                or init.keypoint_memory.shape[1] != self.format.num_keypoints:
-            return obs.points, obs.confidence
-        memory, age = init.keypoint_memory, cast(torch.Tensor, init.keypoint_age) + 1.0
-        held = (obs.confidence == 0) & torch.isfinite(memory).all(-1)
-        weight = s.keypoint_hold_weight * s.keypoint_hold_decay ** (age - 1) * self.kp_weight
-        return (torch.where(held[..., None], memory.nan_to_num(), obs.points),
-                torch.where(held, weight, obs.confidence))
+    def _remembered(self, init: BodyState | None) -> bool:
+        return (self.keypoint_hold.any() and init is not None and init.keypoint_memory is not None
+                and init.keypoint_memory.shape[1] == self.format.num_keypoints)
 
-    def _remember(self, obs: Observation, init: BodyState | None, answer: torch.Tensor):
-        """The keypoint memory for the next frame (see `_held_keypoints`): (B, K, 3) places, (B, K) frames unseen."""
-        if self.settings.keypoint_hold_weight <= 0:
+    def _held_keypoints(self, obs: Observation, init: BodyState | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The keypoints the data term fits: the observation's, and each hidden keypoint the track has seen at its
+        last seen place, with confidence `keypoint_hold_weight` (hands: `hand_...`) x hold_decay^(frames hidden - 1)."""
+        if not self._remembered(init):
+            return obs.points, obs.confidence
+        memory, age = cast(torch.Tensor, init.keypoint_memory), cast(torch.Tensor, init.keypoint_age) + 1.0
+        held = (obs.confidence == 0) & torch.isfinite(memory).all(-1)
+        weight = self.keypoint_hold * self.settings.hold_decay ** (age - 1)
+        return torch.where(held[..., None], memory.nan_to_num(), obs.points), torch.where(held, weight, obs.confidence)
+
+    def _remember(self, obs: Observation, init: BodyState | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The keypoint memory for the next frame: (B, K, 3) last seen places (NaN: never), (B, K) frames since."""
+        if not self.keypoint_hold.any():
             return None, None
         seen = obs.confidence > 0
-        known = init is not None and init.keypoint_memory is not None \
-            and init.keypoint_memory.shape[1] == self.format.num_keypoints
-        age = torch.zeros_like(obs.confidence) if not known else cast(BodyState, init).keypoint_age
-        age = torch.where(seen, 0.0, cast(torch.Tensor, age) + 1.0)
-        if self.settings.keypoint_hold == "answer":
-            return answer, age
-        last = cast(BodyState, init).keypoint_memory if known else torch.full_like(answer, float("nan"))
-        return torch.where(seen[..., None], obs.points, cast(torch.Tensor, last)), age
+        if self._remembered(init):
+            last, age = cast(torch.Tensor, init.keypoint_memory), cast(torch.Tensor, init.keypoint_age)
+        else:
+            last, age = torch.full_like(obs.points, float("nan")), torch.zeros_like(obs.confidence)
+        return torch.where(seen[..., None], obs.points, last), torch.where(seen, 0.0, age + 1.0)
 
     def _tilt_strength(self, obs: Observation, by_data: torch.Tensor, local: torch.Tensor, transl: torch.Tensor,
                        rest: torch.Tensor) -> torch.Tensor | None:

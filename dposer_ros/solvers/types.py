@@ -63,14 +63,12 @@ class BodyState:
     hidden_frames: torch.Tensor | None = field(default=None, kw_only=True)
     betas: torch.Tensor | None = field(default=None, kw_only=True)  # (B, 10) the body shape the pose is posed with
     calibration: Calibration | None = field(default=None, kw_only=True)  # the track's shape and keypoint calibration
-    # (B, H, 22, 3) the last H answers' root and body rotations, oldest first (a motion prior's input; None: none kept)
-    history: torch.Tensor | None = field(default=None, kw_only=True)
-    # (B, K, 3) where each keypoint of the format was last (the answer's, or the last observation's) and (B, K) the
-    # frames since a keypoint saw it: the solver's memory of hidden keypoints (None: none kept)
+    # (B, K, 3) where each keypoint of the format was last seen (NaN: never) and (B, K) the frames since: the
+    # solver's memory of hidden keypoints (None: none kept)
     keypoint_memory: torch.Tensor | None = field(default=None, kw_only=True)
     keypoint_age: torch.Tensor | None = field(default=None, kw_only=True)
 
-    _PER_PERSON = ("pose", "transl", "hidden_frames", "betas", "history", "keypoint_memory", "keypoint_age")
+    _PER_PERSON = ("pose", "transl", "hidden_frames", "betas", "keypoint_memory", "keypoint_age")
 
     def select(self, i: int) -> BodyState:
         """Person i as a detached one-person state (a copy)."""
@@ -90,8 +88,7 @@ class BodyState:
         calibrations = [s.calibration for s in states if s.calibration is not None]
         same = len(calibrations) == len(states) and all(c.offsets.shape[1:] == calibrations[0].offsets.shape[1:] for c in calibrations)
         return BodyState(joined("pose"), joined("transl"), hidden_frames=joined("hidden_frames"),
-                         betas=joined("betas"), history=joined("history"),
-                         keypoint_memory=joined("keypoint_memory"), keypoint_age=joined("keypoint_age"), calibration=Calibration.cat(calibrations) if same else None)
+                         betas=joined("betas"), keypoint_memory=joined("keypoint_memory"), keypoint_age=joined("keypoint_age"), calibration=Calibration.cat(calibrations) if same else None)
 
 
 @dataclass
