@@ -369,33 +369,37 @@ class FewStepRefiner:
         evals *= self.evals_per_step
         memory, age = self._remember(obs, init)
         return Refined(pose, transl, posed.joints, observed, completed, network_evals=evals, hidden_frames=hidden,
-                       betas=betas, keypoint_memory=memory, keypoint_age=age, calibration=calib, rest_joints=rest, keypoint_offsets=used_offsets)
+                       betas=betas, keypoint_memory=memory, keypoint_age=age, calibration=calib, rest_joints=rest,
+                       keypoint_offsets=used_offsets)
 
     evals_per_step = 1
 
-    def _remembered(self, init: BodyState | None) -> bool:
-        return (self.keypoint_hold.any() and init is not None and init.keypoint_memory is not None
-                and init.keypoint_memory.shape[1] == self.format.num_keypoints)
+    def _memory(self, init: BodyState | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The track's keypoint memory for this format: (B, K, 3) last seen places, (B, K) frames since; or None."""
+        if not bool(self.keypoint_hold.any()) or init is None or init.keypoint_memory is None \
+                or init.keypoint_age is None or init.keypoint_memory.shape[1] != self.format.num_keypoints:
+            return None
+        return init.keypoint_memory, init.keypoint_age
 
     def _held_keypoints(self, obs: Observation, init: BodyState | None) -> tuple[torch.Tensor, torch.Tensor]:
         """The keypoints the data term fits: the observation's, and each hidden keypoint the track has seen at its
         last seen place, with confidence `keypoint_hold_weight` (hands: `hand_...`) x hold_decay^(frames hidden - 1)."""
-        if not self._remembered(init):
+        memory = self._memory(init)
+        if memory is None:
             return obs.points, obs.confidence
-        memory, age = cast(torch.Tensor, init.keypoint_memory), cast(torch.Tensor, init.keypoint_age) + 1.0
-        held = (obs.confidence == 0) & torch.isfinite(memory).all(-1)
-        weight = self.keypoint_hold * self.settings.hold_decay ** (age - 1)
-        return torch.where(held[..., None], memory.nan_to_num(), obs.points), torch.where(held, weight, obs.confidence)
+        last, age = memory
+        held = (obs.confidence == 0) & torch.isfinite(last).all(-1)
+        weight = self.keypoint_hold * self.settings.hold_decay ** age  # age + 1 frames hidden with this one
+        return torch.where(held[..., None], last.nan_to_num(), obs.points), torch.where(held, weight, obs.confidence)
 
     def _remember(self, obs: Observation, init: BodyState | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """The keypoint memory for the next frame: (B, K, 3) last seen places (NaN: never), (B, K) frames since."""
-        if not self.keypoint_hold.any():
+        if not bool(self.keypoint_hold.any()):
             return None, None
+        memory = self._memory(init)
+        last, age = memory if memory is not None else (torch.full_like(obs.points, float("nan")),
+                                                       torch.zeros_like(obs.confidence))
         seen = obs.confidence > 0
-        if self._remembered(init):
-            last, age = cast(torch.Tensor, init.keypoint_memory), cast(torch.Tensor, init.keypoint_age)
-        else:
-            last, age = torch.full_like(obs.points, float("nan")), torch.zeros_like(obs.confidence)
         return torch.where(seen[..., None], obs.points, last), torch.where(seen, 0.0, age + 1.0)
 
     def _tilt_strength(self, obs: Observation, by_data: torch.Tensor, local: torch.Tensor, transl: torch.Tensor,

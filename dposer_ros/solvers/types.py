@@ -88,7 +88,8 @@ class BodyState:
         calibrations = [s.calibration for s in states if s.calibration is not None]
         same = len(calibrations) == len(states) and all(c.offsets.shape[1:] == calibrations[0].offsets.shape[1:] for c in calibrations)
         return BodyState(joined("pose"), joined("transl"), hidden_frames=joined("hidden_frames"),
-                         betas=joined("betas"), keypoint_memory=joined("keypoint_memory"), keypoint_age=joined("keypoint_age"), calibration=Calibration.cat(calibrations) if same else None)
+                         betas=joined("betas"), keypoint_memory=joined("keypoint_memory"),
+                         keypoint_age=joined("keypoint_age"), calibration=Calibration.cat(calibrations) if same else None)
 
 
 @dataclass
