@@ -391,6 +391,11 @@ def test_a_hidden_keypoint_is_held_where_it_was_last_seen(prior):
         posed = ForwardKinematics().from_rotmat(roma.rotvec_to_rotmat(out.pose), out.transl, out.rest_joints)
         return float((refiner.points.positions(posed, out.keypoint_offsets)[0, ankle] - kp[0, ankle]).norm())
 
+    doubtful = hidden.clone()
+    doubtful[0, ankle] = 0.05  # a detection this doubtful is not remembered: the last confident place is kept
+    third = refiner(Observation(moved, doubtful, fmt), second.select(0))
+    assert torch.equal(third.keypoint_memory[0, ankle], kp[0, ankle]) and third.keypoint_age[0, ankle] == 2
+
     off_refiner, _, off = run(keypoint_hold_weight=0.0, hold_weight=0.0)
     assert off.keypoint_memory is None
     assert ankle_from_last_seen(second, refiner) < ankle_from_last_seen(off, off_refiner) - 0.05

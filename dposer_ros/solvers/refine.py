@@ -393,13 +393,14 @@ class FewStepRefiner:
         return torch.where(held[..., None], last.nan_to_num(), obs.points), torch.where(held, weight, obs.confidence)
 
     def _remember(self, obs: Observation, init: BodyState | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """The keypoint memory for the next frame: (B, K, 3) last seen places (NaN: never), (B, K) frames since."""
+        """The keypoint memory for the next frame: (B, K, 3) last seen places (confidence > 0.1; NaN: never), (B, K)
+        frames since."""
         if not bool(self.keypoint_hold.any()):
             return None, None
         memory = self._memory(init)
         last, age = memory if memory is not None else (torch.full_like(obs.points, float("nan")),
                                                        torch.zeros_like(obs.confidence))
-        seen = obs.confidence > 0
+        seen = obs.confidence > 0.1  # as everywhere here: a doubtful detection is not remembered, nor held stronger
         return torch.where(seen[..., None], obs.points, last), torch.where(seen, 0.0, age + 1.0)
 
     def _tilt_strength(self, obs: Observation, by_data: torch.Tensor, local: torch.Tensor, transl: torch.Tensor,
