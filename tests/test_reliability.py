@@ -369,6 +369,32 @@ def test_floor_height_reaches_the_solver_where_the_up_direction_is_known(prior, 
         assert seen[-1][0] == pytest.approx(expected) if expected is not None else math.isnan(seen[-1][0])
 
 
+def test_a_track_remembers_its_keypoints_between_messages(prior, monkeypatch):
+    """The node's tracks carry the keypoint memory (`keypoint_hold_weight`): a keypoint hidden in the next message
+    is held where the track last saw it; with the weight 0 nothing is remembered."""
+    seen = []
+    original = core.FewStepRefiner.__call__
+
+    def spy(self, obs, init=None):
+        seen.append(None if init is None or init.keypoint_memory is None else init.keypoint_memory[0].clone())
+        return original(self, obs, init)
+
+    monkeypatch.setattr(core.FewStepRefiner, "__call__", spy)
+    pts = keypoints(5)
+    hidden = np.ones(K)
+    hidden[3] = 0.0
+    for weight, remembered in ((0.2, True), (0.0, False)):
+        c = make_core(prior, keypoint_hold_weight=weight, hand_keypoint_hold_weight=weight)
+        c.submit(frame([core.PersonInput("M", pts, np.ones(K))], 1.0))
+        drain(c)
+        c.submit(frame([core.PersonInput("M", pts + 0.05, hidden)], 1.1))
+        assert_sane(drain(c), pts)
+        if remembered:
+            assert np.allclose(seen[-1][3].numpy(), pts[3], atol=1e-6)
+        else:
+            assert seen[-1] is None
+
+
 def test_diagnostics_measure_how_far_seen_feet_stand_off_the_floor(prior):
     """`floor_gap_median_m`: the lower foot of answers whose feet are seen, above floor_height (what /diagnostics
     warns about when a wrong floor is set); answers with hidden feet, or without a floor, do not count."""
