@@ -234,6 +234,22 @@ def test_legs_and_hands_occlusions():
     assert names == {"left_wrist", "right_wrist", *wb.keypoint_names[91:133]}  # the body wrists + 2 x 21 hand keypoints
 
 
+def test_an_occlusion_can_start_late():
+    """`after_s`: a limb or parts occlusion starts that far into the clip (a track first sees the person whole), at
+    any rate; a random occlusion cannot start late."""
+    legs = (("l", LIMBS["left_leg"]), ("r", LIMBS["right_leg"]))
+    for stride in (1, 3):
+        cor = Corruption("late", "smplx55", occlusion=Occlusion("parts", legs, after_s=0.5), stride=stride)
+        _, _, visible, frames = cor.apply(posed_clip(30), 0)
+        late = frames >= 15  # 0.5 s at 30 Hz
+        assert visible[~late].all() and where(~visible[late][0]) == {1, 2, 4, 5, 7, 8, 10, 11}
+        assert (~visible[late]).sum(1).eq(8).all()
+    with pytest.raises(CorruptionError, match="after_s"):
+        Occlusion("random", fraction=0.3, after_s=1.0)
+    with pytest.raises(CorruptionError, match="after_s"):
+        Occlusion("parts", legs, after_s=float("nan"))
+
+
 def test_random_occlusion_hides_the_fraction_every_frame():
     cor = Corruption("r", "coco17", occlusion=Occlusion("random", fraction=0.3))
     _, _, visible, _ = cor.apply(posed_clip(30), 3)

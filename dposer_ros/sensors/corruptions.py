@@ -47,7 +47,7 @@ _CORRUPTION_KEYS = {
     "name", "group", "format", "clips", "noise_cm", "occlusion", "stride", "keypoint_dropout", "frame_dropout",
     "confidence_floor", "confidence_scale_cm", "description", "bias",
 }
-_OCCLUSION_KEYS = {"kind", "limbs", "fraction"}
+_OCCLUSION_KEYS = {"kind", "limbs", "fraction", "after_s"}
 
 
 class CorruptionError(ValueError):
@@ -96,11 +96,14 @@ class Occlusion:
 
     none: nothing; limb: one of `limbs` drawn per clip; parts: all of `limbs` at once;
     random: a random `fraction` of the format's keypoints, drawn per frame.
+    A limb or parts occlusion starts `after_s` seconds into the clip (0: from its first frame): a person seen whole
+    who then walks behind something, as a track meets it.
     """
 
     kind: str = "none"
     limbs: tuple[tuple[str, tuple[int, ...]], ...] = ()  # (name, SMPL-X joints)
     fraction: float = 0.0
+    after_s: float = 0.0
 
     def __post_init__(self) -> None:
         if self.kind not in OCCLUSION_KINDS:
@@ -109,6 +112,9 @@ class Occlusion:
             raise CorruptionError(f"occlusion {self.kind!r} needs at least one limb")
         if not 0.0 <= self.fraction < 1.0:
             raise CorruptionError(f"occlusion fraction must lie in [0, 1), got {self.fraction}")
+        if not (0.0 <= self.after_s < math.inf) or (self.after_s > 0 and self.kind not in ("limb", "parts")):
+            raise CorruptionError(f"occlusion after_s must be a finite time >= 0, and only a limb or parts occlusion "
+                                  f"can start late; got {self.after_s} for {self.kind!r}")
 
 
 @dataclass
@@ -191,12 +197,13 @@ class Corruption:
         occ = self.occlusion
         hidden = ~defined
         limb = None
+        late = (frames.to(torch.float32) / self.fps >= occ.after_s)[:, None]  # (n, 1): frames the occlusion covers
         if occ.kind == "limb":
             i = int(torch.randint(len(occ.limbs), (1,), generator=gen))
             limb = occ.limbs[i][0]
-            hidden |= self.hidden_keypoints(occ.limbs[i][1])
+            hidden |= self.hidden_keypoints(occ.limbs[i][1]) & late
         elif occ.kind == "parts":
-            hidden |= self.hidden_keypoints(tuple(j for _, js in occ.limbs for j in js))
+            hidden |= self.hidden_keypoints(tuple(j for _, js in occ.limbs for j in js)) & late
         lo, hi = self.noise_cm
         sigma = lo + (hi - lo) * float(torch.rand((), generator=gen))
         noise = torch.randn(n, k, 3, generator=gen) * (sigma / 100.0)
@@ -224,7 +231,7 @@ class Corruption:
         d = asdict(self)
         d["format"] = d.pop("format_name")
         d["occlusion"] = {"kind": self.occlusion.kind, "fraction": self.occlusion.fraction,
-                          "limbs": {name: list(js) for name, js in self.occlusion.limbs}}
+                          "limbs": {name: list(js) for name, js in self.occlusion.limbs}, "after_s": self.occlusion.after_s}
         d["rate_hz"] = self.rate_hz
         return d
 
@@ -281,7 +288,7 @@ def load_corruptions(path: str | Path | None = None) -> dict[str, Corruption]:
             args["bias"] = (tuple(j for n in bias["limbs"] for j in limbs[n]), tuple(float(v) for v in bias["cm"]))
         try:
             occlusion = Occlusion(str(occ.get("kind", "none")), tuple((n, limbs[n]) for n in occ.get("limbs", [])),
-                                  float(occ.get("fraction", 0.0)))
+                                  float(occ.get("fraction", 0.0)), float(occ.get("after_s", 0.0)))
             out[name] = Corruption(name=name, format_name=str(args.pop("format")), noise_cm=noise, occlusion=occlusion,
                                    **args)
         except (CorruptionError, ValueError, TypeError) as err:

@@ -69,7 +69,7 @@ class RefineSettings:
     unobservable_prior_weight: float = 0.0  # ... on a body joint no keypoint of the format can see (COCO's ankles:
     # the prior's guess put the feet 150-180 mm off where the rest pose is 67 mm, in-house validation 2026-11-29)
     hidden_prior_weight: float = 10.0  # the prior's pull on a joint no keypoint sees is this many times stronger
-    hold_decay: float = 0.7  # ... times hold_decay^(frames it has been hidden - 1): the prior takes over a long gap
+    hold_decay: float = 0.98  # ... times hold_decay^(frames it has been hidden - 1): the prior takes over a long gap
     hidden_prior_ramp: bool = True  # ... growing as the hold fades: 1 + (w - 1)(1 - hold_decay^(frames hidden - 1))
     weak_hold_weight: float = 200.0  # pull towards the previous frame (per radian^2) on the directions of a seen body
     weak_dof_cm: float = 10.0  # joint's rotation that move no confident keypoint by more than this per radian
