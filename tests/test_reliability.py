@@ -395,6 +395,30 @@ def test_a_track_remembers_its_keypoints_between_messages(prior, monkeypatch):
             assert seen[-1] is None
 
 
+def test_the_time_between_a_tracks_frames_reaches_the_solver(prior, monkeypatch):
+    """The interval from a track's last answered frame to the next, by the messages' stamps, is the solver's
+    `Observation.interval` (its holds fade with time); a new track, an untracked person or a stamp that does not
+    advance: unknown (NaN)."""
+    seen = []
+    original = core.FewStepRefiner.__call__
+
+    def spy(self, obs, init=None):
+        seen.append(obs.interval.tolist())
+        return original(self, obs, init)
+
+    monkeypatch.setattr(core.FewStepRefiner, "__call__", spy)
+    pts = keypoints(6)
+    for person_id in ("T", ""):
+        c = make_core(prior)
+        for t in (1.0, 1.1, 1.1, 1.4):
+            c.submit(frame([core.PersonInput(person_id, pts, np.ones(K))], t))
+            drain(c)
+    tracked, untracked = [v[0] for v in seen[:4]], [v[0] for v in seen[4:]]
+    assert math.isnan(tracked[0]) and tracked[1] == pytest.approx(0.1, abs=1e-6)
+    assert math.isnan(tracked[2]) and tracked[3] == pytest.approx(0.3, abs=1e-6)
+    assert len(untracked) == 4 and all(math.isnan(v) for v in untracked)
+
+
 def test_diagnostics_measure_how_far_seen_feet_stand_off_the_floor(prior):
     """`floor_gap_median_m`: the lower foot of answers whose feet are seen, above floor_height (what /diagnostics
     warns about when a wrong floor is set); answers with hidden feet, or without a floor, do not count."""

@@ -361,6 +361,35 @@ def test_hidden_joints_are_counted_and_held(prior):
     assert BodyState.cat([both, BodyState(both.pose, both.transl)]).hidden_frames is None
 
 
+def test_holds_fade_with_time_when_the_interval_is_known(prior):
+    """`Observation.interval` (seconds since the person's previous frame) counts hidden time in frames of
+    `hold_rate_hz`: a frame at 10 Hz is three at 30 Hz, for the joint hold and the keypoint memory alike; unknown (None
+    or NaN): one frame. A negative or infinite interval is a clear error."""
+    fmt, kp, _ = _keypoints("coco17", batch=1)
+    names = smplx_neutral().names
+    refiner = FewStepRefiner(prior, fmt)
+    elbow = list(refiner.free).index(names.index("left_elbow"))
+    wrist = fmt.keypoint_names.index("left_wrist")
+    conf = torch.ones(kp.shape[:2])
+    hidden = conf.clone()
+    hidden[0, wrist] = 0.0
+    first = refiner(Observation(kp, conf, fmt))
+    for interval, frames in ((None, 1.0), (float("nan"), 1.0), (1 / 30, 1.0), (0.1, 3.0), (0.5, 15.0)):
+        out = refiner(Observation(kp, hidden, fmt, interval=None if interval is None else torch.tensor(interval)),
+                      first.select(0))
+        assert float(out.hidden_frames[0, elbow]) == pytest.approx(frames)
+        assert float(out.keypoint_age[0, wrist]) == pytest.approx(frames)
+    slow = refiner(Observation(kp, hidden, fmt, interval=torch.tensor(0.1)), first.select(0))
+    fast = refiner(Observation(kp, hidden, fmt, interval=torch.tensor(1 / 30)), first.select(0))
+    assert torch.allclose(slow.pose, fast.pose, atol=1e-6)  # a joint's first hidden frame: the full hold either way
+    again = {dt: refiner(Observation(kp, hidden, fmt, interval=torch.tensor(dt)), out.select(0)).pose
+             for dt, out in ((0.1, slow), (1 / 30, fast))}
+    assert not torch.allclose(again[0.1], again[1 / 30], atol=1e-6)  # then it has faded further at 10 Hz
+    for bad in (-0.1, 0.0, float("inf")):
+        with pytest.raises(ValueError, match="interval"):
+            Observation(kp, conf, fmt, interval=torch.tensor(bad))
+
+
 def test_a_hidden_keypoint_is_held_where_it_was_last_seen(prior):
     """The track remembers each keypoint's last seen place and frames since; a hidden one is an observation there
     (`keypoint_hold_weight`, decaying with `hold_decay`), which does not count as seeing its joint."""

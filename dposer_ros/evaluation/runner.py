@@ -97,15 +97,18 @@ class EvalResult:
 
 
 def run_stream(solver: Solver, fmt: KeypointFormat, data: Corrupted, up: tuple[float, float, float] | None = None,
-               floor: float | None = None) -> tuple[list[Refined], list[float]]:
+               floor: float | None = None, fps: float = 30.0) -> tuple[list[Refined], list[float]]:
     """Refine a corrupted stream frame by frame (warm-started; `up`: the frame's up direction where known, `floor`
-    the floor's height along it); -> one `Refined` per frame, per-frame seconds."""
+    the floor's height along it; `fps` the clip's frame rate, which with `data.frames` gives each frame's interval);
+    -> one `Refined` per frame, per-frame seconds."""
     state: BodyState | None = None
     outs, seconds = [], []
     up_t = None if up is None else torch.tensor(up, dtype=torch.float32)
     floor_t = None if floor is None else torch.tensor(floor, dtype=torch.float32)
     for i in range(data.points.shape[0]):
-        obs = Observation(data.points[i : i + 1].clone(), data.confidence[i : i + 1].clone(), fmt, up_t, floor_t)
+        interval = None if i == 0 else torch.tensor(float(data.frames[i] - data.frames[i - 1]) / fps)
+        obs = Observation(data.points[i : i + 1].clone(), data.confidence[i : i + 1].clone(), fmt, up_t, floor_t,
+                          interval)
         start = time.perf_counter()
         out = solver(obs, state)
         seconds.append(time.perf_counter() - start)
@@ -171,7 +174,7 @@ def evaluate(methods: dict[str, MethodFactory], corruptions: Iterable[Corruption
                     row.error = f"could not build for format {fmt.name}: {_describe(solver)}"
                     continue
                 try:
-                    outs, seconds = run_stream(solver, fmt, data, clip.up, clip.floor)
+                    outs, seconds = run_stream(solver, fmt, data, clip.up, clip.floor, cor.fps)
                 except Exception as err:
                     row.error = f"failed on clip {clip.name}: {_describe(err)}"
                     continue

@@ -197,6 +197,7 @@ class Track:
     frame_id: str
     format_name: str
     state: BodyState | None = None
+    state_stamp_ns: int = 0  # the stamp of the frame `state` answered
     period: float | None = None  # seconds between the person's frames (moving average): the time a batch may take
 
 
@@ -700,6 +701,16 @@ class RefineCore:
             left -= float(np.median(recent)) * len(chunk)
         return int(min(full, max(1, left // (cost * len(chunk)))))
 
+    def _intervals(self, chunk: list[_Pending]) -> torch.Tensor:
+        """(B,) seconds from each person's last answered frame to this one, by the messages' stamps (NaN where
+        unknown: a new track, or stamps that do not advance); the solver's holds fade with it."""
+        with self._lock:
+            stamps = [t.state_stamp_ns if p.track_key is not None and (t := self._tracks.get(p.track_key)) is not None
+                      and t.state is not None else 0 for p in chunk]
+        gaps = [(p.frame.stamp_ns - s) * 1e-9 if s > 0 and p.frame.stamp_ns > s else math.nan
+                for p, s in zip(chunk, stamps)]
+        return torch.tensor(gaps, dtype=torch.float32)
+
     def _refine_chunk(self, chunk: list[_Pending], init: BodyState | None, steps: int | None = None) -> list[PersonResult]:
         """Refine one batch; every person is answered: with a body, or as failed (the solver raised, or gave a body
         that is not finite or lies far from the person's keypoints), and a failed person's track restarts cold."""
@@ -709,7 +720,7 @@ class RefineCore:
         conf_np = np.stack([p.person.confidences for p in chunk]).astype(np.float32)
         up = torch.from_numpy(np.stack([self.settings.up_of(p.frame.frame_id) for p in chunk]).astype(np.float32))
         floor = torch.tensor([self.settings.floor_of(p.frame.frame_id) for p in chunk], dtype=torch.float32)
-        obs = Observation(points, torch.from_numpy(conf_np.copy()), fmt, up, floor)
+        obs = Observation(points, torch.from_numpy(conf_np.copy()), fmt, up, floor, self._intervals(chunk))
         t0 = time.perf_counter()
         try:
             refined = refiner(obs, init)
@@ -757,7 +768,7 @@ class RefineCore:
                     out.append(self._failed(p, fmt, ms))
                     continue
                 if track is not None:
-                    track.state = refined.select(i)
+                    track.state, track.state_stamp_ns = refined.select(i), p.frame.stamp_ns
                 out.append(PersonResult(
                     person_id=p.person.person_id,
                     pose=refined.pose[i].double().numpy(),

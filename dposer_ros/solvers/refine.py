@@ -70,6 +70,7 @@ class RefineSettings:
     # the prior's guess put the feet 150-180 mm off where the rest pose is 67 mm, in-house validation 2026-11-29)
     hidden_prior_weight: float = 10.0  # the prior's pull on a joint no keypoint sees is this many times stronger
     hold_decay: float = 0.98  # ... times hold_decay^(frames it has been hidden - 1): the prior takes over a long gap
+    hold_rate_hz: float = 30.0  # ... frames of this rate: with `Observation.interval` the holds fade with time
     hidden_prior_ramp: bool = True  # ... growing as the hold fades: 1 + (w - 1)(1 - hold_decay^(frames hidden - 1))
     weak_hold_weight: float = 200.0  # pull towards the previous frame (per radian^2) on the directions of a seen body
     weak_dof_cm: float = 10.0  # joint's rotation that move no confident keypoint by more than this per radian
@@ -306,8 +307,10 @@ class FewStepRefiner:
         target_points, target_conf = self._held_keypoints(obs, init)
         by_data = ((obs.confidence > 0.1).float() @ self.sees) > 0  # seen, the spine included
         hidden = torch.zeros(batch, len(FREE_JOINTS)) if init is None or init.hidden_frames is None else init.hidden_frames
-        hidden = torch.where(by_data, 0.0, hidden.float() + 1.0)
-        hold = (s.temporal_weight + (hidden > 0) * s.hold_weight * s.hold_decay ** (hidden - 1).clamp(min=0))[..., None].sqrt()
+        elapsed = self._elapsed(obs)  # (B, 1) this frame's time, in frames of hold_rate_hz
+        hidden = torch.where(by_data, 0.0, hidden.float() + elapsed)
+        faded = s.hold_decay ** (hidden - elapsed).clamp(min=0)  # full on a joint's first hidden frame
+        hold = (s.temporal_weight + (hidden > 0) * s.hold_weight * faded)[..., None].sqrt()
         observed = self.observed_parts(obs.confidence)
         weak = None  # seen body joints: the directions of their rotation the keypoints barely see are held too
         if previous is not None and s.weak_hold_weight > 0:
@@ -315,7 +318,7 @@ class FewStepRefiner:
         # a joint no keypoint sees has only the prior to go by: its pull is hidden_prior_weight times stronger
         boost = torch.full_like(hidden, s.hidden_prior_weight)
         if s.hidden_prior_ramp and previous is not None:  # ... once the hold has faded (a new track has no hold)
-            boost = 1.0 + (s.hidden_prior_weight - 1.0) * (1.0 - s.hold_decay ** (hidden - 1).clamp(min=0))
+            boost = 1.0 + (s.hidden_prior_weight - 1.0) * (1.0 - faded)
         # seen joints: off while their group (body, hands) is fully seen (the data decides), on while the prior
         # completes a hidden joint of the group (the group is one query of the prior: the completion needs the
         # group's seen joints on the prior's manifold; the other group's joints play no part in it)
@@ -367,7 +370,7 @@ class FewStepRefiner:
         completed = ~observed
         completed[:, POSE_PARTS.index("face")] = False  # no face prior: the face is neither observed nor completed
         evals *= self.evals_per_step
-        memory, age = self._remember(obs, init)
+        memory, age = self._remember(obs, init, elapsed)
         return Refined(pose, transl, posed.joints, observed, completed, network_evals=evals, hidden_frames=hidden,
                        betas=betas, keypoint_memory=memory, keypoint_age=age, calibration=calib, rest_joints=rest,
                        keypoint_offsets=used_offsets)
@@ -383,25 +386,33 @@ class FewStepRefiner:
 
     def _held_keypoints(self, obs: Observation, init: BodyState | None) -> tuple[torch.Tensor, torch.Tensor]:
         """The keypoints the data term fits: the observation's, and each hidden keypoint the track has seen at its
-        last seen place, with confidence `keypoint_hold_weight` (hands: `hand_...`) x hold_decay^(frames hidden - 1)."""
+        last seen place, with confidence `keypoint_hold_weight` (hands: `hand_...`) x hold_decay^(frames it was hidden
+        before this one)."""
         memory = self._memory(init)
         if memory is None:
             return obs.points, obs.confidence
         last, age = memory
         held = (obs.confidence == 0) & torch.isfinite(last).all(-1)
-        weight = self.keypoint_hold * self.settings.hold_decay ** age  # age + 1 frames hidden with this one
+        weight = self.keypoint_hold * self.settings.hold_decay ** age  # full on its first hidden frame
         return torch.where(held[..., None], last.nan_to_num(), obs.points), torch.where(held, weight, obs.confidence)
 
-    def _remember(self, obs: Observation, init: BodyState | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    def _elapsed(self, obs: Observation) -> torch.Tensor:
+        """(B, 1) the time since each person's previous frame in frames of `hold_rate_hz` (unknown: one frame)."""
+        if obs.interval is None:
+            return torch.ones(obs.points.shape[0], 1)
+        return torch.nan_to_num(obs.interval * self.settings.hold_rate_hz, nan=1.0)[:, None]
+
+    def _remember(self, obs: Observation, init: BodyState | None,
+                  elapsed: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """The keypoint memory for the next frame: (B, K, 3) last seen places (confidence > 0.1; NaN: never), (B, K)
-        frames since."""
+        time since in frames of `hold_rate_hz` (this frame's `elapsed` (B, 1) added where it is hidden)."""
         if not bool(self.keypoint_hold.any()):
             return None, None
         memory = self._memory(init)
         last, age = memory if memory is not None else (torch.full_like(obs.points, float("nan")),
                                                        torch.zeros_like(obs.confidence))
         seen = obs.confidence > 0.1  # as everywhere here: a doubtful detection is not remembered, nor held stronger
-        return torch.where(seen[..., None], obs.points, last), torch.where(seen, 0.0, age + 1.0)
+        return torch.where(seen[..., None], obs.points, last), torch.where(seen, 0.0, age + elapsed)
 
     def _tilt_strength(self, obs: Observation, by_data: torch.Tensor, local: torch.Tensor, transl: torch.Tensor,
                        rest: torch.Tensor) -> torch.Tensor | None:

@@ -14,14 +14,16 @@ from ..keypoints import KeypointFormat
 @dataclass
 class Observation:
     """Keypoints of B people in one format (metres, any right-handed frame; the result stays in that frame), and
-    where known the up direction of that frame (against gravity), which tells the prior how the body stands, and the
-    floor's height along it (the plane up . x = floor, where the feet stand: `solvers.floor`)."""
+    where known the up direction of that frame (against gravity), which tells the prior how the body stands, the
+    floor's height along it (the plane up . x = floor, where the feet stand), and the time since the person's previous
+    frame (holds of what is hidden fade with time, not with frames)."""
 
     points: torch.Tensor  # (B, K, 3)
     confidence: torch.Tensor  # (B, K) in [0, 1]; 0 = not observed
     format: KeypointFormat
     up: torch.Tensor | None = None  # (B, 3) or (3,) direction (normalised here); None or a zero row: unknown
     floor: torch.Tensor | None = None  # (B,) or () metres along the unit up; None or NaN: unknown (so where up is)
+    interval: torch.Tensor | None = None  # (B,) or () seconds since the person's previous frame; None or NaN: unknown
 
     def __post_init__(self) -> None:
         k = self.format.num_keypoints
@@ -50,6 +52,11 @@ class Observation:
             else:
                 floor[self.up.norm(dim=-1) == 0] = float("nan")
             self.floor = floor
+        if self.interval is not None:
+            interval = torch.as_tensor(self.interval, dtype=torch.float32).expand(self.points.shape[0]).clone()
+            if (interval <= 0).any() or torch.isinf(interval).any():
+                raise ValueError(f"interval must be positive finite seconds (NaN: unknown), got {interval.tolist()}")
+            self.interval = interval
         self.confidence = conf * usable * torch.tensor(self.format.weights, dtype=torch.float32)
 
 
@@ -59,11 +66,12 @@ class BodyState:
 
     pose: torch.Tensor
     transl: torch.Tensor
-    # (B, F) for the solver's free joints: consecutive frames each has gone unseen by any keypoint (None: unknown)
+    # (B, F) for the solver's free joints: how long each has gone unseen by any keypoint, in frames of the hold's
+    # rate (`RefineSettings.hold_rate_hz`; None: unknown)
     hidden_frames: torch.Tensor | None = field(default=None, kw_only=True)
     betas: torch.Tensor | None = field(default=None, kw_only=True)  # (B, 10) the body shape the pose is posed with
     calibration: Calibration | None = field(default=None, kw_only=True)  # the track's shape and keypoint calibration
-    # (B, K, 3) where each keypoint of the format was last seen (NaN: never) and (B, K) the frames since: the
+    # (B, K, 3) where each keypoint of the format was last seen (NaN: never) and (B, K) the time since (as above): the
     # solver's memory of hidden keypoints (None: none kept)
     keypoint_memory: torch.Tensor | None = field(default=None, kw_only=True)
     keypoint_age: torch.Tensor | None = field(default=None, kw_only=True)
