@@ -78,16 +78,17 @@ def build_parameters(solver: RefineSettings = RefineSettings()) -> tuple[ParamSp
                   "Extra pull towards the previous frame on a joint no keypoint sees (per rad^2), for short "
                   "occlusions.", range=(0.0, 1.0e4)),
         ParamSpec("hold_decay", solver.hold_decay,
-                  "Per hidden frame, hold_weight is multiplied by this: a long occlusion is left to the prior.",
+                  "Per 1/30 s a joint or keypoint stays hidden (the time between a person's messages, from their "
+                  "stamps), its hold is multiplied by this: a long occlusion is left to the prior.",
                   range=(0.0, 1.0)),
         ParamSpec("weak_hold_weight", solver.weak_hold_weight,
                   "Pull towards the previous frame (per rad^2) on the directions of a seen body joint's rotation that "
                   "move no confident keypoint (a hip's twist while the knee is seen and the ankle not); 0: off.",
                   range=(0.0, 1.0e4)),
         ParamSpec("keypoint_hold_weight", solver.keypoint_hold_weight,
-                  "A hidden keypoint is held where it was last seen: an observation of this confidence, times "
-                  "hold_decay per further hidden frame (a foot stands still while the joints above it turn); 0: off. "
-                  "Positions are remembered in the input frame: with a moving camera frame, a short memory.",
+                  "A hidden keypoint is held where it was last seen: an observation of this confidence, fading with "
+                  "hold_decay (a foot stands still while the joints above it turn); 0: off. Positions are "
+                  "remembered in the input frame: where that frame moves with the robot, lower it or set 0.",
                   range=(0.0, 10.0)),
         ParamSpec("hand_keypoint_hold_weight", solver.hand_keypoint_hold_weight,
                   "The same for the keypoints of the hands.", range=(0.0, 10.0)),
