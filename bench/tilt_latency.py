@@ -10,26 +10,14 @@ synthetic stream, so load changes hit both alike.
 
 from __future__ import annotations
 
-import argparse
-import datetime
-import json
-import platform
-from pathlib import Path
-
 import roma
 import torch
+from side_by_side import arguments, report, timed_rows
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--prior", type=Path, default=Path("models/dposer_cpu/prior.pt"))
-    parser.add_argument("--formats", default="coco17,h36m17")
-    parser.add_argument("--persons", default="1,10", help="batch sizes")
-    parser.add_argument("--budget", type=float, default=30.0, help="seconds per format and batch size")
-    parser.add_argument("--out", type=Path, default=Path("bench/eval/tilt_latency.json"))
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    from dposer_ros.backends.bench import _cell, _stats, machine_description, synthetic_stream
+    args = arguments(__doc__, "bench/eval/tilt_latency.json", 30.0)
+    from dposer_ros.backends.bench import synthetic_stream
     from dposer_ros.body import ForwardKinematics
     from dposer_ros.body.skeleton import smplx_neutral
     from dposer_ros.keypoints import get_format
@@ -50,30 +38,14 @@ def main() -> None:
             joints = ForwardKinematics()(previous.pose, previous.transl).joints
             obs.up = up
             obs.floor = (joints[:, feet] * up[:, None]).sum(-1).min(1).values - 0.03  # under the soles
-            runners, answers = {}, {}
-            for variant, weight in (("off", 0.0), ("on", RefineSettings().pelvis_tilt_weight)):
-                refiner = FewStepRefiner(prior, fmt, RefineSettings(pelvis_tilt_weight=weight))
-                runners[variant] = ((lambda r=refiner: r(obs, previous)), None)
-                answers[variant] = refiner(obs, previous).pose[:, 0]
-            moved = (answers["on"] - answers["off"]).norm(dim=-1)
-            if not bool((moved > 1e-3).all()):
+            refiners = {"off": FewStepRefiner(prior, fmt, RefineSettings(pelvis_tilt_weight=0.0)),
+                        "on": FewStepRefiner(prior, fmt, RefineSettings(pelvis_tilt_weight=RefineSettings().pelvis_tilt_weight))}
+            answers = {variant: r(obs, previous).pose[:, 0] for variant, r in refiners.items()}
+            if not bool(((answers["on"] - answers["off"]).norm(dim=-1) > 1e-3).all()):
                 raise SystemExit(f"{name} x {persons}: the pull does not act on every body of this stream")
-            times = _cell(runners, args.budget, 20, 100000)
-            base = _stats(times["off"][0])[0]
-            for variant, (lat, _) in times.items():
-                p50, p99, _ = _stats(lat)
-                rows.append({"format": name, "persons": persons, "pull": variant, "p50 ms": round(p50, 1),
-                             "p99 ms": round(p99, 1), "p50 / off": round(p50 / base, 2), "calls": len(lat)})
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"machine": machine_description(), "platform": platform.platform(),
-                                    "backend": "torch engine, one thread, 4 steps, both legs hidden, floor known",
-                                    "date": datetime.date.today().isoformat(),
-                                    "command": f"python bench/tilt_latency.py --budget {args.budget}",
-                                    "rows": rows}, indent=1))
-    print("| " + " | ".join(rows[0]) + " |")
-    print("|---" * len(rows[0]) + "|")
-    for r in rows:
-        print("| " + " | ".join(str(v) for v in r.values()) + " |")
+            rows += timed_rows(refiners, obs, previous, args.budget, "pull", name, persons)
+    report(rows, args.out, "torch engine, one thread, 4 steps, both legs hidden, floor known",
+           f"python bench/tilt_latency.py --budget {args.budget}")
 
 
 if __name__ == "__main__":
