@@ -16,6 +16,8 @@ confident keypoints decide alone). When
 the torso is seen the spine, whose three rotations keypoints see only together, gets `spine_prior_weight`. While no
 keypoint below the hips is seen (the hip keypoints barely say how the pelvis is tilted), the pelvis's tilt against
 the up direction is pulled towards the training data's mean (`pelvis_tilt_weight`; every method alike).
+A hidden keypoint the track has seen is an observation at its last seen place (`keypoint_hold_weight`); the holds
+fade with the time the person has been hidden (`hold_decay` per 1/`hold_rate_hz` s, `Observation.interval`).
 The prior is queried mirror-symmetrically (`prior.symmetric`), and keypoints come through the track's calibrated
 body shape and keypoint offsets (`solvers.calibration`).
 """
