@@ -88,10 +88,12 @@ def gauss_newton_step(
     rest_joints: torch.Tensor | None = None,
     offsets: torch.Tensor | None = None,
     exportable: bool = False,
+    pose: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One step for a batch: local (B, J, 3, 3), transl (B, 3), target (B, K, 3) metres, weight (B, K);
     `rest_joints` (B, J, 3) the people's own rest joints (None: the mean shape), `offsets` (B, K, 3) their
-    keypoints' calibrated offsets (None: the format's).
+    keypoints' calibrated offsets (None: the format's); `pose` (B, J, 3) the axis-angle of `local` where the caller
+    has it (saves a conversion).
 
     A free joint that moves no point (a finger under a body format) meets the others only through pulls; unless a
     pull couples joints (`precision`), its update is solved on its own (a 3 x 3 system) and the joint system keeps
@@ -117,7 +119,7 @@ def gauss_newton_step(
     hb = torch.zeros_like(local[:, points.free])  # (B, F, 3, 3); shapes from tensors, not numbers: an exported
     gb = torch.zeros_like(local[:, points.free, 0])  # graph keeps its batch dynamic
     if pulls:
-        theta = roma.rotmat_to_rotvec(local[:, points.free])
+        theta = roma.rotmat_to_rotvec(local[:, points.free]) if pose is None else pose[:, points.free]
         jinv = inverse_right_jacobian(theta)  # (B, F, 3, 3)
         if any(p.weak_cm is not None for p in pulls):  # what the confident points tell of each joint alone
             seen_info = points.joint_information(block, weight.clamp(min=0)) * 1e4  # cm^2 per rad^2

@@ -355,14 +355,16 @@ class FewStepRefiner:
         use_prior = use_prior and bool(carry["groups"])
         tilt = self._tilt_strength(obs, by_data, local, transl, rest)  # once a frame: it changes little within one
         for t in schedule:
-            pulls = [_scaled(p, factor) for p in self.prior_pulls(roma.rotmat_to_rotvec(local), t, gen, carry)] if use_prior else []
+            rotvec = roma.rotmat_to_rotvec(local) if use_prior else None  # the prior's input, and the pulls' in the step
+            pulls = [_scaled(p, factor) for p in self.prior_pulls(cast(torch.Tensor, rotvec), t, gen, carry)] if use_prior else []
             pulls.append(self._rest_pull(zero, local, obs.up, tilt))
             if previous is not None and (s.temporal_weight > 0 or s.hold_weight > 0):
                 pulls.append(Pull(previous, hold))
             if weak is not None:
                 pulls.append(weak)
             local, transl = gauss_newton_step(self.fk, self.points, local, transl, target_points, target_conf,
-                                              pulls, s.damping, s.sigma_cm, rest_joints=rest, offsets=calib.offsets)
+                                              pulls, s.damping, s.sigma_cm, rest_joints=rest, offsets=calib.offsets,
+                                              pose=rotvec)
         evals += len(schedule) if use_prior else 0
         posed = self.fk.from_rotmat(local, transl, rest)
         # for the next frame: this one is answered with the shape and offsets it was solved with
