@@ -49,7 +49,7 @@ def main() -> None:
         for variant in ("per-joint split", "joint system"):
             refiner = FewStepRefiner(engine, fmt, RefineSettings(steps=steps))
             if variant == "joint system":
-                refiner.points.unmoved = torch.zeros_like(refiner.points.unmoved)
+                refiner.points.unmoved = refiner.points.unmoved[:0]
             first = refiner(obs)
             runs[variant] = (refiner, BodyState.cat([first.select(i) for i in range(people)]), [])
         for _ in range(args.rounds):

@@ -64,11 +64,13 @@ class AttachedPoints:
         self.lineage = lineage  # (K, J): point k's joint and its ancestors
         chain = lineage[:, self.free]
         self.chain = chain  # (K, F): rotating free joint f moves point k
-        self.moved = chain.sum(0) > 0  # (F,) free joints whose rotation moves some point (a landmark's own joint too)
-        self.unmoved = ~self.moved
-        self.moved_columns = torch.cat([(3 * torch.nonzero(self.moved)[:, 0, None] + torch.arange(3)).reshape(-1),
-                                        3 * len(self.free) + torch.arange(3)])  # ... their Jacobian columns, then transl
-        self.unmoved_columns = (3 * torch.nonzero(self.unmoved)[:, 0, None] + torch.arange(3)).reshape(-1)
+        # indices (not masks: a compiled step keeps static shapes) of the free joints whose rotation moves some
+        # point (a landmark's own joint too), of the others, and their Jacobian columns (then the translation's)
+        self.moved = torch.nonzero(chain.sum(0) > 0)[:, 0]
+        self.unmoved = torch.nonzero(chain.sum(0) == 0)[:, 0]
+        self.moved_columns = torch.cat([(3 * self.moved[:, None] + torch.arange(3)).reshape(-1),
+                                        3 * len(self.free) + torch.arange(3)])
+        self.unmoved_columns = (3 * self.unmoved[:, None] + torch.arange(3)).reshape(-1)
         self.frame = offset_frames(self.joint.tolist(), self.offset.numpy(), parents)
         # the Jacobian is sparse (a point moves with the few joints on its chain): only those (k, f) blocks are
         # computed, and copied to their places in the (3K, 3F + 3) matrix, which starts as the translation part

@@ -110,7 +110,7 @@ def gauss_newton_step(
     block = points.pair_blocks(posed, kp)
     jac = points.jacobian(posed, kp, block, scale=100.0 * sw[..., 0])
     n_free = len(points.free)
-    split = bool(points.unmoved.any()) and all(p.precision is None for p in pulls)
+    split = len(points.unmoved) > 0 and all(p.precision is None for p in pulls)
     if split:
         jac = jac[..., points.moved_columns]
     h = points.gram(jac, split)
