@@ -37,9 +37,11 @@ PARAMETER_ARGUMENTS = {
     "hand_prior_weight": ("hand_prior_weight", float, "strength of the prior's pull on the fingers"),
     "sigma_cm": ("sigma_cm", float, "robust scale of keypoint residuals [cm], about the sensor's noise"),
     "person_timeout": ("person_timeout", float, "seconds before an unseen person's track is dropped"),
-    "output_frame": ("output_frame", str, "output frame (empty: keep the input's frame_id)"),
-    "floor_height": ("floor_height", float, "the floor's height along up_vector in the input frames [m] (empty: "
-                     "unknown; it lets the refiner stand people with hidden legs upright)"),
+    "fixed_frame": ("fixed_frame", str, "frame fixed in the world to track people in, e.g. odom for a camera on a "
+                    "moving robot (empty: each message's own frame)"),
+    "output_frame": ("output_frame", str, "output frame (empty: keep the input's frame_id or fixed_frame)"),
+    "floor_height": ("floor_height", float, "the floor's height along up_vector in the input frames or fixed_frame "
+                     "[m] (empty: unknown; it lets the refiner stand people with hidden legs upright)"),
     "publish_mesh": ("publish_mesh", bool, "publish the mannequin mesh markers (true/false)"),
 }
 

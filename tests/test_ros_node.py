@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 import weakref
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -495,6 +496,7 @@ def test_lifecycle_node_loads_on_configure_serves_when_active_and_releases_on_cl
     (["-p", "input_type:=pointcloud2"], "pointcloud2 needs input_format"),
     (["-p", "steps:=abc"], "steps must be integer"),
     (["-p", "output_frame:=base_link"], "cannot be resolved"),  # no tf2_ros here, identity output_transform
+    (["-p", "fixed_frame:=odom"], "fixed_frame 'odom' cannot be resolved"),  # ... identity fixed_transform
 ])
 def test_the_node_refuses_to_start_with_bad_parameters(prior_path, args, message):
     """Exit 1 and a message that says what to fix (both used to start, and then reject every message or ignore
@@ -706,6 +708,99 @@ def test_output_transform_moves_the_body_rigidly(tiny_core):
     np.testing.assert_allclose(joints, res.joints @ rot.T + trans, atol=1e-5)
     np.testing.assert_allclose(moved.joints, joints, atol=1e-5)
     assert math.isclose(np.linalg.det(rot), 1.0, abs_tol=1e-9)
+
+
+def test_transform_result_keeps_the_failed_flag_and_the_steps(tiny_core):
+    a, _ = body_keypoints(8)
+    tiny_core.submit(_frame([core.PersonInput("K", a, np.ones(17))], 1.0, frame_id="keep"))
+    res = replace(tiny_core.refine_pending()[0].people[0], failed=True, refine_steps=3)
+    moved = core.transform_result(res, np.eye(3), np.array([1.0, 0.0, 0.0]))
+    assert moved.failed and moved.refine_steps == 3 and moved.person_id == "K"
+
+
+def _fixed_frame_node(prior_path, domain_id, name: str, transform=None):
+    from rclpy.parameter import Parameter
+
+    from dposer_ros.ros.refine_node import RefineNode
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=domain_id)
+    overrides = [Parameter("model_path", value=str(prior_path)), Parameter("backend", value="torch"),
+                 Parameter("fixed_frame", value="odom"), Parameter("hri_output", value=False)]
+    if transform is not None:
+        overrides.append(Parameter("fixed_transform", value=transform))
+    return ctx, RefineNode(context=ctx, node_name=name, parameter_overrides=overrides)
+
+
+def _answer(node, timeout: float = 60.0):
+    """The (header, people) the node's worker publishes next."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        with node._latest_lock:
+            latest, node._latest = node._latest, None
+        if latest is not None:
+            return latest
+        time.sleep(0.01)
+    raise TimeoutError("no answer")
+
+
+def test_fixed_frame_takes_the_keypoints_into_it_and_answers_there(prior_path, domain_id):
+    """With fixed_frame (here its static fixed_transform: no tf2_ros on these machines) a message's keypoints are
+    taken into that frame before they reach the tracks, and the answers are in it."""
+    q = np.array([0.0, 0.0, np.sin(0.3), np.cos(0.3)])  # 0.6 rad about z
+    rot, trans = core.quat_to_matrix(q), np.array([1.0, -2.0, 0.0])
+    ctx, node = _fixed_frame_node(prior_path, domain_id, "fixed_static", [*trans, *q])
+    try:
+        a, joints = body_keypoints(5)
+        node._on_input(keypoints_msg([("F", FORMAT, a, None)], 3.0, frame_id="camera_link"))
+        hdr, people = _answer(node)
+        assert hdr.frame_id == "odom" and node.core._tracks["F"].frame_id == "odom"
+        np.testing.assert_allclose(people[0].points, a @ rot.T + trans, atol=1e-9)
+        error = np.linalg.norm(people[0].joints[:22] - (joints[:22] @ rot.T + trans), axis=-1).mean()
+        assert error < 0.1  # the body stands where the keypoints went (2.2 m from where they came)
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown(context=ctx)
+
+
+class _MovingCamera:
+    """A tf2 Buffer's lookup_transform as the node calls it: the camera turns 0.1 rad about z per second; no
+    transform is there for stamps after 5 s (tf2 raises, e.g. ExtrapolationException)."""
+
+    def __init__(self):
+        self.calls = []
+
+    def lookup_transform(self, target, source, time, timeout):
+        from geometry_msgs.msg import TransformStamped
+
+        self.calls.append((target, source, time.nanoseconds))
+        seconds = time.nanoseconds * 1e-9
+        if seconds > 5.0:
+            raise RuntimeError("Lookup would require extrapolation into the future")
+        tf = TransformStamped()
+        tf.transform.rotation.z, tf.transform.rotation.w = float(np.sin(0.05 * seconds)), float(np.cos(0.05 * seconds))
+        return tf
+
+
+def test_fixed_frame_follows_tf_at_each_stamp_and_drops_what_it_cannot_place(prior_path, domain_id):
+    ctx, node = _fixed_frame_node(prior_path, domain_id, "fixed_tf", [0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0])
+    node._tf_buffer = buffer = _MovingCamera()  # tf2_ros's Buffer where it is installed
+    try:
+        a, _ = body_keypoints(6)
+        for stamp in (2.0, 4.0):
+            node._on_input(keypoints_msg([("M", FORMAT, a, None)], stamp, frame_id="camera_link"))
+            rot = core.quat_to_matrix([0.0, 0.0, np.sin(0.05 * stamp), np.cos(0.05 * stamp)])
+            np.testing.assert_allclose(_answer(node)[1][0].points, a @ rot.T, atol=1e-9)
+        assert buffer.calls == [("odom", "camera_link", 2_000_000_000), ("odom", "camera_link", 4_000_000_000)]
+        drops = node.core.stats.drops
+        node._on_input(keypoints_msg([("M", FORMAT, a, None)], 6.0, frame_id="camera_link"))  # no transform yet
+        assert node.core.stats.drops == drops + 1 and node._errors["transform"] == 1
+        node._on_input(keypoints_msg([("M", FORMAT, a, None)], 4.5, frame_id="odom"))  # already in it: no lookup
+        np.testing.assert_allclose(_answer(node)[1][0].points, a, atol=1e-9)  # the node keeps serving
+        assert len(buffer.calls) == 3
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown(context=ctx)
 
 
 def test_format_names_with_underscores_resolve():

@@ -830,6 +830,13 @@ def quat_to_matrix(q) -> np.ndarray:
     return roma.unitquat_to_rotmat(q / q.norm().clamp(min=1e-12)).numpy()
 
 
+def transform_frame(frame: InputFrame, rot: np.ndarray, trans: np.ndarray, frame_id: str) -> InputFrame:
+    """The message's people in another frame, `frame_id` (p' = rot p + trans); a missing keypoint stays missing
+    (its confidence is what says so)."""
+    people = [replace(p, points=np.asarray(p.points, np.float64) @ rot.T + trans) for p in frame.people]
+    return replace(frame, frame_id=frame_id, people=people)
+
+
 def transform_result(res: PersonResult, rot: np.ndarray, trans: np.ndarray) -> PersonResult:
     """The same body expressed in another frame (p' = rot p + trans): global orientation, translation, joints."""
     import roma
@@ -841,5 +848,4 @@ def transform_result(res: PersonResult, rot: np.ndarray, trans: np.ndarray) -> P
     transl = rot @ (rest_root + res.transl) + trans - rest_root
     joints = res.joints @ rot.T + trans
     pts = None if res.points is None else res.points @ rot.T + trans
-    return PersonResult(res.person_id, pose, transl, joints, res.part_confidence, res.part_completed, res.refine_ms,
-                        res.format_name, pts, res.confidences, res.betas)
+    return replace(res, pose=pose, transl=transl, joints=joints, points=pts)

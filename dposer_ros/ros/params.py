@@ -88,7 +88,7 @@ def build_parameters(solver: RefineSettings = RefineSettings()) -> tuple[ParamSp
         ParamSpec("keypoint_hold_weight", solver.keypoint_hold_weight,
                   "A hidden keypoint is held where it was last seen: an observation of this confidence, fading with "
                   "hold_decay (a foot stands still while the joints above it turn); 0: off. Positions are "
-                  "remembered in the input frame: where that frame moves with the robot, lower it or set 0.",
+                  "remembered in the frame the node tracks in: on a moving robot set fixed_frame.",
                   range=(0.0, 10.0)),
         ParamSpec("hand_keypoint_hold_weight", solver.hand_keypoint_hold_weight,
                   "The same for the keypoints of the hands.", range=(0.0, 10.0)),
@@ -116,26 +116,41 @@ def build_parameters(solver: RefineSettings = RefineSettings()) -> tuple[ParamSp
                   range=(0.05, 60.0)),
         ParamSpec("max_batch", node.max_batch, "Most people refined in one batched solver call.", range=(1, 128),
                   step=1),
+        ParamSpec("fixed_frame", "",
+                  "Frame the node tracks people in, fixed in the world (odom, map). Empty: each message's own frame. "
+                  "A camera that moves with the robot moves its frame, and with it what a track remembers (hidden "
+                  "keypoints' last seen places, the hold of hidden joints, the warm start): turning at 30 deg/s, "
+                  "hidden keypoints come out about 1.3x worse (bench/RESULTS.md). Set, each message's keypoints are "
+                  "transformed into it at the message's stamp (tf2 when tf2_ros is installed, else "
+                  "`fixed_transform`); up_vector and floor_height are then this frame's, and the outputs are in it "
+                  "(or in output_frame).", read_only=True),
+        ParamSpec("fixed_transform", [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0],
+                  "Static transform input frame -> fixed_frame as [x, y, z, qx, qy, qz, qw] (metres, unit "
+                  "quaternion), used when fixed_frame is set and tf2_ros is not available: a camera that does not "
+                  "move, e.g. its optical frame into a frame whose up and floor are known.",
+                  read_only=True, constraints="7 numbers"),
         ParamSpec("output_frame", "",
-                  "Frame of the outputs. Empty: keep the input's frame_id. Otherwise the input->output transform is "
-                  "looked up with tf2 when tf2_ros is installed, else `output_transform` is used.",),
+                  "Frame of the outputs. Empty: keep the input's frame_id (or fixed_frame). Otherwise the "
+                  "input (or fixed_frame) -> output transform is looked up with tf2 when tf2_ros is installed, "
+                  "else `output_transform` is used.",),
         ParamSpec("tf_timeout", 0.05,
-                  "Longest wait [s] for the input -> output_frame transform at a message's stamp; an answer whose "
-                  "transform is not there is dropped and counted (error.transform), never relabelled.",
-                  range=(0.0, 5.0)),
+                  "Longest wait [s] for a transform (into fixed_frame, or to output_frame) at a message's stamp; a "
+                  "message or answer whose transform is not there is dropped and counted (error.transform), never "
+                  "relabelled.", range=(0.0, 5.0)),
         ParamSpec("output_transform", [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0],
-                  "Static transform input frame -> output_frame as [x, y, z, qx, qy, qz, qw] (metres, unit "
-                  "quaternion), used when output_frame is set and tf2_ros is not available.",
+                  "Static transform input frame (or fixed_frame) -> output_frame as [x, y, z, qx, qy, qz, qw] "
+                  "(metres, unit quaternion), used when output_frame is set and tf2_ros is not available.",
                   constraints="7 numbers"),
         ParamSpec("up_vector", list(node.up_vector),
-                  "The up direction (against gravity) of the input frames, told to the prior so that it can tell "
-                  "standing from sitting when the legs are hidden. REP 103 body and world frames: [0, 0, 1]. "
-                  "[0, 0, 0]: unknown (the prior is not told). Frames named *_optical_frame (camera optical frames, "
-                  "z forward) count as unknown.", constraints="3 finite numbers"),
+                  "The up direction (against gravity) of the input frames (of fixed_frame when set), told to the "
+                  "prior so that it can tell standing from sitting when the legs are hidden. REP 103 body and world "
+                  "frames: [0, 0, 1]. [0, 0, 0]: unknown (the prior is not told). Frames named *_optical_frame "
+                  "(camera optical frames, z forward) count as unknown.", constraints="3 finite numbers"),
         ParamSpec("floor_height", node.floor_height,
-                  "Height of the floor along up_vector in the input frames (metres; a REP 103 base_footprint or "
-                  "map frame: 0). NaN: unknown. The pelvis-tilt pull needs it to tell a standing person from "
-                  "one sitting, kneeling or lying on the floor.", constraints="a finite height, or NaN: unknown"),
+                  "Height of the floor along up_vector in the input frames (in fixed_frame when set; metres; a REP "
+                  "103 base_footprint, odom or map frame: 0). NaN: unknown. The pelvis-tilt pull needs it to tell a "
+                  "standing person from one sitting, kneeling or lying on the floor.",
+                  constraints="a finite height, or NaN: unknown"),
         ParamSpec("hri_output", True,
                   "Publish REP 155 bodies: /humans/bodies/tracked, TF frames body_<id> and <joint>_<id> on /tf, "
                   "/humans/bodies/<id>/joint_states and the body's URDF on /humans/bodies/<id>/urdf.",
@@ -201,11 +216,11 @@ def check_value(spec: ParamSpec, value: Any) -> str | None:
         return f"floor_height must be a finite height in metres (NaN: unknown), got {value!r}"
     if spec.name == "up_vector" and (len(value) != 3 or not all(math.isfinite(v) for v in value)):
         return f"up_vector needs 3 finite numbers (the input frame's up direction; [0, 0, 0]: unknown), got {list(value)}"
-    if spec.name == "output_transform":
+    if spec.name in ("output_transform", "fixed_transform"):
         if len(value) != 7:
-            return f"output_transform needs 7 numbers [x, y, z, qx, qy, qz, qw], got {len(value)}"
+            return f"{spec.name} needs 7 numbers [x, y, z, qx, qy, qz, qw], got {len(value)}"
         if not all(math.isfinite(v) for v in value) or math.hypot(*value[3:]) < 1e-6:
-            return f"output_transform needs finite numbers and a non-zero quaternion, got {list(value)}"
+            return f"{spec.name} needs finite numbers and a non-zero quaternion, got {list(value)}"
     return None
 
 

@@ -4,7 +4,7 @@ Topics (relative names: remap or push into a namespace as usual)
   in   keypoints          dposer_msgs/Keypoints3DArray | visualization_msgs/MarkerArray | sensor_msgs/PointCloud2
                           (parameter input_type), sensor-data QoS (best effort, depth 5)
   in   image, camera_info sensor_msgs/Image + CameraInfo (only with publish_overlay)
-  out  smplx_poses        dposer_msgs/SmplxPoseArray, the input's header (stamp, frame_id) unless output_frame is set
+  out  smplx_poses        dposer_msgs/SmplxPoseArray, the input's header (stamp, frame_id; fixed_frame, output_frame)
   out  skeleton_markers   visualization_msgs/MarkerArray: per person a LINE_LIST (bones) + SPHERE_LIST (joints)
                           + the input keypoints (ns `input`)
   out  mesh_markers       visualization_msgs/MarkerArray: the mannequin mesh (TRIANGLE_LIST), publish_mesh only
@@ -59,6 +59,7 @@ from .core import (
     RefineCore,
     quat_to_matrix,
     resolve_format,
+    transform_frame,
     transform_result,
 )
 from .params import BY_NAME, PARAMETERS, check_value
@@ -196,7 +197,7 @@ class RefineNodeMixin:
         self.pub_mesh = self.create_publisher(MarkerArray, "mesh_markers", reliable)
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", reliable)
         self.pub_overlay = self.create_publisher(Image, "overlay", reliable) if p["publish_overlay"] else None
-        if p["output_frame"]:
+        if p["output_frame"] or p["fixed_frame"]:
             self._setup_tf()
         self.hri = None
         if p["hri_output"]:
@@ -339,9 +340,18 @@ class RefineNodeMixin:
             self._malformed(MalformedInput("bad_message", f"{type(err).__name__}: {err}"))
             return
         frame = InputFrame(stamp_ns, frame_id, people, received, stamp)
+        fixed = self.get_parameter("fixed_frame").value
+        if fixed and frame_id != fixed:
+            try:
+                frame = transform_frame(frame, *self._lookup(fixed, frame_id, stamp_ns, "fixed_transform"), fixed)
+            except Exception as err:  # noqa: BLE001 - tf lookups fail in many ways; the message is dropped
+                self.core.stats.frame_in(len(people))
+                self.core.stats.drop(len(people))
+                self._error("transform", f"no transform from {frame_id!r} to fixed_frame {fixed!r}: {err}")
+                return
         if not people:  # nobody in view: answer at once with an empty array
             self.core.stats.frame_in(0)
-            self.pub_poses.publish(SmplxPoseArray(header=convert.header(stamp, self._out_frame(frame_id))))
+            self.pub_poses.publish(SmplxPoseArray(header=convert.header(stamp, self._out_frame(frame.frame_id))))
             return
         for err in self.core.submit(frame):
             self._malformed(err)
@@ -389,34 +399,41 @@ class RefineNodeMixin:
         people = out.people
         if not target or target == out.frame.frame_id:
             return people
-        if self._tf_buffer is not None:
-            from rclpy.duration import Duration
-            from rclpy.time import Time
-
-            wait = Duration(seconds=float(self.get_parameter("tf_timeout").value))
-            tf = self._tf_buffer.lookup_transform(target, out.frame.frame_id, Time.from_msg(out.frame.stamp), wait)
-            tr, q = tf.transform.translation, tf.transform.rotation
-            rot, trans = quat_to_matrix([q.x, q.y, q.z, q.w]), np.array([tr.x, tr.y, tr.z])
-        else:
-            t = np.asarray(self.get_parameter("output_transform").value, dtype=np.float64)
-            rot, trans = quat_to_matrix(t[3:]), t[:3]
+        rot, trans = self._lookup(target, out.frame.frame_id, out.frame.stamp_ns, "output_transform")
         return [transform_result(r, rot, trans) for r in people]
 
+    def _lookup(self, target: str, source: str, stamp_ns: int, static: str) -> tuple[np.ndarray, np.ndarray]:
+        """(rot, trans) taking `source` coordinates into `target` at the stamp: tf2 (waiting up to tf_timeout) where
+        installed, else the static transform parameter `static`."""
+        if self._tf_buffer is None:
+            t = np.asarray(self.get_parameter(static).value, dtype=np.float64)
+            return quat_to_matrix(t[3:]), t[:3]
+        from rclpy.duration import Duration
+        from rclpy.time import Time
+
+        wait = Duration(seconds=float(self.get_parameter("tf_timeout").value))
+        tf = self._tf_buffer.lookup_transform(target, source, Time(nanoseconds=stamp_ns), wait)
+        tr, q = tf.transform.translation, tf.transform.rotation
+        return quat_to_matrix([q.x, q.y, q.z, q.w]), np.array([tr.x, tr.y, tr.z])
+
     def _setup_tf(self) -> None:
-        """tf2 when installed; else the static output_transform, which must then say something (an identity would
-        only relabel the input frame as output_frame)."""
+        """tf2 when installed (its listener on its own thread: an input callback may wait for a transform); else the
+        static transforms, which must then say something (an identity would only relabel a frame)."""
         try:
             from tf2_ros import Buffer, TransformListener
         except ImportError:
-            t = self.get_parameter("output_transform").value
-            if list(t) == list(BY_NAME["output_transform"].default):
-                raise ValueError(f"output_frame {self.get_parameter('output_frame').value!r} cannot be resolved: "
-                                 "tf2_ros is not installed and output_transform is the identity; set "
-                                 "output_transform to the input -> output_frame transform, or install tf2_ros") from None
-            self.get_logger().info("tf2_ros not installed: outputs use the static output_transform parameter")
+            for frame, static in (("fixed_frame", "fixed_transform"), ("output_frame", "output_transform")):
+                name = self.get_parameter(frame).value
+                if name and list(self.get_parameter(static).value) == list(BY_NAME[static].default):
+                    source = "input" if frame == "fixed_frame" or not self.get_parameter("fixed_frame").value \
+                        else "fixed_frame"
+                    raise ValueError(f"{frame} {name!r} cannot be resolved: tf2_ros is not installed and {static} is "
+                                     f"the identity; set {static} to the {source} -> {frame} transform, or install "
+                                     "tf2_ros") from None
+            self.get_logger().info("tf2_ros not installed: the static fixed_transform / output_transform are used")
             return
         self._tf_buffer = Buffer()
-        self._tf_listener = TransformListener(self._tf_buffer, self)
+        self._tf_listener = TransformListener(self._tf_buffer, self, spin_thread=True)
 
     def _publish(self, out) -> None:
         try:
