@@ -726,7 +726,8 @@ def _fixed_frame_node(prior_path, domain_id, name: str, transform=None):
     ctx = rclpy.Context()
     rclpy.init(context=ctx, domain_id=domain_id)
     overrides = [Parameter("model_path", value=str(prior_path)), Parameter("backend", value="torch"),
-                 Parameter("fixed_frame", value="odom"), Parameter("hri_output", value=False)]
+                 Parameter("fixed_frame", value="odom"), Parameter("hri_output", value=False),
+                 Parameter("publish_overlay", value=True)]
     if transform is not None:
         overrides.append(Parameter("fixed_transform", value=transform))
     return ctx, RefineNode(context=ctx, node_name=name, parameter_overrides=overrides)
@@ -753,11 +754,44 @@ def test_fixed_frame_takes_the_keypoints_into_it_and_answers_there(prior_path, d
     try:
         a, joints = body_keypoints(5)
         node._on_input(keypoints_msg([("F", FORMAT, a, None)], 3.0, frame_id="camera_link"))
-        hdr, people = _answer(node)
+        hdr, people, origin = _answer(node)
         assert hdr.frame_id == "odom" and node.core._tracks["F"].frame_id == "odom"
         np.testing.assert_allclose(people[0].points, a @ rot.T + trans, atol=1e-9)
+        assert origin[0] == "camera_link"  # what the overlay needs to draw the answer into that camera's image
+        np.testing.assert_allclose((people[0].points - origin[2]) @ origin[1], a, atol=1e-9)
         error = np.linalg.norm(people[0].joints[:22] - (joints[:22] @ rot.T + trans), axis=-1).mean()
         assert error < 0.1  # the body stands where the keypoints went (2.2 m from where they came)
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown(context=ctx)
+
+
+def test_overlay_draws_answers_made_in_the_fixed_frame_into_the_camera_image(prior_path, domain_id):
+    """The answers are in fixed_frame, the image in the camera's optical frame the keypoints came in: the overlay
+    takes the joints back into it (and draws them where they belong)."""
+    from rclpy.parameter import Parameter
+    from sensor_msgs.msg import CameraInfo, Image
+
+    from dposer_ros.ros import convert
+
+    q = [-0.5, 0.5, -0.5, 0.5]  # REP 103: optical frame (z forward, y down) -> a z-up frame, 1.2 m above its origin
+    ctx, node = _fixed_frame_node(prior_path, domain_id, "fixed_overlay", [0.0, 0.0, 1.2, *q])
+    try:
+        node.set_parameters([Parameter("log_throttle", value=0.0)])
+        node.pub_overlay = drawn = type("Sink", (), {"publish": lambda self, m: setattr(self, "msg", m)})()
+        k = [500.0, 0.0, 320.0, 0.0, 500.0, 240.0, 0.0, 0.0, 1.0]
+        node._on_camera_info(CameraInfo(k=k, width=640, height=480))
+        a, joints = body_keypoints(5, transl=(0.0, 0.3, 3.0))  # 3 m in front of the camera, in its optical frame
+        node._on_input(keypoints_msg([("O", FORMAT, a, None)], 3.0, frame_id="camera_optical_frame"))
+        _, people, origin = _answer(node)
+        node._latest = (convert.header(Time(sec=3), "odom"), people, origin)
+        image = Image(height=480, width=640, encoding="rgb8", step=640 * 3, data=bytes(480 * 640 * 3))
+        image.header.frame_id = "camera_optical_frame"
+        node._on_image(image)
+        img = convert.image_to_numpy(drawn.msg)
+        u, v = convert.project(joints[:1], np.array(k))[0].round().astype(int)  # the true pelvis
+        assert img[v - 6 : v + 7, u - 6 : u + 7].any()  # drawn where the camera sees the body
+        assert img.any(-1).mean() < 0.2  # and not everywhere
     finally:
         node.destroy_node()
         rclpy.try_shutdown(context=ctx)

@@ -150,6 +150,8 @@ class InputFrame:
     received: float = field(default_factory=time.monotonic)
     stamp: object = None  # the message's builtin_interfaces/Time, passed through to the outputs
     seq: int = 0
+    # where fixed_frame moved the message: the frame it came in and the transform into frame_id (p' = rot p + trans)
+    origin: tuple[str, np.ndarray, np.ndarray] | None = None
 
 
 @dataclass
@@ -834,7 +836,7 @@ def transform_frame(frame: InputFrame, rot: np.ndarray, trans: np.ndarray, frame
     """The message's people in another frame, `frame_id` (p' = rot p + trans); a missing keypoint stays missing
     (its confidence is what says so)."""
     people = [replace(p, points=np.asarray(p.points, np.float64) @ rot.T + trans) for p in frame.people]
-    return replace(frame, frame_id=frame_id, people=people)
+    return replace(frame, frame_id=frame_id, people=people, origin=(frame.frame_id, rot, trans))
 
 
 def transform_result(res: PersonResult, rot: np.ndarray, trans: np.ndarray) -> PersonResult:

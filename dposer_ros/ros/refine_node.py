@@ -186,7 +186,7 @@ class RefineNodeMixin:
         self._loggers: dict[str, object] = {}
         self._errors: dict[str, int] = {}
         self._last_diag = {"malformed_total": 0, "drops": 0, "failed": 0}
-        self._latest: tuple[object, list] | None = None
+        self._latest: tuple[object, list, tuple[str, np.ndarray, np.ndarray] | None] | None = None
         self._latest_lock = threading.Lock()
         self._last_mesh = 0.0
         self._camera_info: CameraInfo | None = None
@@ -457,8 +457,8 @@ class RefineNodeMixin:
             self._last_mesh = now
             stride = int(self.get_parameter("mesh_stride").value)
             self.pub_mesh.publish(MarkerArray(markers=convert.mesh_markers(people, hdr, lifetime, stride)))
-        with self._latest_lock:
-            self._latest = (hdr, people)
+        with self._latest_lock:  # for the overlay: the answers, and how to take them back into the camera's frame
+            self._latest = (hdr, people, out.frame.origin if hdr.frame_id == out.frame.frame_id else None)
 
     # -- overlay -------------------------------------------------------------------------------------
     def _on_camera_info(self, msg: CameraInfo) -> None:
@@ -476,8 +476,11 @@ class RefineNodeMixin:
             self._malformed(MalformedInput("bad_message", f"overlay: {err}"))
             return
         if latest is not None:
-            hdr, people = latest
-            if hdr.frame_id and msg.header.frame_id and hdr.frame_id != msg.header.frame_id:
+            hdr, people, origin = latest
+            back = None  # joints in fixed_frame go back into the frame their keypoints came in
+            if origin is not None and origin[0] == msg.header.frame_id:
+                back = origin[1:]
+            if hdr.frame_id and msg.header.frame_id and hdr.frame_id != msg.header.frame_id and back is None:
                 self.get_logger().warning(
                     f"overlay: joints are in {hdr.frame_id!r}, the image in {msg.header.frame_id!r}; publish "
                     "keypoints in the camera's optical frame to draw them",
@@ -485,7 +488,8 @@ class RefineNodeMixin:
             else:
                 bones = convert.smplx_bones()
                 for res in people:
-                    uv = convert.project(res.joints, np.asarray(info.k), np.asarray(info.d))
+                    joints = res.joints if back is None else (res.joints - back[1]) @ back[0]  # p = rot^T (p' - t)
+                    uv = convert.project(joints, np.asarray(info.k), np.asarray(info.d))
                     convert.draw_overlay(img, uv, bones)
         self.pub_overlay.publish(convert.numpy_to_image(img, msg.encoding, msg.header))
 
