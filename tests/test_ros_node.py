@@ -798,27 +798,32 @@ def test_overlay_draws_answers_made_in_the_fixed_frame_into_the_camera_image(pri
 
 
 class _MovingCamera:
-    """A tf2 Buffer's lookup_transform as the node calls it: the camera turns 0.1 rad about z per second; no
-    transform is there for stamps after 5 s (tf2 raises, e.g. ExtrapolationException)."""
+    """A tf2 Buffer's lookup_transform as the node calls it: the camera turns 0.1 rad about z per second; there is
+    no transform for stamps after `latest` (tf2 raises, e.g. ExtrapolationException)."""
 
     def __init__(self):
         self.calls = []
+        self.latest = 5.0
 
     def lookup_transform(self, target, source, time, timeout):
         from geometry_msgs.msg import TransformStamped
 
+        assert timeout.nanoseconds == 0  # never blocks the executor
         self.calls.append((target, source, time.nanoseconds))
         seconds = time.nanoseconds * 1e-9
-        if seconds > 5.0:
+        if seconds > self.latest:
             raise RuntimeError("Lookup would require extrapolation into the future")
         tf = TransformStamped()
         tf.transform.rotation.z, tf.transform.rotation.w = float(np.sin(0.05 * seconds)), float(np.cos(0.05 * seconds))
         return tf
 
 
-def test_fixed_frame_follows_tf_at_each_stamp_and_drops_what_it_cannot_place(prior_path, domain_id):
+def test_fixed_frame_follows_tf_at_each_stamp_waits_for_late_transforms_and_drops_missing_ones(prior_path, domain_id):
+    from rclpy.parameter import Parameter
+
     ctx, node = _fixed_frame_node(prior_path, domain_id, "fixed_tf", [0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0])
     node._tf_buffer = buffer = _MovingCamera()  # tf2_ros's Buffer where it is installed
+    node.set_parameters([Parameter("tf_timeout", value=0.2)])
     try:
         a, _ = body_keypoints(6)
         for stamp in (2.0, 4.0):
@@ -826,12 +831,23 @@ def test_fixed_frame_follows_tf_at_each_stamp_and_drops_what_it_cannot_place(pri
             rot = core.quat_to_matrix([0.0, 0.0, np.sin(0.05 * stamp), np.cos(0.05 * stamp)])
             np.testing.assert_allclose(_answer(node)[1][0].points, a @ rot.T, atol=1e-9)
         assert buffer.calls == [("odom", "camera_link", 2_000_000_000), ("odom", "camera_link", 4_000_000_000)]
+        # a transform that arrives after its message: the message waits for it (in order), then is answered
+        node._on_input(keypoints_msg([("M", FORMAT, a, None)], 5.5, frame_id="camera_link"))
+        assert len(node._unplaced) == 1 and not node.core._pending
+        buffer.latest = 5.6
+        node._place_unplaced()  # the node's timer, every 10 ms
+        np.testing.assert_allclose(_answer(node)[1][0].points[0], a[0] @ core.quat_to_matrix(
+            [0.0, 0.0, np.sin(0.275), np.cos(0.275)]).T, atol=1e-9)
+        # one whose transform never comes is dropped after tf_timeout and counted
         drops = node.core.stats.drops
-        node._on_input(keypoints_msg([("M", FORMAT, a, None)], 6.0, frame_id="camera_link"))  # no transform yet
-        assert node.core.stats.drops == drops + 1 and node._errors["transform"] == 1
-        node._on_input(keypoints_msg([("M", FORMAT, a, None)], 4.5, frame_id="odom"))  # already in it: no lookup
+        node._on_input(keypoints_msg([("M", FORMAT, a, None)], 6.0, frame_id="camera_link"))
+        time.sleep(0.25)
+        node._place_unplaced()
+        assert not node._unplaced and node.core.stats.drops == drops + 1 and node._errors["transform"] == 1
+        calls = len(buffer.calls)
+        node._on_input(keypoints_msg([("M", FORMAT, a, None)], 6.5, frame_id="odom"))  # already in it: no lookup
         np.testing.assert_allclose(_answer(node)[1][0].points, a, atol=1e-9)  # the node keeps serving
-        assert len(buffer.calls) == 3
+        assert len(buffer.calls) == calls
     finally:
         node.destroy_node()
         rclpy.try_shutdown(context=ctx)

@@ -32,6 +32,7 @@ import signal
 import sys
 import threading
 import time
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -191,6 +192,8 @@ class RefineNodeMixin:
         self._last_mesh = 0.0
         self._camera_info: CameraInfo | None = None
         self._tf_buffer = None
+        self._tf_listener = None
+        self._unplaced: deque[InputFrame] = deque()  # messages waiting for their fixed_frame transform (tf_timeout)
         reliable = QoSProfile(depth=10)
         self.pub_poses = self.create_publisher(SmplxPoseArray, "smplx_poses", reliable)
         self.pub_markers = self.create_publisher(MarkerArray, "skeleton_markers", reliable)
@@ -199,6 +202,7 @@ class RefineNodeMixin:
         self.pub_overlay = self.create_publisher(Image, "overlay", reliable) if p["publish_overlay"] else None
         if p["output_frame"] or p["fixed_frame"]:
             self._setup_tf()
+        self._tf_timer = self.create_timer(0.01, self._place_unplaced) if p["fixed_frame"] else None
         self.hri = None
         if p["hri_output"]:
             try:
@@ -248,6 +252,7 @@ class RefineNodeMixin:
             if self._worker.is_alive():
                 self._worker.join(timeout=5.0)
             self._worker = None
+        self._unplaced.clear()
         if self.core is not None:
             self.core.reset()
 
@@ -256,6 +261,12 @@ class RefineNodeMixin:
         if self.core is None:
             return
         self.destroy_timer(self._diag_timer)
+        if self._tf_timer is not None:
+            self.destroy_timer(self._tf_timer)
+        if self._tf_listener is not None:
+            self._tf_listener.unregister()
+            self._tf_listener = self._tf_buffer = None
+        self._unplaced.clear()
         if self.hri is not None:
             self.hri.close()
             self.hri = None
@@ -342,19 +353,41 @@ class RefineNodeMixin:
         frame = InputFrame(stamp_ns, frame_id, people, received, stamp)
         fixed = self.get_parameter("fixed_frame").value
         if fixed and frame_id != fixed:
-            try:
-                frame = transform_frame(frame, *self._lookup(fixed, frame_id, stamp_ns, "fixed_transform"), fixed)
-            except Exception as err:  # noqa: BLE001 - tf lookups fail in many ways; the message is dropped
-                self.core.stats.frame_in(len(people))
-                self.core.stats.drop(len(people))
-                self._error("transform", f"no transform from {frame_id!r} to fixed_frame {fixed!r}: {err}")
-                return
-        if not people:  # nobody in view: answer at once with an empty array
+            self._unplaced.append(frame)
+            self._place_unplaced()
+        else:
+            self._submit(frame)
+
+    def _submit(self, frame: InputFrame) -> None:
+        if not frame.people:  # nobody in view: answer at once with an empty array
             self.core.stats.frame_in(0)
-            self.pub_poses.publish(SmplxPoseArray(header=convert.header(stamp, self._out_frame(frame.frame_id))))
+            hdr = convert.header(frame.stamp, self._out_frame(frame.frame_id))
+            self.pub_poses.publish(SmplxPoseArray(header=hdr))
             return
         for err in self.core.submit(frame):
             self._malformed(err)
+
+    def _place_unplaced(self) -> None:
+        """Take waiting messages into fixed_frame in arrival order, as their transforms arrive (tf2's message
+        filter): the oldest first, and a message waits no longer than tf_timeout; one whose transform is not
+        there by then is dropped and counted (error.transform). Lookups never block the executor."""
+        fixed = self.get_parameter("fixed_frame").value
+        wait = float(self.get_parameter("tf_timeout").value)
+        while self._unplaced:
+            frame = self._unplaced[0]
+            try:
+                rot, trans = self._lookup(fixed, frame.frame_id, frame.stamp_ns, "fixed_transform", wait=False)
+            except Exception as err:  # noqa: BLE001 - tf lookups fail in many ways: not there yet, or never
+                if time.monotonic() - frame.received <= wait:
+                    return  # the younger ones wait behind it: answers never go back in time
+                self._unplaced.popleft()
+                self.core.stats.frame_in(len(frame.people))
+                self.core.stats.drop(len(frame.people))
+                self._error("transform", f"no transform from {frame.frame_id!r} to fixed_frame {fixed!r} within "
+                                         f"tf_timeout: {err}")
+                continue
+            self._unplaced.popleft()
+            self._submit(transform_frame(frame, rot, trans, fixed))
 
     # -- worker --------------------------------------------------------------------------------------
     def _work(self) -> None:
@@ -402,23 +435,24 @@ class RefineNodeMixin:
         rot, trans = self._lookup(target, out.frame.frame_id, out.frame.stamp_ns, "output_transform")
         return [transform_result(r, rot, trans) for r in people]
 
-    def _lookup(self, target: str, source: str, stamp_ns: int, static: str) -> tuple[np.ndarray, np.ndarray]:
-        """(rot, trans) taking `source` coordinates into `target` at the stamp: tf2 (waiting up to tf_timeout) where
-        installed, else the static transform parameter `static`."""
+    def _lookup(self, target: str, source: str, stamp_ns: int, static: str,
+                wait: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """(rot, trans) taking `source` coordinates into `target` at the stamp: tf2 where installed (with `wait`,
+        waiting up to tf_timeout: only off the executor's thread), else the static transform parameter `static`."""
         if self._tf_buffer is None:
             t = np.asarray(self.get_parameter(static).value, dtype=np.float64)
             return quat_to_matrix(t[3:]), t[:3]
         from rclpy.duration import Duration
         from rclpy.time import Time
 
-        wait = Duration(seconds=float(self.get_parameter("tf_timeout").value))
-        tf = self._tf_buffer.lookup_transform(target, source, Time(nanoseconds=stamp_ns), wait)
+        timeout = Duration(seconds=float(self.get_parameter("tf_timeout").value) if wait else 0.0)
+        tf = self._tf_buffer.lookup_transform(target, source, Time(nanoseconds=stamp_ns), timeout)
         tr, q = tf.transform.translation, tf.transform.rotation
         return quat_to_matrix([q.x, q.y, q.z, q.w]), np.array([tr.x, tr.y, tr.z])
 
     def _setup_tf(self) -> None:
-        """tf2 when installed (its listener on its own thread: an input callback may wait for a transform); else the
-        static transforms, which must then say something (an identity would only relabel a frame)."""
+        """tf2 when installed; else the static transforms, which must then say something (an identity would only
+        relabel a frame)."""
         try:
             from tf2_ros import Buffer, TransformListener
         except ImportError:
@@ -433,7 +467,7 @@ class RefineNodeMixin:
             self.get_logger().info("tf2_ros not installed: the static fixed_transform / output_transform are used")
             return
         self._tf_buffer = Buffer()
-        self._tf_listener = TransformListener(self._tf_buffer, self, spin_thread=True)
+        self._tf_listener = TransformListener(self._tf_buffer, self)
 
     def _publish(self, out) -> None:
         try:
