@@ -710,6 +710,30 @@ def test_output_transform_moves_the_body_rigidly(tiny_core):
     assert math.isclose(np.linalg.det(rot), 1.0, abs_tol=1e-9)
 
 
+def test_core_learns_an_unknown_floor_from_seen_feet(prior_path):
+    """floor_height NaN (the default) and the up direction known: after 30 answers with their feet seen, the frame's
+    floor is learnt (and told to the refiner); with learn_floor off, or a floor given, it is not."""
+    from dposer_ros.solvers.floor import FloorEstimate
+
+    c = core.RefineCore(PosePrior.load(prior_path), core.CoreSettings(input_format=FORMAT, person_timeout=60.0))
+    fmt = get_format(FORMAT)
+    floors = []
+    for i in range(36):
+        a, joints = body_keypoints(20 + i % 6, transl=(0.0, 0.0, 1.0 + 0.001 * i))
+        floors.append(joints[[10, 11]][:, 2].min())  # the lower foot joint along z, the frame's up
+        c.submit(_frame([core.PersonInput("floor", a, np.ones(fmt.num_keypoints))], 1.0 + i / 30, frame_id="room"))
+        c.refine_pending()
+        if i == 20:
+            assert math.isnan(c.floor_of("room"))  # not enough answers yet
+    learnt = c.floor_of("room")
+    assert abs(learnt - (np.quantile(floors, 0.2) - FloorEstimate().sole_height)) < 0.05 and c.learnt_floors() == {"room": learnt}
+    assert math.isnan(c.floor_of("elsewhere"))
+    c.update_settings(replace(c.settings, floor_height=0.0))
+    assert c.floor_of("room") == 0.0
+    c.update_settings(replace(c.settings, floor_height=math.nan, learn_floor=False))
+    assert math.isnan(c.floor_of("room"))
+
+
 def test_transform_result_keeps_the_failed_flag_and_the_steps(tiny_core):
     a, _ = body_keypoints(8)
     tiny_core.submit(_frame([core.PersonInput("K", a, np.ones(17))], 1.0, frame_id="keep"))

@@ -606,3 +606,39 @@ def test_an_observation_knows_the_floor_only_where_it_knows_up():
     assert torch.isnan(Observation(kp, conf, fmt, None, torch.tensor(0.1)).floor).all()
     with pytest.raises(ValueError, match="floor must be finite"):
         Observation(kp, conf, fmt, torch.tensor([0.0, 0.0, 1.0]), torch.tensor(float("inf")))
+
+
+def test_floor_estimate_learns_the_floor_from_seen_feet():
+    """Bodies standing on a floor 1.3 m below the origin (z up), each with its lower foot joint `sole_height` above
+    it: the learnt floor is that floor; nothing before 30 answers; the window keeps the newest ones."""
+    from dposer_ros.solvers.floor import FEET, FloorEstimate, feet_seen
+
+    gen = torch.Generator().manual_seed(3)
+    pose = 0.1 * torch.randn(60, 55, 3, generator=gen, dtype=torch.float64)
+    pose[:, 0] = torch.tensor([1.5708, 0.0, 0.0], dtype=torch.float64)  # SMPL-X y up -> z up
+    joints = ForwardKinematics()(pose, torch.zeros(60, 3, dtype=torch.float64)).joints
+    up = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)
+    est = FloorEstimate(sole_height=0.03, window=40)
+    joints = joints - (joints[:, FEET] @ up).min(1).values[:, None, None] * up + (-1.3 + 0.03) * up  # feet down
+    seen = torch.ones(60, dtype=torch.bool)
+    seen[::2] = False  # feet not seen: no evidence
+    est.add(joints[:50], seen[:50], up)
+    assert np.isnan(est.height)  # 25 answers with seen feet: not enough
+    est.add(joints[50:], seen[50:], up)
+    assert est.height == pytest.approx(-1.3, abs=1e-6)
+    est.add(joints[:40] + 0.5 * up, torch.ones(40, dtype=torch.bool), up)  # the room changed: the window follows
+    assert est.height == pytest.approx(-0.8, abs=1e-6)
+    fmt = get_format("coco17")
+    conf = torch.ones(2, fmt.num_keypoints)
+    conf[1, [fmt.keypoint_names.index("left_ankle"), fmt.keypoint_names.index("right_ankle")]] = 0.0
+    assert feet_seen(fmt, conf).tolist() == [True, False]
+
+
+def test_the_sole_height_is_the_one_the_floor_benchmark_measured():
+    import json
+    from pathlib import Path
+
+    from dposer_ros.solvers.floor import FloorEstimate
+
+    run = json.loads((Path(__file__).resolve().parents[1] / "bench" / "eval" / "floor_estimate.json").read_text())
+    assert FloorEstimate().sole_height == round(run["sole_height"], 3)

@@ -25,6 +25,7 @@ import torch
 from ..body import NUM_JOINTS, ForwardKinematics, smplx_neutral
 from ..body.shape import rest_joints
 from ..keypoints import KeypointFormat, KeypointFormatError, get_format, known_formats
+from ..solvers.floor import FEET, FloorEstimate, feet_seen
 from ..solvers.refine import FewStepRefiner, RefineSettings
 from ..solvers.types import BodyState, Observation
 
@@ -210,10 +211,8 @@ SOLVER_FIELDS = ("steps", "t_max", "t_min", "prior_weight", "hand_prior_weight",
                  "calibrate_offsets")
 # node parameters of the core (tracks, checks, bounded work)
 CORE_FIELDS = ("person_timeout", "max_batch", "max_coordinate_m", "max_bone_ratio", "max_keypoint_spread_m",
-               "max_people", "max_points", "latency_budget_ms", "up_vector", "floor_height")
+               "max_people", "max_points", "latency_budget_ms", "up_vector", "floor_height", "learn_floor")
 TORSO_TOP = smplx_neutral().index("neck")  # the torso direction: pelvis -> neck
-FEET = [smplx_neutral().index(n) for n in ("left_foot", "right_foot")]  # the balls of the feet, a few cm above the sole
-FEET_KEYPOINT_JOINTS = [smplx_neutral().index(f"{side}_{part}") for side in ("left", "right") for part in ("ankle", "foot")]
 OPTICAL_SUFFIXES = ("_optical_frame", "_optical")  # REP 103 camera optical frames: z forward, y down, up unknown
 # a cycle (solver, then building and publishing its answers) may fill this share of the frame interval of its
 # fastest person under a latency budget: the rest absorbs the cycle's jitter and the executor's own work (measured,
@@ -252,6 +251,7 @@ class CoreSettings:
     latency_budget_ms: float = 100.0  # arrival to answer; under load fewer prior steps (down to 1); 0: off
     up_vector: tuple[float, ...] = (0.0, 0.0, 1.0)  # the input frames' up direction (REP 103: z); zero: unknown
     floor_height: float = math.nan  # the floor's height along up_vector in the input frames (metres); NaN: unknown
+    learn_floor: bool = True  # where floor_height is NaN: learn each frame's floor from the seen feet of answers
 
     def up_of(self, frame_id: str) -> np.ndarray:
         """The up direction of an input frame for the prior; zero (unknown) for a camera optical frame."""
@@ -417,6 +417,7 @@ class RefineCore:
         self._overhead: dict[tuple[str, bool], deque[float]] = {}
         self._cycle: tuple[tuple[str, bool], float, int, float] | None = None  # (group, start, people, solver ms)
         self._seq = 0
+        self._floors: dict[str, FloorEstimate] = {}  # frame_id -> its floor learnt from answers (learn_floor)
         self.wakeup = threading.Event()
 
     # -- settings ------------------------------------------------------------------------------------
@@ -449,6 +450,7 @@ class RefineCore:
             self._refiners.clear()
             self._cost.clear()
             self._overhead.clear()
+            self._floors.clear()
 
     def tracked_ids(self) -> list[str]:
         """Person ids whose track has a body (answered at least once since it started)."""
@@ -459,6 +461,20 @@ class RefineCore:
     def active_tracks(self) -> int:
         with self._lock:
             return len(self._tracks)
+
+    def floor_of(self, frame_id: str) -> float:
+        """The floor of an input frame: floor_height, else (learn_floor) the one learnt there; NaN: unknown."""
+        told = self.settings.floor_of(frame_id)
+        if not math.isnan(told) or not self.settings.learn_floor or not self.settings.up_of(frame_id).any():
+            return told
+        with self._lock:
+            learnt = self._floors.get(frame_id)
+            return math.nan if learnt is None else learnt.height
+
+    def learnt_floors(self) -> dict[str, float]:
+        """The floors learnt so far, by frame (NaN: not yet)."""
+        with self._lock:
+            return {frame: est.height for frame, est in self._floors.items()}
 
     def keypoint_bias(self) -> dict[str, float | str]:
         """The largest calibrated keypoint offset over the tracks (a detector convention this body format does not
@@ -721,7 +737,7 @@ class RefineCore:
         points = torch.from_numpy(np.stack([p.person.points for p in chunk]).astype(np.float32))
         conf_np = np.stack([p.person.confidences for p in chunk]).astype(np.float32)
         up = torch.from_numpy(np.stack([self.settings.up_of(p.frame.frame_id) for p in chunk]).astype(np.float32))
-        floor = torch.tensor([self.settings.floor_of(p.frame.frame_id) for p in chunk], dtype=torch.float32)
+        floor = torch.tensor([self.floor_of(p.frame.frame_id) for p in chunk], dtype=torch.float32)
         obs = Observation(points, torch.from_numpy(conf_np.copy()), fmt, up, floor, self._intervals(chunk))
         t0 = time.perf_counter()
         try:
@@ -753,11 +769,12 @@ class RefineCore:
             cos = (torso * obs.up).sum(-1) / torso.norm(dim=-1).clamp(min=1e-6)
             known = (obs.up.norm(dim=-1) > 0).numpy() & healthy
             self.stats.torso_up(cos.numpy()[known])
+        feet = feet_seen(fmt, obs.confidence).numpy() & healthy
         if obs.floor is not None and obs.up is not None:  # is the floor right? Seen feet stand on it
-            feet_seen = confident[:, np.isin(fmt.joints, FEET_KEYPOINT_JOINTS)].any(1)
             height = (refined.joints[:, FEET] * obs.up[:, None]).sum(-1).min(1).values - obs.floor
-            known = torch.isfinite(obs.floor).numpy() & feet_seen & healthy
-            self.stats.floor_gap(height.numpy()[known])
+            self.stats.floor_gap(height.numpy()[torch.isfinite(obs.floor).numpy() & feet])
+        if self.settings.learn_floor and obs.up is not None:  # learn the floor of frames nobody told it
+            self._learn_floors(chunk, refined.joints, feet, obs.up)
         out = []
         with self._lock:
             for i, p in enumerate(chunk):
@@ -789,6 +806,18 @@ class RefineCore:
         if failed:
             self.stats.fail(failed)
         return out
+
+    def _learn_floors(self, chunk: list[_Pending], joints: torch.Tensor, feet: np.ndarray, up: torch.Tensor) -> None:
+        """Answers with seen feet teach the floor of their frame, where floor_height does not give it."""
+        for frame_id in {p.frame.frame_id for p in chunk}:
+            if not math.isnan(self.settings.floor_of(frame_id)):
+                continue
+            rows = torch.tensor([p.frame.frame_id == frame_id and bool(feet[i]) and bool(up[i].norm() > 0)
+                                 for i, p in enumerate(chunk)])
+            if rows.any():
+                with self._lock:
+                    est = self._floors.setdefault(frame_id, FloorEstimate())
+                    est.add(joints[rows], torch.ones(int(rows.sum()), dtype=torch.bool), up[rows][0])
 
     def _healthy(self, refined, chunk: list[_Pending]) -> np.ndarray:
         """(B,) bool: the body is finite and every joint lies within `max_keypoint_spread_m` of the person's median

@@ -151,6 +151,11 @@ def build_parameters(solver: RefineSettings = RefineSettings()) -> tuple[ParamSp
                   "103 base_footprint, odom or map frame: 0). NaN: unknown. The pelvis-tilt pull needs it to tell a "
                   "standing person from one sitting, kneeling or lying on the floor.",
                   constraints="a finite height, or NaN: unknown"),
+        ParamSpec("learn_floor", node.learn_floor,
+                  "Where floor_height is NaN and the up direction known: learn each input frame's floor from the "
+                  "answered people whose ankles or feet were seen (a low quantile of the lower foot joint, less its "
+                  "height above the sole), given once 30 such answers were seen and reported in /diagnostics "
+                  "(floor_learnt_m.<frame>). Off: an unknown floor stays unknown."),
         ParamSpec("hri_output", True,
                   "Publish REP 155 bodies: /humans/bodies/tracked, TF frames body_<id> and <joint>_<id> on /tf, "
                   "/humans/bodies/<id>/joint_states and the body's URDF on /humans/bodies/<id>/urdf.",

@@ -558,6 +558,7 @@ class RefineNodeMixin:
             "input_type": self.input_type,
             "input_format": s.input_format or "from messages",
             **self.core.keypoint_bias(),
+            **{f"floor_learnt_m.{frame}": round(h, 3) for frame, h in self.core.learnt_floors().items()},
             **{f: getattr(s, f) for f in SOLVER_FIELDS},
         }
         self.pub_diag.publish(convert.diagnostic_array(
