@@ -42,6 +42,7 @@ from ..prior.layout import DIFFUSED, DIM, PARTS, POSE_PARTS, SLICES, dim_mask, f
 from ..prior.schedule import TruncatedSchedule, UniformSchedule
 from ..prior.symmetric import MirrorSymmetric
 from .calibration import calibrate, empty_calibration
+from .floor import FEET
 from .gauss_newton import Pull, gauss_newton_step, inverse_right_jacobian
 from .types import BodyState, Observation, Refined
 
@@ -257,7 +258,6 @@ class FewStepRefiner:
         # direction in the pelvis frame on average over the training data (zero for a prior without gravity)
         self.hips = [FREE_JOINTS.index(names.index(n)) for n in ("left_hip", "right_hip")]
         self.neck = names.index("neck")
-        self.feet = [names.index(n) for n in ("left_foot", "right_foot")]
         mean_up = prior.mean.float()[SLICES["gravity"]]
         self.mean_up = mean_up / mean_up.norm() if mean_up.norm() > 0.5 else torch.zeros(3)
         body = torch.tensor([0 < j < 22 for j in FREE_JOINTS])
@@ -441,7 +441,7 @@ class FewStepRefiner:
         strength = unseen * ((lean_cos - limit) / (1.0 - limit)).clamp(0.0, 1.0) * s.pelvis_tilt_weight
         if s.pelvis_tilt_min_height > 0:  # standing: the pelvis as high above the floor as a standing one's
             floor = cast(torch.Tensor, obs.floor)
-            standing = rest[:, 0, 1] - rest[:, self.feet, 1].min(1).values  # SMPL-X's rest pose is Y up
+            standing = rest[:, 0, 1] - rest[:, FEET, 1].min(1).values  # SMPL-X's rest pose is Y up
             share = ((joints[:, 0] * obs.up).sum(-1) - floor) / standing
             strength = strength * torch.nan_to_num(((share - s.pelvis_tilt_min_height) / 0.1 + 1.0).clamp(0.0, 1.0), nan=0.0)
         return strength if bool((strength > 0).any()) else None
