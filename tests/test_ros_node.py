@@ -728,6 +728,10 @@ def test_core_learns_an_unknown_floor_from_seen_feet(prior_path):
     learnt = c.floor_of("room")
     assert abs(learnt - (np.quantile(floors, 0.2) - FloorEstimate().sole_height)) < 0.05 and c.learnt_floors() == {"room": learnt}
     assert math.isnan(c.floor_of("elsewhere"))
+    for i in range(core.LEARNT_FLOORS):  # made-up frames: only the last ones are kept
+        c.submit(_frame([core.PersonInput(f"f{i}", a, np.ones(fmt.num_keypoints))], 10.0, frame_id=f"made_up_{i}"))
+        c.refine_pending()
+    assert len(c.learnt_floors()) == core.LEARNT_FLOORS and "room" not in c.learnt_floors()
     c.update_settings(replace(c.settings, floor_height=0.0))
     assert c.floor_of("room") == 0.0
     c.update_settings(replace(c.settings, floor_height=math.nan, learn_floor=False))

@@ -218,6 +218,7 @@ OPTICAL_SUFFIXES = ("_optical_frame", "_optical")  # REP 103 camera optical fram
 # fastest person under a latency budget: the rest absorbs the cycle's jitter and the executor's own work (measured,
 # 10 COCO-17 people at 60 Hz: cycles that filled the whole interval dropped 14 % of the frames)
 FRAME_SHARE = 0.8
+LEARNT_FLOORS = 16  # input frames whose floors are learnt at once (a robot has a few cameras)
 OVERHEAD_CYCLES = 32  # cycles whose cost beyond the solver is remembered (their median is used)
 
 
@@ -417,7 +418,8 @@ class RefineCore:
         self._overhead: dict[tuple[str, bool], deque[float]] = {}
         self._cycle: tuple[tuple[str, bool], float, int, float] | None = None  # (group, start, people, solver ms)
         self._seq = 0
-        self._floors: dict[str, FloorEstimate] = {}  # frame_id -> its floor learnt from answers (learn_floor)
+        # frame_id -> its floor learnt from answers (learn_floor), the `LEARNT_FLOORS` frames last answered
+        self._floors: OrderedDict[str, FloorEstimate] = OrderedDict()
         self.wakeup = threading.Event()
 
     # -- settings ------------------------------------------------------------------------------------
@@ -816,7 +818,10 @@ class RefineCore:
                                  for i, p in enumerate(chunk)])
             if rows.any():
                 with self._lock:
-                    est = self._floors.setdefault(frame_id, FloorEstimate())
+                    est = self._floors.pop(frame_id, None) or FloorEstimate()
+                    self._floors[frame_id] = est  # the most recent last
+                    while len(self._floors) > LEARNT_FLOORS:  # a stream of made-up frame ids cannot fill memory
+                        self._floors.popitem(last=False)
                     est.add(joints[rows], torch.ones(int(rows.sum()), dtype=torch.bool), up[rows][0])
 
     def _healthy(self, refined, chunk: list[_Pending]) -> np.ndarray:

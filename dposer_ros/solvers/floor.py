@@ -40,6 +40,7 @@ class FloorEstimate:
     window: int = 900  # person-frames remembered (30 s of one person at 30 Hz)
     min_samples: int = 30  # person-frames with seen feet needed before a floor is given
     _lower: deque = field(default_factory=deque, repr=False)
+    height: float = field(default=math.nan, init=False)  # the floor (NaN: not yet), updated by `add`
 
     def add(self, joints: torch.Tensor, seen: torch.Tensor, up: torch.Tensor) -> None:
         """Answers' joints (B, 55, 3), whether their feet were seen (B,), the frame's unit up direction (3,)."""
@@ -47,9 +48,5 @@ class FloorEstimate:
         self._lower.extend(lower.tolist())
         while len(self._lower) > self.window:
             self._lower.popleft()
-
-    @property
-    def height(self) -> float:
-        if len(self._lower) < self.min_samples:
-            return math.nan
-        return float(np.quantile(np.fromiter(self._lower, float), self.quantile)) - self.sole_height
+        if len(self._lower) >= self.min_samples:
+            self.height = float(np.quantile(np.fromiter(self._lower, float), self.quantile)) - self.sole_height
