@@ -1,12 +1,16 @@
-"""The floor learnt from the feet of the people a frame has seen (`FloorEstimate`), against being told it.
+"""The floor (and with --learn-up the up direction) learnt from the feet of the people a frame has seen, against
+being told them (`SceneEstimate`).
 
     python bench/floor_estimate.py --clips 24 --calibration-clips 24 --frames 40
+    python bench/floor_estimate.py --clips 24 --calibration-clips 24 --frames 40 --learn-up
 
-First the foot joint's height above the sole (`FloorEstimate.sole_height`) on TRAIN takes: answers to 2 cm noise
+First the foot joint's height above the sole (`SceneEstimate.sole_height`) on TRAIN takes: answers to 2 cm noise
 with the feet seen, against each capture's own floor. Then on the VALIDATION takes whose capture has a floor
-(Bandai, CMU, HDM05): for each clip, a floor learnt from the answers to the other clips of the same capture (people
-seen earlier in the same room, the refiner told the up direction but no floor), and each corruption refined told
-the true floor, no floor, and the learnt one. Writes bench/eval/floor_estimate.json and prints its table.
+(Bandai, CMU, HDM05): for each clip, what the answers to the other clips of the same capture teach (people seen
+earlier in the same room), and each corruption refined three ways. Without --learn-up the refiner is told the up
+direction throughout: told the true floor, no floor, the learnt one (bench/eval/floor_estimate.json). With
+--learn-up it is told nothing while it learns: told the true up and floor, nothing, the learnt up and floor
+(bench/eval/up_estimate.json). Prints the table.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 CORRUPTIONS = ("cam_occl_legs", "cam_occl_limb", "cam_occl_random30", "cam_noise_2cm")
-VARIANTS = ("floor told", "no floor", "floor learnt")
+VARIANTS = {False: ("floor told", "no floor", "floor learnt"),
+            True: ("up and floor told", "nothing told", "up and floor learnt")}
 
 
 def main() -> int:
@@ -31,9 +36,12 @@ def main() -> int:
     parser.add_argument("--clips", type=int, default=24, help="validation clips (those of captures with a floor used)")
     parser.add_argument("--calibration-clips", type=int, default=24, help="train clips that measure sole_height")
     parser.add_argument("--frames", type=int, default=40)
+    parser.add_argument("--learn-up", action="store_true", help="learn the up direction too (told nothing)")
     parser.add_argument("--prior", type=Path, default=ROOT / "models" / "dposer_cpu" / "prior.pt")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "eval" / "floor_estimate.json")
+    parser.add_argument("--out", type=Path, help="default: bench/eval/floor_estimate.json (up_estimate.json)")
     args = parser.parse_args()
+    out = args.out or ROOT / "bench" / "eval" / ("up_estimate.json" if args.learn_up else "floor_estimate.json")
+    variants = VARIANTS[args.learn_up]
     torch.set_num_threads(1)
     from tqdm.auto import tqdm
 
@@ -46,7 +54,7 @@ def main() -> int:
     from dposer_ros.evaluation.runner import run_stream, stream_seed
     from dposer_ros.paths import config_path, default_mocap_dir
     from dposer_ros.prior.model import PosePrior
-    from dposer_ros.solvers.floor import FEET, FloorEstimate, feet_seen
+    from dposer_ros.solvers.scene import FEET, SceneEstimate, feet_seen
 
     prior = PosePrior.load(args.prior)
     corruptions = load_corruptions(config_path("eval/corruptions_foreign.yaml"))
@@ -55,10 +63,10 @@ def main() -> int:
     solver = build_methods(["few_step"], prior)[0]["few_step"](fmt)
     fk = ForwardKinematics()
 
-    def answers(clip):
-        """(joints (T, 55, 3), feet seen (T,)) of the clip under 2 cm noise, told its up direction but no floor."""
+    def answers(clip, told_up: bool = True):
+        """(joints (T, 55, 3), feet seen (T,)) of the clip under 2 cm noise, told no floor (and maybe no up)."""
         data = seen_cor.apply_keypoints(clip.keypoint_truth(fmt), stream_seed(0, "floor", clip.name))
-        outs, _ = run_stream(solver, fmt, data, clip.up, None, seen_cor.fps)
+        outs, _ = run_stream(solver, fmt, data, clip.up if told_up else None, None, seen_cor.fps)
         return torch.cat([o.joints for o in outs]), feet_seen(fmt, data.confidence)
 
     # 1. the foot joint's height above the floor at the estimator's quantile, on train takes
@@ -68,29 +76,35 @@ def main() -> int:
         if clip.floor is not None:
             joints, seen = answers(clip)
             lower += list((joints[seen][:, FEET].double().numpy() @ np.asarray(clip.up)).min(1) - clip.floor)
-    sole = float(np.quantile(lower, FloorEstimate().quantile))
+    sole = float(np.quantile(lower, SceneEstimate().quantile))
 
-    # 2. validation: each clip's floor learnt from the other clips of its capture
+    # 2. validation: what each clip's capture teaches through the answers to its other clips
     clips = [c for c in foreign_clips(default_mocap_dir(), args.clips, args.frames, "val", 0, (fmt.name,))
              if c.floor is not None]
-    seen_by = {clip.name: answers(clip) for clip in tqdm(clips, desc="answers (val)", unit="clip")}
-    pools = {(c, v): Pool() for c in CORRUPTIONS for v in VARIANTS}
-    errors = []
+    seen_by = {clip.name: answers(clip, not args.learn_up) for clip in tqdm(clips, desc="answers (val)", unit="clip")}
+    pools = {(c, v): Pool() for c in CORRUPTIONS for v in variants}
+    errors, angles = [], []
     bar = tqdm(total=len(clips) * len(CORRUPTIONS), desc="refine (val)", unit="clip")
     for clip in clips:
-        est = FloorEstimate(sole_height=sole)
+        est = SceneEstimate(sole_height=sole)
         up = torch.tensor(clip.up, dtype=torch.float64)
         for other in clips:
             if other.source == clip.source and other.name != clip.name:
-                est.add(*seen_by[other.name], up)
-        if np.isnan(est.height):
-            raise RuntimeError(f"too few answers with seen feet to learn the floor of {clip.name}: use more --clips")
-        errors.append(est.height - clip.floor)
+                est.add(*seen_by[other.name], None if args.learn_up else up)
+        learnt_up = clip.up
+        if args.learn_up:  # what the other clips' feet did not teach stays unknown (the refiner is told nothing)
+            learnt_up = None if est.up is None else tuple(float(v) for v in est.up)
+            if est.up is not None:
+                angles.append(float(np.degrees(np.arccos(np.clip(est.up @ up.numpy(), -1.0, 1.0)))))
+        if not np.isnan(est.height):
+            errors.append(est.height - clip.floor)
+        floor = None if np.isnan(est.height) else est.height
+        told = [(clip.up, clip.floor), (None, None) if args.learn_up else (clip.up, None), (learnt_up, floor)]
         for name in CORRUPTIONS:
             cor = corruptions[name]
             data = cor.apply_keypoints(clip.keypoint_truth(fmt), stream_seed(0, name, clip.name))
-            for variant, floor in zip(VARIANTS, (clip.floor, None, est.height)):
-                outs, seconds = run_stream(solver, fmt, data, clip.up, floor, cor.fps)
+            for variant, (told_up, floor) in zip(variants, told):
+                outs, seconds = run_stream(solver, fmt, data, told_up, floor, cor.fps)
                 pools[(name, variant)].merge(clip.score(fmt, data, outs, seconds, cor.stride, fk))
             bar.update(1)
     bar.close()
@@ -98,17 +112,21 @@ def main() -> int:
     for name in CORRUPTIONS:
         metric = primary_metric(corruptions[name].to_dict(), True)
         row = {"corruption": name, "error": "hidden" if metric == "mpjpe_occluded" else "all"}
-        row.update({v: f"{pools[(name, v)].summary()[metric]:.1f}" for v in VARIANTS})
+        row.update({v: f"{pools[(name, v)].summary()[metric]:.1f}" for v in variants})
         rows.append(row)
     err_cm = 100 * np.abs(errors)
-    note = (f"mm, few_step, told the up direction; {len(clips)} validation clips x {args.frames} frames (captures with "
-            f"a floor), each floor learnt from the other clips of its capture: {np.median(err_cm):.1f} cm off "
-            f"(median; max {err_cm.max():.1f}); sole_height {sole:.3f} m from the train clips; torch engine, one "
-            f"thread, {platform.platform()}")
+    learnt = "up direction and floor" if args.learn_up else "floor"
+    up_note = (f"up learnt for {len(angles)} clips, {np.median(angles):.1f} degrees off (median; max "
+               f"{max(angles):.1f}), " if args.learn_up else "")
+    note = (f"mm, few_step{'' if args.learn_up else ', told the up direction'}; {len(clips)} validation clips x "
+            f"{args.frames} frames (captures with a floor), each {learnt} learnt from the other clips of its capture: "
+            f"{up_note}floor learnt for {len(errors)} clips, {np.median(err_cm):.1f} cm off (median; max "
+            f"{err_cm.max():.1f}); sole_height {sole:.3f} m from the train clips; torch engine, one thread, "
+            f"{platform.platform()}")
     run = {"command": "python bench/floor_estimate.py " + " ".join(sys.argv[1:]), "date": time.strftime("%Y-%m-%d"),
-           "backend": note, "rows": rows, "sole_height": sole, "floor_error_m": errors}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(run, indent=1) + "\n")
+           "backend": note, "rows": rows, "sole_height": sole, "floor_error_m": errors, "up_error_deg": angles}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(run, indent=1) + "\n")
     head = list(rows[0])
     print("\n".join(["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
                     + ["| " + " | ".join(r[h] for h in head) + " |" for r in rows]))

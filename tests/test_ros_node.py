@@ -713,7 +713,7 @@ def test_output_transform_moves_the_body_rigidly(tiny_core):
 def test_core_learns_an_unknown_floor_from_seen_feet(prior_path):
     """floor_height NaN (the default) and the up direction known: after 30 answers with their feet seen, the frame's
     floor is learnt (and told to the refiner); with learn_floor off, or a floor given, it is not."""
-    from dposer_ros.solvers.floor import FloorEstimate
+    from dposer_ros.solvers.scene import SceneEstimate
 
     c = core.RefineCore(PosePrior.load(prior_path), core.CoreSettings(input_format=FORMAT, person_timeout=60.0))
     fmt = get_format(FORMAT)
@@ -726,16 +726,42 @@ def test_core_learns_an_unknown_floor_from_seen_feet(prior_path):
         if i == 20:
             assert math.isnan(c.floor_of("room"))  # not enough answers yet
     learnt = c.floor_of("room")
-    assert abs(learnt - (np.quantile(floors, 0.2) - FloorEstimate().sole_height)) < 0.05 and c.learnt_floors() == {"room": learnt}
+    assert abs(learnt - (np.quantile(floors, 0.2) - SceneEstimate().sole_height)) < 0.05
+    assert c.learnt_scenes() == {"room": (None, learnt)}  # the up direction was told
     assert math.isnan(c.floor_of("elsewhere"))
-    for i in range(core.LEARNT_FLOORS):  # made-up frames: only the last ones are kept
+    for i in range(core.LEARNT_SCENES):  # made-up frames: only the last ones are kept
         c.submit(_frame([core.PersonInput(f"f{i}", a, np.ones(fmt.num_keypoints))], 10.0, frame_id=f"made_up_{i}"))
         c.refine_pending()
-    assert len(c.learnt_floors()) == core.LEARNT_FLOORS and "room" not in c.learnt_floors()
+    assert len(c.learnt_scenes()) == core.LEARNT_SCENES and "room" not in c.learnt_scenes()
     c.update_settings(replace(c.settings, floor_height=0.0))
     assert c.floor_of("room") == 0.0
     c.update_settings(replace(c.settings, floor_height=math.nan, learn_floor=False))
     assert math.isnan(c.floor_of("room"))
+
+
+def test_core_learns_the_up_direction_of_an_optical_frame_from_where_feet_stand(prior_path):
+    """A camera optical frame (up unknown): once the answered people's feet have covered an area, the frame's up
+    direction is the normal of the plane they stand on (SMPL-X's y here), and its floor is learnt along it."""
+    c = core.RefineCore(PosePrior.load(prior_path), core.CoreSettings(input_format=FORMAT, person_timeout=60.0))
+    fmt = get_format(FORMAT)
+    gen = np.random.default_rng(7)
+    frame = "head_camera_optical_frame"
+    assert not c.up_of(frame).any()
+    lower = []
+    for i in range(48):
+        x, z = gen.uniform(-1.0, 1.0, size=2)
+        a, joints = body_keypoints(40 + i, transl=(x, 0.0, 3.0 + z))
+        lower.append(joints[[10, 11], 1].min())
+        c.submit(_frame([core.PersonInput(f"p{i % 8}", a, np.ones(fmt.num_keypoints))], 1.0 + i, frame_id=frame))
+        c.refine_pending()
+    up = c.up_of(frame)
+    assert np.degrees(np.arccos(np.clip(up @ [0.0, 1.0, 0.0], -1, 1))) < 5.0
+    from dposer_ros.solvers.scene import SceneEstimate
+
+    assert abs(c.floor_of(frame) - (np.quantile(lower, 0.2) - SceneEstimate().sole_height)) < 0.05
+    assert c.learnt_scenes()[frame][0] is not None
+    c.update_settings(replace(c.settings, learn_up=False))
+    assert not c.up_of(frame).any() and math.isnan(c.floor_of(frame))
 
 
 def test_transform_result_keeps_the_failed_flag_and_the_steps(tiny_core):

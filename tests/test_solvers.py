@@ -611,14 +611,14 @@ def test_an_observation_knows_the_floor_only_where_it_knows_up():
 def test_floor_estimate_learns_the_floor_from_seen_feet():
     """Bodies standing on a floor 1.3 m below the origin (z up), each with its lower foot joint `sole_height` above
     it: the learnt floor is that floor; nothing before 30 answers; the window keeps the newest ones."""
-    from dposer_ros.solvers.floor import FEET, FloorEstimate, feet_seen
+    from dposer_ros.solvers.scene import FEET, SceneEstimate, feet_seen
 
     gen = torch.Generator().manual_seed(3)
     pose = 0.1 * torch.randn(60, 55, 3, generator=gen, dtype=torch.float64)
     pose[:, 0] = torch.tensor([1.5708, 0.0, 0.0], dtype=torch.float64)  # SMPL-X y up -> z up
     joints = ForwardKinematics()(pose, torch.zeros(60, 3, dtype=torch.float64)).joints
     up = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)
-    est = FloorEstimate(sole_height=0.03, window=40)
+    est = SceneEstimate(sole_height=0.03, window=40)
     joints = joints - (joints[:, FEET] @ up).min(1).values[:, None, None] * up + (-1.3 + 0.03) * up  # feet down
     seen = torch.ones(60, dtype=torch.bool)
     seen[::2] = False  # feet not seen: no evidence
@@ -634,11 +634,52 @@ def test_floor_estimate_learns_the_floor_from_seen_feet():
     assert feet_seen(fmt, conf).tolist() == [True, False]
 
 
+def _standing_on(up: torch.Tensor, places: torch.Tensor, floor: float, sole: float, seed: int = 4) -> torch.Tensor:
+    """Joints (N, 55, 3) of near-rest bodies standing upright along `up` at `places` (N, 3), the lower foot joint
+    `sole` above the plane up . x = floor."""
+    gen = torch.Generator().manual_seed(seed)
+    n = len(places)
+    pose = 0.1 * torch.randn(n, 55, 3, generator=gen, dtype=torch.float64)
+    y = torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64)
+    axis = torch.linalg.cross(y, up)
+    turn = axis / axis.norm() * torch.acos(y @ up)  # SMPL-X's y up -> `up`
+    spin = 0.2 * torch.randn(n, generator=gen, dtype=torch.float64)[:, None] * y  # each turned about their own up
+    pose[:, 0] = roma.rotmat_to_rotvec(roma.rotvec_to_rotmat(turn) @ roma.rotvec_to_rotmat(spin))
+    joints = ForwardKinematics()(pose, places).joints
+    from dposer_ros.solvers.scene import FEET
+
+    lower = (joints[:, FEET] @ up).min(1).values
+    return joints + ((floor + sole) - lower)[:, None, None] * up
+
+
+def test_scene_estimate_learns_the_up_direction_from_the_plane_feet_stand_on():
+    """People standing at places spread over a tilted floor: its normal is the up direction (to a fraction of a
+    degree) and the floor along it follows; people at one spot make no plane (nothing learnt)."""
+    from dposer_ros.solvers.scene import SceneEstimate
+
+    up = torch.tensor([0.3, 0.1, 1.0], dtype=torch.float64)
+    up = up / up.norm()
+    side = torch.linalg.cross(up, torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64))
+    side = side / side.norm()
+    ahead = torch.linalg.cross(up, side)
+    gen = torch.Generator().manual_seed(5)
+    spread = 2.0 * (torch.rand(40, 2, generator=gen, dtype=torch.float64) - 0.5)
+    places = spread[:, :1] * side + spread[:, 1:] * ahead
+    seen = torch.ones(40, dtype=torch.bool)
+    scene = SceneEstimate(sole_height=0.02)
+    scene.add(_standing_on(up, places, -1.1, 0.02), seen)
+    assert scene.up is not None and float(scene.up @ up.numpy()) > np.cos(np.radians(0.5))
+    assert scene.height == pytest.approx(-1.1, abs=0.01)
+    still = SceneEstimate(sole_height=0.02)
+    still.add(_standing_on(up, torch.zeros(40, 3, dtype=torch.float64), -1.1, 0.02), seen)
+    assert still.up is None and np.isnan(still.height)
+
+
 def test_the_sole_height_is_the_one_the_floor_benchmark_measured():
     import json
     from pathlib import Path
 
-    from dposer_ros.solvers.floor import FloorEstimate
+    from dposer_ros.solvers.scene import SceneEstimate
 
     run = json.loads((Path(__file__).resolve().parents[1] / "bench" / "eval" / "floor_estimate.json").read_text())
-    assert FloorEstimate().sole_height == round(run["sole_height"], 3)
+    assert SceneEstimate().sole_height == round(run["sole_height"], 3)

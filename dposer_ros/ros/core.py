@@ -25,8 +25,8 @@ import torch
 from ..body import NUM_JOINTS, ForwardKinematics, smplx_neutral
 from ..body.shape import rest_joints
 from ..keypoints import KeypointFormat, KeypointFormatError, get_format, known_formats
-from ..solvers.floor import FEET, FloorEstimate, feet_seen
 from ..solvers.refine import FewStepRefiner, RefineSettings
+from ..solvers.scene import FEET, SceneEstimate, feet_seen
 from ..solvers.types import BodyState, Observation
 
 # part_confidence of a part the prior completed (it was not observed): plausible, not measured
@@ -211,14 +211,14 @@ SOLVER_FIELDS = ("steps", "t_max", "t_min", "prior_weight", "hand_prior_weight",
                  "calibrate_offsets")
 # node parameters of the core (tracks, checks, bounded work)
 CORE_FIELDS = ("person_timeout", "max_batch", "max_coordinate_m", "max_bone_ratio", "max_keypoint_spread_m",
-               "max_people", "max_points", "latency_budget_ms", "up_vector", "floor_height", "learn_floor")
+               "max_people", "max_points", "latency_budget_ms", "up_vector", "floor_height", "learn_floor", "learn_up")
 TORSO_TOP = smplx_neutral().index("neck")  # the torso direction: pelvis -> neck
 OPTICAL_SUFFIXES = ("_optical_frame", "_optical")  # REP 103 camera optical frames: z forward, y down, up unknown
 # a cycle (solver, then building and publishing its answers) may fill this share of the frame interval of its
 # fastest person under a latency budget: the rest absorbs the cycle's jitter and the executor's own work (measured,
 # 10 COCO-17 people at 60 Hz: cycles that filled the whole interval dropped 14 % of the frames)
 FRAME_SHARE = 0.8
-LEARNT_FLOORS = 16  # input frames whose floors are learnt at once (a robot has a few cameras)
+LEARNT_SCENES = 16  # input frames whose floor and up direction are learnt at once (a robot has a few cameras)
 OVERHEAD_CYCLES = 32  # cycles whose cost beyond the solver is remembered (their median is used)
 
 
@@ -253,6 +253,7 @@ class CoreSettings:
     up_vector: tuple[float, ...] = (0.0, 0.0, 1.0)  # the input frames' up direction (REP 103: z); zero: unknown
     floor_height: float = math.nan  # the floor's height along up_vector in the input frames (metres); NaN: unknown
     learn_floor: bool = True  # where floor_height is NaN: learn each frame's floor from the seen feet of answers
+    learn_up: bool = True  # where the up direction is unknown: learn it as the plane the seen feet stand on
 
     def up_of(self, frame_id: str) -> np.ndarray:
         """The up direction of an input frame for the prior; zero (unknown) for a camera optical frame."""
@@ -418,8 +419,8 @@ class RefineCore:
         self._overhead: dict[tuple[str, bool], deque[float]] = {}
         self._cycle: tuple[tuple[str, bool], float, int, float] | None = None  # (group, start, people, solver ms)
         self._seq = 0
-        # frame_id -> its floor learnt from answers (learn_floor), the `LEARNT_FLOORS` frames last answered
-        self._floors: OrderedDict[str, FloorEstimate] = OrderedDict()
+        # frame_id -> its floor and up direction learnt from answers, the `LEARNT_SCENES` frames last answered
+        self._scenes: OrderedDict[str, SceneEstimate] = OrderedDict()
         self.wakeup = threading.Event()
 
     # -- settings ------------------------------------------------------------------------------------
@@ -452,7 +453,7 @@ class RefineCore:
             self._refiners.clear()
             self._cost.clear()
             self._overhead.clear()
-            self._floors.clear()
+            self._scenes.clear()
 
     def tracked_ids(self) -> list[str]:
         """Person ids whose track has a body (answered at least once since it started)."""
@@ -464,19 +465,31 @@ class RefineCore:
         with self._lock:
             return len(self._tracks)
 
-    def floor_of(self, frame_id: str) -> float:
-        """The floor of an input frame: floor_height, else (learn_floor) the one learnt there; NaN: unknown."""
-        told = self.settings.floor_of(frame_id)
-        if not math.isnan(told) or not self.settings.learn_floor or not self.settings.up_of(frame_id).any():
+    def up_of(self, frame_id: str) -> np.ndarray:
+        """The up direction of an input frame: up_vector (zero for an optical frame), else (learn_up) the one learnt
+        there; zero: unknown."""
+        told = self.settings.up_of(frame_id)
+        if told.any() or not self.settings.learn_up:
             return told
         with self._lock:
-            learnt = self._floors.get(frame_id)
-            return math.nan if learnt is None else learnt.height
+            scene = self._scenes.get(frame_id)
+            return told if scene is None or scene.up is None else scene.up
 
-    def learnt_floors(self) -> dict[str, float]:
-        """The floors learnt so far, by frame (NaN: not yet)."""
+    def floor_of(self, frame_id: str) -> float:
+        """The floor of an input frame: floor_height (along up_vector), else (learn_floor) the one learnt there
+        along its up direction; NaN: unknown."""
+        told = self.settings.floor_of(frame_id)
+        if not math.isnan(told) or not self.settings.learn_floor or not self.up_of(frame_id).any():
+            return told
         with self._lock:
-            return {frame: est.height for frame, est in self._floors.items()}
+            scene = self._scenes.get(frame_id)
+            return math.nan if scene is None else scene.height
+
+    def learnt_scenes(self) -> dict[str, tuple[np.ndarray | None, float]]:
+        """What was learnt so far, by frame: (the up direction where it was not told, else None; the floor, NaN:
+        not yet)."""
+        with self._lock:
+            return {frame: (scene.up, scene.height) for frame, scene in self._scenes.items()}
 
     def keypoint_bias(self) -> dict[str, float | str]:
         """The largest calibrated keypoint offset over the tracks (a detector convention this body format does not
@@ -738,7 +751,7 @@ class RefineCore:
         refiner = self.refiner(fmt, steps)
         points = torch.from_numpy(np.stack([p.person.points for p in chunk]).astype(np.float32))
         conf_np = np.stack([p.person.confidences for p in chunk]).astype(np.float32)
-        up = torch.from_numpy(np.stack([self.settings.up_of(p.frame.frame_id) for p in chunk]).astype(np.float32))
+        up = torch.from_numpy(np.stack([self.up_of(p.frame.frame_id) for p in chunk]).astype(np.float32))
         floor = torch.tensor([self.floor_of(p.frame.frame_id) for p in chunk], dtype=torch.float32)
         obs = Observation(points, torch.from_numpy(conf_np.copy()), fmt, up, floor, self._intervals(chunk))
         t0 = time.perf_counter()
@@ -775,8 +788,8 @@ class RefineCore:
         if obs.floor is not None and obs.up is not None:  # is the floor right? Seen feet stand on it
             height = (refined.joints[:, FEET] * obs.up[:, None]).sum(-1).min(1).values - obs.floor
             self.stats.floor_gap(height.numpy()[torch.isfinite(obs.floor).numpy() & feet])
-        if self.settings.learn_floor and obs.up is not None:  # learn the floor of frames nobody told it
-            self._learn_floors(chunk, refined.joints, feet, obs.up)
+        if self.settings.learn_floor or self.settings.learn_up:  # learn what nobody told of the frames
+            self._learn_scenes(chunk, refined.joints, feet)
         out = []
         with self._lock:
             for i, p in enumerate(chunk):
@@ -809,20 +822,24 @@ class RefineCore:
             self.stats.fail(failed)
         return out
 
-    def _learn_floors(self, chunk: list[_Pending], joints: torch.Tensor, feet: np.ndarray, up: torch.Tensor) -> None:
-        """Answers with seen feet teach the floor of their frame, where floor_height does not give it."""
+    def _learn_scenes(self, chunk: list[_Pending], joints: torch.Tensor, feet: np.ndarray) -> None:
+        """Answers with seen feet teach their frame's up direction and floor, where the settings do not give them."""
+        s = self.settings
         for frame_id in {p.frame.frame_id for p in chunk}:
-            if not math.isnan(self.settings.floor_of(frame_id)):
+            told_up = s.up_of(frame_id)
+            learn_up = s.learn_up and not told_up.any()
+            if not learn_up and not (s.learn_floor and told_up.any() and math.isnan(s.floor_of(frame_id))):
                 continue
-            rows = torch.tensor([p.frame.frame_id == frame_id and bool(feet[i]) and bool(up[i].norm() > 0)
-                                 for i, p in enumerate(chunk)])
-            if rows.any():
-                with self._lock:
-                    est = self._floors.pop(frame_id, None) or FloorEstimate()
-                    self._floors[frame_id] = est  # the most recent last
-                    while len(self._floors) > LEARNT_FLOORS:  # a stream of made-up frame ids cannot fill memory
-                        self._floors.popitem(last=False)
-                    est.add(joints[rows], torch.ones(int(rows.sum()), dtype=torch.bool), up[rows][0])
+            rows = torch.tensor([p.frame.frame_id == frame_id and bool(feet[i]) for i, p in enumerate(chunk)])
+            if not rows.any():
+                continue
+            up = None if learn_up else torch.from_numpy(told_up / np.linalg.norm(told_up))
+            with self._lock:
+                scene = self._scenes.pop(frame_id, None) or SceneEstimate()
+                self._scenes[frame_id] = scene  # the most recent last
+                while len(self._scenes) > LEARNT_SCENES:  # a stream of made-up frame ids cannot fill memory
+                    self._scenes.popitem(last=False)
+                scene.add(joints[rows], torch.ones(int(rows.sum()), dtype=torch.bool), up)
 
     def _healthy(self, refined, chunk: list[_Pending]) -> np.ndarray:
         """(B,) bool: the body is finite and every joint lies within `max_keypoint_spread_m` of the person's median

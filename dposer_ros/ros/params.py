@@ -156,6 +156,11 @@ def build_parameters(solver: RefineSettings = RefineSettings()) -> tuple[ParamSp
                   "answered people whose ankles or feet were seen (a low quantile of the lower foot joint, less its "
                   "height above the sole), given once 30 such answers were seen and reported in /diagnostics "
                   "(floor_learnt_m.<frame>). Off: an unknown floor stays unknown."),
+        ParamSpec("learn_up", node.learn_up,
+                  "Where the up direction is unknown (a camera optical frame, up_vector [0, 0, 0]): learn each input "
+                  "frame's up direction as the normal of the plane the seen feet of answered people stand on, once "
+                  "they have covered an area, and report it in /diagnostics (up_learnt.<frame>); with learn_floor, "
+                  "the floor along it too. Off: an unknown up direction stays unknown."),
         ParamSpec("hri_output", True,
                   "Publish REP 155 bodies: /humans/bodies/tracked, TF frames body_<id> and <joint>_<id> on /tf, "
                   "/humans/bodies/<id>/joint_states and the body's URDF on /humans/bodies/<id>/urdf.",

@@ -558,7 +558,9 @@ class RefineNodeMixin:
             "input_type": self.input_type,
             "input_format": s.input_format or "from messages",
             **self.core.keypoint_bias(),
-            **{f"floor_learnt_m.{frame}": round(h, 3) for frame, h in self.core.learnt_floors().items()},
+            **{f"floor_learnt_m.{frame}": round(h, 3) for frame, (_, h) in self.core.learnt_scenes().items()},
+            **{f"up_learnt.{frame}": np.round(up, 3).tolist() for frame, (up, _) in self.core.learnt_scenes().items()
+               if up is not None},
             **{f: getattr(s, f) for f in SOLVER_FIELDS},
         }
         self.pub_diag.publish(convert.diagnostic_array(

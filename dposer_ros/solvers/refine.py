@@ -42,8 +42,8 @@ from ..prior.layout import DIFFUSED, DIM, PARTS, POSE_PARTS, SLICES, dim_mask, f
 from ..prior.schedule import TruncatedSchedule, UniformSchedule
 from ..prior.symmetric import MirrorSymmetric
 from .calibration import calibrate, empty_calibration
-from .floor import FEET
 from .gauss_newton import Pull, gauss_newton_step, inverse_right_jacobian
+from .scene import FEET
 from .types import BodyState, Observation, Refined
 
 FREE_JOINTS = (0, *PART_JOINTS["body"], *PART_JOINTS["left_hand"], *PART_JOINTS["right_hand"])
