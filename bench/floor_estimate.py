@@ -91,6 +91,7 @@ def main() -> int:
         for other in clips:
             if other.source == clip.source and other.name != clip.name:
                 est.add(*seen_by[other.name], None if args.learn_up else up)
+        est.update(None if args.learn_up else up)
         learnt_up = clip.up
         if args.learn_up:  # what the other clips' feet did not teach stays unknown (the refiner is told nothing)
             learnt_up = None if est.up is None else tuple(float(v) for v in est.up)

@@ -15,7 +15,6 @@ A refiner told the floor stands hidden legs up when the pelvis is at a standing 
 from __future__ import annotations
 
 import math
-from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -49,7 +48,10 @@ class SceneEstimate:
     min_samples: int = 30  # person-frames with seen feet needed before a floor is given
     plane_tolerance: float = 0.05  # metres: feet further off the fitted plane are not standing on it
     min_spread: float = 0.15  # metres: the feet's spread along the plane's second axis before its normal is trusted
-    _feet: deque = field(default_factory=deque, repr=False)  # (2, 3) foot joints of each answer with seen feet
+    refresh: int = 60  # new person-frames between two updates of the estimates (each costs about a millisecond)
+    _feet: np.ndarray | None = field(default=None, repr=False)  # (window, 2, 3) ring of the seen feet's joints
+    _count: int = field(default=0, repr=False)  # person-frames with seen feet added so far
+    _fresh: int = field(default=0, repr=False)  # ... since the last update
     _torso: np.ndarray = field(default_factory=lambda: np.zeros(3), repr=False)  # sum of seen torso directions
     up: np.ndarray | None = field(default=None, init=False)  # the learnt up direction (None: told, or not yet)
     height: float = field(default=math.nan, init=False)  # the floor along the up direction (NaN: not yet)
@@ -60,12 +62,21 @@ class SceneEstimate:
         joints = joints.detach().double()[seen.bool()]
         torso = (joints[:, NECK] - joints[:, PELVIS]).numpy()
         self._torso += (torso / np.linalg.norm(torso, axis=1, keepdims=True).clip(min=1e-9)).sum(0)
-        self._feet.extend(joints[:, FEET].numpy())
-        while len(self._feet) > self.window:
-            self._feet.popleft()
-        if len(self._feet) < self.min_samples:
+        if self._feet is None:
+            self._feet = np.zeros((self.window, 2, 3))
+        for foot in joints[:, FEET].numpy():
+            self._feet[self._count % self.window] = foot
+            self._count += 1
+        self._fresh += len(joints)
+        if self._fresh >= min(self.refresh, self._count):
+            self.update(up)
+
+    def update(self, up: torch.Tensor | None = None) -> None:
+        """Recompute the estimates from what was added (`add` does it every `refresh` person-frames)."""
+        if self._feet is None or self._count < self.min_samples:
             return
-        feet = np.stack(self._feet)  # (N, 2, 3)
+        self._fresh = 0
+        feet = self._feet[: min(self._count, self.window)]
         if up is None:
             self.up = self._plane_normal(feet.reshape(-1, 3))
             if self.up is None:
