@@ -21,6 +21,7 @@ from dposer_ros.solvers.gauss_newton import inverse_right_jacobian
 from dposer_ros.solvers.generate import average_pairwise_distance, complete, sample
 from dposer_ros.solvers.refine import FREE_JOINTS as FREE_JOINTS_OF_REFINER
 from dposer_ros.solvers.refine import FewStepRefiner, RefineSettings
+from dposer_ros.solvers.scene import SOLE_HEIGHT
 from dposer_ros.solvers.types import BodyState, Observation
 
 
@@ -683,3 +684,46 @@ def test_the_sole_height_is_the_one_the_floor_benchmark_measured():
 
     run = json.loads((Path(__file__).resolve().parents[1] / "bench" / "eval" / "floor_estimate.json").read_text())
     assert SceneEstimate().sole_height == round(run["sole_height"], 3)
+
+
+def test_hidden_legs_of_a_person_standing_on_a_known_floor_reach_it():
+    """`floor_contact_weight`: legs no keypoint sees get the length the seen upper body implies; a person whose legs
+    are 8 cm longer than that, standing on a known floor, floats above it unless the floor is evidence of the legs'
+    length in the shape calibration. Without a floor, with a knee seen or with the pelvis at a seated height, the
+    contact does nothing."""
+    torch.manual_seed(0)
+    prior = PosePrior(ScoreNet(hidden=64, blocks=1, time_dim=32, groups=8, dropout=0.0), SubVPSDE(),
+                      Normalizer(torch.zeros(DIM), torch.full((DIM,), 0.3))).eval()
+    fmt, names = get_format("h36m17"), smplx_neutral().names
+    fk = ForwardKinematics()
+    rest = fk.rest_joints.float()[None].clone()
+    rest[0, [names.index("left_knee"), names.index("right_knee")], 1] -= 0.04
+    rest[0, [names.index(f"{side}_{part}") for side in ("left", "right") for part in ("ankle", "foot")], 1] -= 0.08
+    posed = fk(torch.zeros(1, 55, 3), torch.zeros(1, 3), rest)
+    feet = [names.index("left_foot"), names.index("right_foot")]
+    floor = float(posed.joints[0, feet, 1].min()) - SOLE_HEIGHT
+    kp = fmt.from_posed(posed).float()
+    legs = torch.ones(1, fmt.num_keypoints)
+    for side in ("left", "right"):
+        for part in ("knee", "ankle"):
+            legs[0, fmt.keypoint_names.index(f"{side}_{part}")] = 0.0
+    up = torch.tensor([0.0, 1.0, 0.0])
+
+    def above_floor(weight: float, conf: torch.Tensor = legs, floor: float | None = floor) -> float:
+        refiner = FewStepRefiner(prior, fmt, RefineSettings(prior_weight=0.0, floor_contact_weight=weight,
+                                                            calibrate_offsets=False))
+        state = None
+        for _ in range(30):
+            out = refiner(Observation(kp, conf, fmt, up, None if floor is None else torch.tensor(floor)), state)
+            state = out.select(0)
+        return float(out.joints[0, feet, 1].min()) - (floor if floor is not None else 0.0)
+
+    floating = above_floor(0.0)
+    assert floating > SOLE_HEIGHT + 0.05  # the upper body's shape: legs too short
+    assert abs(above_floor(1.0) - SOLE_HEIGHT) < 0.015
+    assert above_floor(1.0, floor=None) == pytest.approx(above_floor(0.0, floor=None), abs=1e-6)
+    knee = legs.clone()
+    knee[0, fmt.keypoint_names.index("left_knee")] = 1.0
+    assert above_floor(1.0, knee) == pytest.approx(above_floor(0.0, knee), abs=1e-6)
+    seated = float(posed.joints[0, 0, 1]) - 0.5  # a floor 0.5 m below the pelvis: not standing on it
+    assert above_floor(1.0, floor=seated) == pytest.approx(above_floor(0.0, floor=seated), abs=1e-6)

@@ -207,8 +207,8 @@ class Track:
 _SOLVER = RefineSettings()
 SOLVER_FIELDS = ("steps", "t_max", "t_min", "prior_weight", "hand_prior_weight", "sigma_cm", "temporal_weight",
                  "hold_weight", "hold_decay", "weak_hold_weight", "keypoint_hold_weight", "hand_keypoint_hold_weight",
-                 "hidden_prior_weight", "pelvis_tilt_weight", "pelvis_tilt_min_height", "calibrate_shape",
-                 "calibrate_offsets")
+                 "hidden_prior_weight", "pelvis_tilt_weight", "pelvis_tilt_min_height", "floor_contact_weight",
+                 "calibrate_shape", "calibrate_offsets")
 # node parameters of the core (tracks, checks, bounded work)
 CORE_FIELDS = ("person_timeout", "max_batch", "max_coordinate_m", "max_bone_ratio", "max_keypoint_spread_m",
                "max_people", "max_points", "latency_budget_ms", "up_vector", "floor_height", "learn_floor", "learn_up")
@@ -240,6 +240,7 @@ class CoreSettings:
     hidden_prior_weight: float = _SOLVER.hidden_prior_weight
     pelvis_tilt_weight: float = _SOLVER.pelvis_tilt_weight
     pelvis_tilt_min_height: float = _SOLVER.pelvis_tilt_min_height
+    floor_contact_weight: float = _SOLVER.floor_contact_weight
     calibrate_shape: bool = _SOLVER.calibrate_shape
     calibrate_offsets: bool = _SOLVER.calibrate_offsets
     person_timeout: float = 1.0

@@ -105,6 +105,11 @@ def build_parameters(solver: RefineSettings = RefineSettings()) -> tuple[ParamSp
                   "pelvis height above the floor (floor_height): someone sitting, kneeling or lying is not tilted as "
                   "a standing person. With the floor unknown there is no pull. 0: no height gate (the pull then "
                   "harms people on the floor).", range=(0.0, 2.0)),
+        ParamSpec("floor_contact_weight", solver.floor_contact_weight,
+                  "A person standing upright whose legs no keypoint sees stands on the floor (floor_height or "
+                  "learn_floor): the body-shape calibration gives the legs the length that puts the lower foot on "
+                  "it (0: off; the legs then get the length the upper body implies, 5-15 cm off for many people).",
+                  range=(0.0, 100.0)),
         ParamSpec("calibrate_shape", solver.calibrate_shape,
                   "Estimate each track's body shape (10 SMPL-X betas, published in SmplxPose.betas) from its keypoints "
                   "in its first second, then hold it. Off: everyone is the mean SMPL-X body."),

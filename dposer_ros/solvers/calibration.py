@@ -17,9 +17,17 @@ read in the anchor joint's frame and averaged per keypoint over the track (same 
 schedule) against a zero-offset prior worth `offset_prior_frames` frames, and bounded by `max_offset_cm`:
     o_k = sum_f w_f R_f^T (r_f + R_f o_k,f) / (sum_f w_f + offset_prior_frames).
 The pose is then solved for keypoints at their calibrated place: a few centimetres of convention no longer bend it.
+
+Legs no keypoint sees. The shape the seen upper body implies puts the legs 5-15 cm off the person's; a person
+standing upright above a known floor stands on it, so the lower foot joint is `SOLE_HEIGHT` above the floor
+(`FloorContact`). That is one more row of the normal equations, its residual in cm along the up direction, its
+Jacobian the feet's shape Jacobian less the seen keypoints' mean (the translation follows the seen keypoints), with
+scale `floor_contact_sigma_cm` and the same robust weights and schedule.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
@@ -28,6 +36,17 @@ from ..body.kinematics import ForwardKinematics
 from ..body.shape import NUM_BETAS, shape_tables
 from .gauss_newton import robust_weights
 from .types import Calibration
+
+
+@dataclass(frozen=True)
+class FloorContact:
+    """Where each person's lower foot joint stands if the person stands on the floor: `height` (B,) along `up` (B, 3),
+    believed with `weight` (B,) in [0, 1] (0: not standing, legs seen, or no floor)."""
+
+    feet: AttachedPoints  # the two foot joints
+    up: torch.Tensor
+    height: torch.Tensor
+    weight: torch.Tensor
 
 
 def empty_calibration(batch: int, keypoints: int) -> Calibration:
@@ -49,9 +68,10 @@ def shape_jacobian(fk: ForwardKinematics, points: AttachedPoints, posed) -> torc
 
 
 def calibrate(fk: ForwardKinematics, points: AttachedPoints, posed, local: torch.Tensor, target: torch.Tensor,
-              confidence: torch.Tensor, calib: Calibration, settings) -> Calibration:
+              confidence: torch.Tensor, calib: Calibration, settings, contact: FloorContact | None = None) -> Calibration:
     """One frame's calibration of shape and keypoint offsets (see the module docstring), from the frame's answer
-    `posed` / `local` (posed with `calib`): -> the track's `Calibration` for its next frame."""
+    `posed` / `local` (posed with `calib`) and, for hidden legs, the floor `contact`: -> the track's `Calibration`
+    for its next frame."""
     betas = calib.betas
     keypoints = points.positions(posed, calib.offsets)
     r = (target - keypoints) * 100.0  # cm
@@ -62,13 +82,25 @@ def calibrate(fk: ForwardKinematics, points: AttachedPoints, posed, local: torch
     if settings.calibrate_shape:
         a = shape_jacobian(fk, points, posed) * 100.0  # cm per unit
         total = w.sum(1).clamp(min=1e-9)[:, None]
-        a = a - (w[..., None, None] * a).sum(1, keepdim=True) / total[..., None, None]
+        mean_a = (w[..., None, None] * a).sum(1, keepdim=True) / total[..., None, None]
+        a = a - mean_a
         rc = r - (w[..., None] * r).sum(1, keepdim=True) / total[..., None]
         scale = (phi / settings.shape_sigma_cm**2)[:, None]
         flat = a.reshape(a.shape[0], -1, NUM_BETAS)
         at = flat.transpose(1, 2) * w.repeat_interleave(3, dim=1)[:, None]  # A^T W
         information = information + scale[..., None] * (at @ flat)
         rhs = rhs + scale * (at @ (rc.reshape(rc.shape[0], -1, 1) + flat @ betas[..., None]))[..., 0]
+        if contact is not None:
+            heights = (contact.feet.positions(posed) * contact.up[:, None]).sum(-1)  # (B, 2)
+            lower = heights.argmin(1)
+            fa = shape_jacobian(fk, contact.feet, posed) * 100.0 - mean_a  # (B, 2, 3, 10) against the seen keypoints
+            fa = torch.einsum("bc,bcn->bn", contact.up.to(fa), fa[torch.arange(len(lower)), lower])  # (B, 10)
+            fr = (contact.height - heights.min(1).values) * 100.0  # cm
+            fw = contact.weight * phi * robust_weights(fr.abs(), settings.sigma_cm) / settings.floor_contact_sigma_cm**2
+            fw = torch.nan_to_num(fw * torch.isfinite(fr), nan=0.0)
+            fr = fr.nan_to_num(0.0)
+            information = information + fw[:, None, None] * fa[:, :, None] * fa[:, None, :]
+            rhs = rhs + fw[:, None] * fa * (fr + (fa * betas).sum(-1))[:, None]
         eye = torch.eye(NUM_BETAS) * settings.shape_prior_weight
         betas = torch.linalg.solve(information + eye, rhs[..., None])[..., 0].clamp(-settings.max_beta, settings.max_beta)
     offsets, weight = calib.offsets, calib.offset_weight

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import cast
+from typing import Callable, cast
 
 import roma
 import torch
@@ -41,9 +41,9 @@ from ..prior.engine import Engine
 from ..prior.layout import DIFFUSED, DIM, PARTS, POSE_PARTS, SLICES, dim_mask, from_vector, mirror_pose, to_vector, with_conditions
 from ..prior.schedule import TruncatedSchedule, UniformSchedule
 from ..prior.symmetric import MirrorSymmetric
-from .calibration import calibrate, empty_calibration
+from .calibration import FloorContact, calibrate, empty_calibration
 from .gauss_newton import Pull, gauss_newton_step, inverse_right_jacobian
-from .scene import FEET
+from .scene import FEET, SOLE_HEIGHT
 from .types import BodyState, Observation, Refined
 
 FREE_JOINTS = (0, *PART_JOINTS["body"], *PART_JOINTS["left_hand"], *PART_JOINTS["right_hand"])
@@ -115,6 +115,12 @@ class RefineSettings:
     keypoint_hold_weight: float = 0.2  # a hidden keypoint is held where it was last seen, as an observation of this
     # confidence times hold_decay^(frames hidden - 1) (0: no memory): feet stand still while the joints above them turn
     hand_keypoint_hold_weight: float = 1.0  # ... and a hidden hand keypoint (fingers move little in a frame or two)
+    floor_contact_weight: float = 0.3  # a person standing upright (as for the tilt pull, with
+    # `floor_contact_min_height`) with legs no keypoint sees stands on a known floor: the shape calibration lengthens
+    # or shortens the legs so that the lower foot joint is SOLE_HEIGHT above it (solvers/calibration.py; 0: off;
+    # bench/experiments/2026-12-07-foreign-floor-contact*)
+    floor_contact_sigma_cm: float = 3.0  # ... believed to this many cm per frame
+    floor_contact_min_height: float = 0.9  # ... for a pelvis at least this share of its standing height above the floor
     pelvis_tilt_min_height: float = 0.8  # ... and only for a pelvis at least this share of the person's standing
     # pelvis height (rest pose, calibrated shape) above a known floor (Observation.floor), fading in over the 0.1 below:
     # someone sitting, kneeling or lying has an upright trunk over a pelvis tilted nothing like a standing one's. Where
@@ -207,6 +213,7 @@ class FewStepRefiner:
         self.completion = completion  # a `prior.completion.Completion`: the target of hidden body joints
         self.fk = ForwardKinematics()
         self.points = AttachedPoints(self.fk, fmt.joints, fmt.offsets, FREE_JOINTS)
+        self.feet = AttachedPoints(self.fk, FEET, torch.zeros(len(FEET), 3).numpy(), FREE_JOINTS)
         self.schedule = TruncatedSchedule(settings.t_max, settings.t_min) if settings.schedule == "truncated" else UniformSchedule()
         self.free = torch.tensor(FREE_JOINTS)
         # the root and body joints (the weak hold's threshold is for body bones; a finger's 2-3 cm bones are always below it)
@@ -369,7 +376,8 @@ class FewStepRefiner:
         posed = self.fk.from_rotmat(local, transl, rest)
         # for the next frame: this one is answered with the shape and offsets it was solved with
         used_offsets = calib.offsets
-        calib = calibrate(self.fk, self.points, posed, local, obs.points, obs.confidence, calib, s)
+        calib = calibrate(self.fk, self.points, posed, local, obs.points, obs.confidence, calib, s,
+                          self._floor_contact(obs, by_data, posed.joints, rest))
         pose = roma.rotmat_to_rotvec(local)
         completed = ~observed
         completed[:, POSE_PARTS.index("face")] = False  # no face prior: the face is neither observed nor completed
@@ -426,25 +434,49 @@ class FewStepRefiner:
         (`pelvis_tilt_max_lean_deg`) and, with `pelvis_tilt_min_height`, as the pelvis comes down from a standing
         height above the floor (unknown floor: none)."""
         s = self.settings
-        if s.pelvis_tilt_weight <= 0 or obs.up is None or not bool(self.mean_up.any()):
+        if s.pelvis_tilt_weight <= 0 or not bool(self.mean_up.any()):
             return None
-        if s.pelvis_tilt_min_height > 0 and (obs.floor is None or bool(obs.floor.isnan().all())):
-            return None  # the gate needs the floor
+        strength = self._standing(obs, by_data, lambda: self.fk.from_rotmat(local, transl, rest).joints, rest,
+                                  s.pelvis_tilt_min_height)
+        return None if strength is None else strength * s.pelvis_tilt_weight
+
+    def _standing(self, obs: Observation, by_data: torch.Tensor, posed: Callable[[], torch.Tensor], rest: torch.Tensor,
+                  min_height: float) -> torch.Tensor | None:
+        """(B,) in [0, 1]: how surely each person stands upright with legs no keypoint sees, from the frame's joints
+        (`posed()`: (B, 55, 3), computed only when needed): the up direction known, the torso seen, no confident
+        keypoint below either hip, the trunk within `pelvis_tilt_max_lean_deg` of upright (fading) and, with
+        `min_height` > 0, the pelvis at least that share of the person's standing pelvis height (rest pose, calibrated
+        shape) above a known floor, fading in over the 0.1 below (unknown floor: 0). None where no one is."""
+        s = self.settings
+        if obs.up is None or (min_height > 0 and (obs.floor is None or bool(obs.floor.isnan().all()))):
+            return None
         torso = ((obs.confidence > 0.1).float() @ self.torso) >= s.min_part_points
         unseen = torso & ~by_data[:, self.hips].any(1) & (obs.up.norm(dim=-1) > 0)
         if not bool(unseen.any()):
             return None
-        joints = self.fk.from_rotmat(local, transl, rest).joints
+        joints = posed()
         trunk = joints[:, self.neck] - joints[:, 0]
         lean_cos = (trunk * obs.up).sum(-1) / trunk.norm(dim=-1).clamp(min=1e-9)
         limit = math.cos(math.radians(s.pelvis_tilt_max_lean_deg))
-        strength = unseen * ((lean_cos - limit) / (1.0 - limit)).clamp(0.0, 1.0) * s.pelvis_tilt_weight
-        if s.pelvis_tilt_min_height > 0:  # standing: the pelvis as high above the floor as a standing one's
+        strength = unseen * ((lean_cos - limit) / (1.0 - limit)).clamp(0.0, 1.0)
+        if min_height > 0:  # standing: the pelvis as high above the floor as a standing one's
             floor = cast(torch.Tensor, obs.floor)
             standing = rest[:, 0, 1] - rest[:, FEET, 1].min(1).values  # SMPL-X's rest pose is Y up
             share = ((joints[:, 0] * obs.up).sum(-1) - floor) / standing
-            strength = strength * torch.nan_to_num(((share - s.pelvis_tilt_min_height) / 0.1 + 1.0).clamp(0.0, 1.0), nan=0.0)
+            strength = strength * torch.nan_to_num(((share - min_height) / 0.1 + 1.0).clamp(0.0, 1.0), nan=0.0)
         return strength if bool((strength > 0).any()) else None
+
+    def _floor_contact(self, obs: Observation, by_data: torch.Tensor, joints: torch.Tensor,
+                       rest: torch.Tensor) -> FloorContact | None:
+        """The floor's evidence of the legs' length for people standing with hidden legs (`floor_contact_weight`)."""
+        s = self.settings
+        if s.floor_contact_weight <= 0 or not s.calibrate_shape:
+            return None
+        standing = self._standing(obs, by_data, lambda: joints, rest, s.floor_contact_min_height)
+        if standing is None:
+            return None
+        return FloorContact(self.feet, cast(torch.Tensor, obs.up), cast(torch.Tensor, obs.floor) + SOLE_HEIGHT,
+                            standing * s.floor_contact_weight)
 
     def _rest_pull(self, zero: torch.Tensor, local: torch.Tensor, up: torch.Tensor | None,
                    tilt: torch.Tensor | None) -> Pull:

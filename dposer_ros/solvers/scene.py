@@ -27,6 +27,9 @@ FEET = [smplx_neutral().index(n) for n in ("left_foot", "right_foot")]  # the ba
 FEET_KEYPOINT_JOINTS = [smplx_neutral().index(f"{side}_{part}") for side in ("left", "right") for part in ("ankle", "foot")]
 PELVIS, NECK = smplx_neutral().index("pelvis"), smplx_neutral().index("neck")
 SEEN = 0.1  # a keypoint this confident sees its foot
+# the foot joint's height above the floor at the 0.2 quantile of answers with seen feet, measured on the foreign
+# protocol's train takes by `python bench/floor_estimate.py` (bench/eval/floor_estimate.json; a test checks it)
+SOLE_HEIGHT = 0.012
 
 
 def feet_seen(fmt: KeypointFormat, confidence: torch.Tensor) -> torch.Tensor:
@@ -40,9 +43,7 @@ class SceneEstimate:
     """The floor (`height`, along the up direction) and, unless told, the up direction (`up`) of one frame, from
     answered people (`add`); NaN / None until enough were seen."""
 
-    # the foot joint's height above the floor at `quantile` of the answers with seen feet, measured on the foreign
-    # protocol's train takes by `python bench/floor_estimate.py` (bench/eval/floor_estimate.json; a test checks it)
-    sole_height: float = 0.012
+    sole_height: float = SOLE_HEIGHT  # the foot joint above the floor at `quantile`
     quantile: float = 0.2
     window: int = 900  # person-frames remembered (30 s of one person at 30 Hz)
     min_samples: int = 30  # person-frames with seen feet needed before a floor is given
