@@ -2,11 +2,13 @@
 dataset's train split, as bench/leg_history_probe.py's `history` regressor), on validation hidden legs.
 
     python bench/experiments/2026-12-07-foreign-leg-motion-probe/probe.py cam_occl_legs 0.08 0.3
+    python bench/experiments/2026-12-07-foreign-leg-motion-probe/probe.py cam_occl_legs 0.08 0.3 40 short
 
-argv: corruption, rotation noise of training (rad), speed gate (m/s over the last 0.5 s; 0: none). Trains the net
-once (about 4 minutes, scratch/leg_history_net_<noise>.pt), then streams 12 validation clips x 90 frames with
-few_step, few_step + the motion target, no prior, scoring hidden keypoints of frames 31-90 (where the history
-exists). A probe: the refiner is subclassed here, nothing of it is in the package (NOTES.md).
+argv: corruption, rotation noise of training (rad), speed gate (m/s over the last 0.5 s; 0: none), frames per clip
+(90), "short" for lags of 0.1-0.5 s instead of 0.1-1 s. Trains the net once (2-4 minutes,
+scratch/leg_history_net[_short]_<noise>.pt), then streams 12 validation clips with few_step, few_step + the motion
+target, no prior, scoring hidden keypoints of the frames after the longest lag (where the history exists).
+A probe: the refiner is subclassed here, nothing of it is in the package (NOTES.md).
 """
 
 from __future__ import annotations
@@ -34,11 +36,13 @@ from dposer_ros.solvers.refine import FewStepRefiner
 
 LEGS = [1, 2, 4, 5, 7, 8, 10, 11]  # SMPL-X hips, knees, ankles, feet (free index == joint index up to 21)
 UPPER = [j for j in range(1, 22) if j not in LEGS]
-LAGS = [3, 6, 9, 12, 15, 21, 30]  # frames at 30 Hz
 CORRUPTION = sys.argv[1] if len(sys.argv) > 1 else "cam_occl_legs"
 NOISE = float(sys.argv[2]) if len(sys.argv) > 2 else 0.08
 GATE = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
-NET = Path(f"scratch/leg_history_net_{NOISE}.pt")
+FRAMES = int(sys.argv[4]) if len(sys.argv) > 4 else 90
+SHORT = len(sys.argv) > 5 and sys.argv[5] == "short"
+LAGS = [3, 6, 9, 12, 15] if SHORT else [3, 6, 9, 12, 15, 21, 30]  # frames at 30 Hz
+NET = Path(f"scratch/leg_history_net{'_short' if SHORT else ''}_{NOISE}.pt")
 
 
 def six(r: torch.Tensor) -> torch.Tensor:
@@ -139,7 +143,7 @@ def main() -> None:
     torch.manual_seed(0)
     if not NET.exists():
         train()
-    HistoryRefiner.net = network(690)
+    HistoryRefiner.net = network(81 + 87 * len(LAGS))
     HistoryRefiner.net.load_state_dict(torch.load(NET))
     HistoryRefiner.net.eval()
     prior = PosePrior.load("models/dposer_cpu/prior.pt")
@@ -148,7 +152,7 @@ def main() -> None:
     solvers = [(FewStepRefiner, method_settings("few_step")), (HistoryRefiner, method_settings("few_step")),
                (NoPriorRefiner, method_settings("no_prior"))]
     errors: list[list[float]] = [[] for _ in solvers]
-    for clip in foreign_clips(default_mocap_dir(), 12, 90, "val", 0, ("h36m17",)):
+    for clip in foreign_clips(default_mocap_dir(), 12, FRAMES, "val", 0, ("h36m17",)):
         truth = clip.keypoint_truth(fmt)
         data = cor.apply_keypoints(truth, stream_seed(0, cor.name, clip.name))
         t = truth[data.frames].double()
