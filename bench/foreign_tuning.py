@@ -2,7 +2,8 @@
 
     python bench/foreign_tuning.py bench/experiments/2026-11-29-foreign-calibration/config.yaml --jobs 2
 
-The config pins what it was run with (`prior` and its `prior_sha256`; the split is `val`, never `test`), names the
+The config pins what it was run with (`prior` and its `prior_sha256`; `motion` and its `motion_sha256` for the
+motion model of hidden legs that `few_step` uses, else the shipped one; the split is `val`, never `test`), names the
 foreign corruptions (config/eval/corruptions_foreign.yaml), the clips (`clips` body clips; `hand_clips` windows of the
 two-hand takes for the hand corruptions, default 4; `takes`: body clips only from takes whose id holds one of these
 strings), and the variants: name -> {method, settings}
@@ -48,7 +49,8 @@ def _run(job: tuple[str, dict, dict]) -> tuple[str, dict]:
     if "hands" in kinds:  # windows of the split's two-hand takes (`hand_clips`, default 4)
         clips += foreign_clips(default_mocap_dir(), cfg.get("hand_clips", 4), cfg["frames"], cfg["split"], cfg["seed"],
                                formats, kind="hands")
-    factories, errors = build_methods([variant["method"]], prior, {"settings": variant.get("settings", {})})
+    options = {"settings": variant.get("settings", {}), "motion": ROOT / cfg["motion"] if "motion" in cfg else None}
+    factories, errors = build_methods([variant["method"]], prior, options)
     if errors:
         raise RuntimeError(f"{name}: {errors}")
     result = evaluate({name: factories[variant["method"]]}, corruptions, clips, seed=cfg["seed"], progress=False)
@@ -65,6 +67,10 @@ def check_config(cfg: dict, path: Path) -> None:
     digest = hashlib.sha256((ROOT / cfg["prior"]).read_bytes()).hexdigest()
     if digest != cfg["prior_sha256"]:
         raise SystemExit(f"{path}: {cfg['prior']} has sha256 {digest}, the experiment pins {cfg['prior_sha256']}")
+    if "motion" in cfg:
+        digest = hashlib.sha256((ROOT / cfg["motion"]).read_bytes()).hexdigest()
+        if digest != cfg.get("motion_sha256"):
+            raise SystemExit(f"{path}: {cfg['motion']} has sha256 {digest}, the experiment pins {cfg.get('motion_sha256')}")
 
 
 def table(cfg: dict, results: dict[str, dict]) -> str:

@@ -111,6 +111,21 @@ def _completion(args: argparse.Namespace) -> int:
     return 0
 
 
+def _motion(args: argparse.Namespace) -> int:
+    import torch
+
+    from .dataset.poses import load_dataset
+    from .prior.motion import MotionTrainConfig, train_motion
+
+    config = MotionTrainConfig.from_yaml(args.config)
+    torch.set_num_threads(config.threads)
+    model = train_motion(load_dataset(args.dataset), config)
+    model.meta.update(dataset=str(args.dataset), command=f"dposer motion --config {args.config}")
+    model.save(args.out)
+    print(f"motion model: {args.out} (final training loss {model.meta['final_loss']})")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from .ros.commands import run_demo
 
@@ -255,6 +270,13 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--seed", type=int, default=0, help="random seed")
     comp.add_argument("--threads", type=int, default=1, help="torch threads")
     comp.set_defaults(func=_completion)
+
+    mot = commands.add_parser("motion", help="train the motion model of hidden legs (their rotations from a second of "
+                                             "the rest of the body's motion)")
+    mot.add_argument("--dataset", type=Path, default=default_dataset_path(), help="dataset file")
+    mot.add_argument("--config", type=Path, default=Path("config/train/motion.yaml"), help="training settings")
+    mot.add_argument("--out", type=Path, default=Path("models/dposer_cpu/motion.pt"), help="output file")
+    mot.set_defaults(func=_motion)
 
     demo = commands.add_parser("demo", help="the end-to-end demo: the refine node on a held-out take, by default "
                                             "with its left arm hidden (cam_occl_limb, seed 0)")

@@ -124,3 +124,19 @@ def test_training_runs_resumes_and_writes_a_loadable_prior(small_build, tmp_path
         bad = tmp_path / "bad.yaml"
         bad.write_text("stpes: 3\n")
         TrainConfig.from_yaml(bad)
+
+
+@needs_mocap
+def test_the_motion_model_trains_on_a_build(small_build, tmp_path):
+    from dposer_ros.prior.motion import LegMotion
+
+    (tmp_path / "motion.yaml").write_text("lags: [0.1, 0.2, 0.5]\nsteps: 150\nbatch: 128\nhidden: 64\n")
+    code = main(["motion", "--dataset", str(small_build), "--config", str(tmp_path / "motion.yaml"),
+                 "--out", str(tmp_path / "motion.pt")])
+    assert code == 0
+    model = LegMotion.load(tmp_path / "motion.pt")
+    assert model.lags == (0.1, 0.2, 0.5) and model.fps == 30.0 and model.meta["frames"] > 100
+    assert model.meta["final_loss"] < 0.5 * model.meta["first_loss"]  # it learns
+    (tmp_path / "odd.yaml").write_text("lags: [0.1, 0.25]\nsteps: 5\n")  # 7.5 frames at 30 Hz
+    assert main(["motion", "--dataset", str(small_build), "--config", str(tmp_path / "odd.yaml"),
+                 "--out", str(tmp_path / "odd.pt")]) == 2

@@ -59,6 +59,9 @@ def make_prior(path: Path) -> Path:
     net = ScoreNet(hidden=64, blocks=1, time_dim=32, groups=8)
     mean, std = torch.randn(DIM) * 0.05, torch.rand(DIM) * 0.3 + 0.2
     PosePrior(net, SubVPSDE(), Normalizer(mean, std)).save(path)
+    from dposer_ros.prior.motion import LegMotion, MotionNet
+
+    LegMotion(MotionNet(3, hidden=16), (0.1, 0.2, 0.3), 30.0).save(path.with_name("motion.pt"))  # found beside it
     return path
 
 
@@ -376,6 +379,7 @@ def test_malformed_input_is_dropped_counted_and_the_node_keeps_serving(client, n
                 "backend"):
         assert key in values, key
     assert values["backend"].startswith("torch") and int(values["active_tracks"]) >= 2
+    assert values["motion_model"].endswith("motion.pt")
     assert status.name.startswith("dposer_ros")
     assert "malformed" in node_process[1].read_text()  # logged (throttled)
 
@@ -1079,3 +1083,28 @@ def test_replay_stream_through_the_node(node_process, domain_id):
     assert len(results) == len(stream.frames) and all(r.latency_ms is not None for r in results)
     assert all(r.mpjpe_mm is not None and r.mpjpe_occluded_mm is not None for r in results)
     assert all(r.joints.shape == (55, 3) and r.completed == [False, True, True, False] for r in results)
+
+
+def test_core_carries_each_tracks_history_for_the_motion_model(prior_path):
+    """With a motion model, every track keeps its own time-stamped answers (batched people, one solver call); a
+    setting change that switches the model off drops the histories with the refiners."""
+    from dposer_ros.prior.motion import LegMotion, MotionNet
+
+    motion = LegMotion(MotionNet(3, hidden=16), (0.1, 0.2, 0.3), 30.0)
+    c = core.RefineCore(PosePrior.load(prior_path), core.CoreSettings(input_format=FORMAT, person_timeout=60.0),
+                        motion=motion)
+    a, _ = body_keypoints(6)
+    b, _ = body_keypoints(7, transl=(2.0, 0.0, 1.0))
+    for i in range(12):  # A walks 1.5 m/s along x, B stands
+        c.submit(_frame([core.PersonInput("A", a + [0.05 * i, 0, 0], np.ones(17)),
+                         core.PersonInput("B", b, np.ones(17))], 1.0 + i / 30))
+        assert len(c.refine_pending()) == 1
+    for pid in ("A", "B"):
+        history = c._tracks[pid].state.history
+        assert history is not None and torch.isfinite(history.age).sum() == 12
+    moved = c._tracks["A"].state.history.transl[0]
+    assert 0.5 < float(moved[0, 0] - moved[11, 0]) < 0.6  # newest first: 11 frames of 5 cm
+    c.update_settings(replace(c.settings, motion_legs=False))
+    c.submit(_frame([core.PersonInput("A", a, np.ones(17))], 2.0))
+    c.refine_pending()
+    assert c._tracks["A"].state.history is None

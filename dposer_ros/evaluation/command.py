@@ -33,7 +33,8 @@ def run_eval(args: argparse.Namespace) -> int:
         corruptions = {c: corruptions[c] for c in wanted}
     prior = PosePrior.load(args.prior)
     overrides = _overrides(args.set)
-    factories, errors = build_methods(names, prior, {"baselines_dir": args.baselines_dir, "settings": overrides})
+    factories, errors = build_methods(names, prior, {"baselines_dir": args.baselines_dir, "settings": overrides,
+                                                    "motion": args.motion})
     if not factories:
         raise MethodError("no method could be built: " + "; ".join(f"{n}: {m}" for n, m in errors.items()))
     for name, message in errors.items():
@@ -160,6 +161,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", type=Path, default=None, help=f"dataset file (default: {default_dataset_path()})")
     parser.add_argument("--baselines-dir", type=Path, default=None,
                         help="fitted GMM / VAE baseline priors (default: models/dposer_cpu/baselines, see `dposer baselines`)")
+    parser.add_argument("--motion", type=Path, default=None,
+                        help="motion model of hidden legs for few_step (default: models/dposer_cpu/motion.pt, see "
+                             "`dposer motion`; `--set motion_legs=false`: without it)")
     parser.add_argument("--seed", type=int, default=0, help="seed of clip selection and corruptions")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (latency is measured with these)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")

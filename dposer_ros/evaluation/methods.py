@@ -4,7 +4,8 @@ An entry maps a name to a builder `(prior, options) -> MethodFactory`, where a M
 `(KeypointFormat) -> solver` and a solver is `(Observation, BodyState | None) -> Refined` (solvers/types.py).
 A solver class built as `Class(prior, fmt)` is added with `_solver("module", "Class")`; imports happen only when
 the method is built, so a method whose module or model file is missing fails alone, with its reason.
-`options` carries command-line settings a builder may need (`baselines_dir`: the fitted GMM / VAE files).
+`options` carries command-line settings a builder may need (`baselines_dir`: the fitted GMM / VAE files; `motion`:
+the motion model of hidden legs).
 The refiners' settings are `RefineSettings` defaults (config/solvers/refine.yaml) with the method's overrides from
 config/solvers/methods.yaml (each prior's weight and robust scale, chosen on the validation split).
 """
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 Builder = Callable[[object, dict | None], "MethodFactory"]
 DEFAULT_BASELINES_DIR = Path(__file__).resolve().parents[2] / "models" / "dposer_cpu" / "baselines"
 DEFAULT_COMPLETION = DEFAULT_BASELINES_DIR.parent / "completion.pt"
+DEFAULT_MOTION = DEFAULT_BASELINES_DIR.parent / "motion.pt"
 METHOD_SETTINGS = Path(__file__).resolve().parents[2] / "config" / "solvers" / "methods.yaml"
 
 
@@ -66,8 +68,17 @@ def _with_completion(prior, options: dict | None = None) -> MethodFactory:
     return _solver("solvers.refine", "FewStepRefiner", "few_step_completion", completion=completion)(prior, options)
 
 
+def _few_step(prior, options: dict | None = None) -> MethodFactory:
+    """The few-step refiner with the motion model of hidden legs (`options["motion"]`, default the shipped one; its
+    use is the `motion_legs` setting)."""
+    from ..prior.motion import LegMotion
+
+    motion = LegMotion.load(Path((options or {}).get("motion") or DEFAULT_MOTION))
+    return _solver("solvers.refine", "FewStepRefiner", "few_step", motion=motion)(prior, options)
+
+
 METHODS: dict[str, Builder] = {
-    "few_step": _solver("solvers.refine", "FewStepRefiner", "few_step"),  # the diffusion prior, few steps
+    "few_step": _few_step,  # the diffusion prior, few steps (hidden legs of a moving person: the motion model)
     "few_step_completion": _with_completion,  # ... with hidden body joints pulled to their completion
     "full": _solver("solvers.full", "FullOptimizer"),  # published DPoser optimisation (default FullSettings; slow)
     "no_prior": _solver("solvers.baselines", "NoPriorRefiner", "no_prior"),  # the same solver without a prior term

@@ -25,6 +25,7 @@ import torch
 from ..body import NUM_JOINTS, ForwardKinematics, smplx_neutral
 from ..body.shape import rest_joints
 from ..keypoints import KeypointFormat, KeypointFormatError, get_format, known_formats
+from ..prior.motion import LegMotion
 from ..solvers.refine import FewStepRefiner, RefineSettings
 from ..solvers.scene import FEET, SceneEstimate, feet_seen
 from ..solvers.types import BodyState, Observation
@@ -208,7 +209,7 @@ _SOLVER = RefineSettings()
 SOLVER_FIELDS = ("steps", "t_max", "t_min", "prior_weight", "hand_prior_weight", "sigma_cm", "temporal_weight",
                  "hold_weight", "hold_decay", "weak_hold_weight", "keypoint_hold_weight", "hand_keypoint_hold_weight",
                  "hidden_prior_weight", "pelvis_tilt_weight", "pelvis_tilt_min_height", "floor_contact_weight",
-                 "calibrate_shape", "calibrate_offsets")
+                 "calibrate_shape", "calibrate_offsets", "motion_legs", "motion_min_speed")
 # node parameters of the core (tracks, checks, bounded work)
 CORE_FIELDS = ("person_timeout", "max_batch", "max_coordinate_m", "max_bone_ratio", "max_keypoint_spread_m",
                "max_people", "max_points", "latency_budget_ms", "up_vector", "floor_height", "learn_floor", "learn_up")
@@ -243,6 +244,8 @@ class CoreSettings:
     floor_contact_weight: float = _SOLVER.floor_contact_weight
     calibrate_shape: bool = _SOLVER.calibrate_shape
     calibrate_offsets: bool = _SOLVER.calibrate_offsets
+    motion_legs: bool = _SOLVER.motion_legs
+    motion_min_speed: float = _SOLVER.motion_min_speed
     person_timeout: float = 1.0
     max_batch: int = 16
     max_coordinate_m: float = 20.0
@@ -406,8 +409,10 @@ class Stats:
 class RefineCore:
     """Tracks, checks and batched refinement; thread-safe between one submitter and one refining thread."""
 
-    def __init__(self, prior, settings: CoreSettings = CoreSettings(), stats: Stats | None = None) -> None:
+    def __init__(self, prior, settings: CoreSettings = CoreSettings(), stats: Stats | None = None,
+                 motion: LegMotion | None = None) -> None:
         self.prior = prior
+        self.motion = motion  # the motion model of hidden legs (prior/motion.py), used with `motion_legs`
         self.settings = settings
         self.stats = stats or Stats()
         self._lock = threading.Lock()
@@ -443,7 +448,8 @@ class RefineCore:
                 settings = replace(settings, steps=steps)
             ref = self._refiners.get((fmt.name, settings.steps))
             if ref is None:
-                ref = self._refiners[(fmt.name, settings.steps)] = FewStepRefiner(self.prior, fmt, settings)
+                ref = self._refiners[(fmt.name, settings.steps)] = FewStepRefiner(self.prior, fmt, settings,
+                                                                            motion=self.motion)
             return ref
 
     def reset(self) -> None:

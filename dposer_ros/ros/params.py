@@ -55,6 +55,9 @@ def build_parameters(solver: RefineSettings = RefineSettings()) -> tuple[ParamSp
         ParamSpec("model_path", "",
                   "Prior checkpoint (.pt). Empty: the shipped models/dposer_cpu/prior.pt from the package share "
                   "directory (or the source checkout).", read_only=True),
+        ParamSpec("motion_model_path", "",
+                  "Motion model of hidden legs (.pt, `dposer motion`; see motion_legs). Empty: motion.pt beside "
+                  "the prior, if there is one (none: the prior alone, logged).", read_only=True),
         ParamSpec("backend", "auto",
                   "Inference backend of the prior (dposer_ros.backends.select_engine): auto = tensorrt (CUDA GPU), "
                   "else onnxruntime (ONNX file beside the prior, or exported once into models/engines/), else torch; "
@@ -110,6 +113,13 @@ def build_parameters(solver: RefineSettings = RefineSettings()) -> tuple[ParamSp
                   "learn_floor): the body-shape calibration gives the legs the length that puts the lower foot on "
                   "it (0: off; the legs then get the length the upper body implies, 5-15 cm off for many people).",
                   range=(0.0, 100.0)),
+        ParamSpec("motion_legs", solver.motion_legs,
+                  "Hidden legs of a moving person (motion_min_speed) get their target from the motion model "
+                  "(motion_model_path): the legs' rotations regressed from the track's last second of answers, in "
+                  "place of the single-frame prior's guess. Off: the prior alone."),
+        ParamSpec("motion_min_speed", solver.motion_min_speed,
+                  "... for a person whose root moves at least this fast (m/s, horizontally, over the last half "
+                  "second): a standing person keeps the prior's legs.", range=(0.0, 10.0)),
         ParamSpec("calibrate_shape", solver.calibrate_shape,
                   "Estimate each track's body shape (10 SMPL-X betas, published in SmplxPose.betas) from its keypoints "
                   "in its first second, then hold it. Off: everyone is the mean SMPL-X body."),

@@ -181,7 +181,16 @@ class RefineNodeMixin:
         self.get_logger().info(f"loading prior {self.model_path} (backend {p['backend']})")
         _forward_backend_log(self.get_logger())
         prior, self.backend = load_engine(self.model_path, p["backend"], p["threads"])
-        self.core = RefineCore(prior, self._core_settings(p))
+        self.motion_path = Path(p["motion_model_path"]) if p["motion_model_path"] else self.model_path.with_name("motion.pt")
+        motion = None
+        if p["motion_model_path"] or self.motion_path.is_file():
+            from ..prior.motion import LegMotion
+
+            motion = LegMotion.load(self.motion_path)
+            self.get_logger().info(f"loaded motion model {self.motion_path} (hidden legs of moving people)")
+        else:
+            self.get_logger().info(f"no motion model beside the prior ({self.motion_path}): hidden legs from the prior alone")
+        self.core = RefineCore(prior, self._core_settings(p), motion=motion)
         if self.input_type == "marker_array" and not p["input_format"]:
             self.core.settings.input_format = adapters.AZURE_KINECT_FORMAT
         self._loggers: dict[str, object] = {}
@@ -555,6 +564,7 @@ class RefineNodeMixin:
             "pending": self.core.pending,
             "backend": self.backend,
             "model": str(self.model_path),
+            "motion_model": str(self.motion_path) if self.core.motion is not None else "none",
             "input_type": self.input_type,
             "input_format": s.input_format or "from messages",
             **self.core.keypoint_bias(),

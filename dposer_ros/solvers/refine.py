@@ -19,7 +19,9 @@ the up direction is pulled towards the training data's mean (`pelvis_tilt_weight
 A hidden keypoint the track has seen is an observation at its last seen place (`keypoint_hold_weight`); the holds
 fade with the time the person has been hidden (`hold_decay` per 1/`hold_rate_hz` s, `Observation.interval`).
 The prior is queried mirror-symmetrically (`prior.symmetric`), and keypoints come through the track's calibrated
-body shape and keypoint offsets (`solvers.calibration`).
+body shape and keypoint offsets (`solvers.calibration`). With a motion model (`prior.motion`), the hidden legs of a
+moving person are pulled towards the model's answer from the track's last second of answers (`solvers.history`)
+instead of the prior's denoised pose (`motion_legs`).
 """
 
 from __future__ import annotations
@@ -39,10 +41,14 @@ from ..body.skeleton import NUM_JOINTS, PART_JOINTS, smplx_neutral
 from ..keypoints import KeypointFormat
 from ..prior.engine import Engine
 from ..prior.layout import DIFFUSED, DIM, PARTS, POSE_PARTS, SLICES, dim_mask, from_vector, mirror_pose, to_vector, with_conditions
+from ..prior.motion import LEGS as MOTION_LEGS
+from ..prior.motion import LegMotion
 from ..prior.schedule import TruncatedSchedule, UniformSchedule
 from ..prior.symmetric import MirrorSymmetric
 from .calibration import FloorContact, calibrate, empty_calibration
 from .gauss_newton import Pull, gauss_newton_step, inverse_right_jacobian
+from .history import History, at_lags
+from .history import capacity as history_capacity
 from .scene import FEET, SOLE_HEIGHT
 from .types import BodyState, Observation, Refined
 
@@ -121,6 +127,12 @@ class RefineSettings:
     # bench/experiments/2026-12-07-foreign-floor-contact*)
     floor_contact_sigma_cm: float = 3.0  # ... believed to this many cm per frame
     floor_contact_min_height: float = 0.9  # ... for a pelvis at least this share of its standing height above the floor
+    motion_legs: bool = True  # with a motion model (prior/motion.py, `FewStepRefiner(..., motion=...)`), the target of
+    # hidden legs of a moving person is the model's answer from the track's last second of answers, in place of the
+    # prior's denoised pose (bench/experiments/2026-12-07-foreign-leg-motion*)
+    motion_min_speed: float = 0.3  # ... moving: the root's horizontal speed at least this (m/s) over ...
+    motion_speed_window_s: float = 0.5  # ... the last this many seconds (or as much of them as the track has):
+    # someone standing keeps the prior's legs, which stand better than the model's average ones
     pelvis_tilt_min_height: float = 0.8  # ... and only for a pelvis at least this share of the person's standing
     # pelvis height (rest pose, calibrated shape) above a known floor (Observation.floor), fading in over the 0.1 below:
     # someone sitting, kneeling or lying has an upright trunk over a pelvis tilted nothing like a standing one's. Where
@@ -207,10 +219,17 @@ class FewStepRefiner:
     """
 
     def __init__(self, prior: Engine, fmt: KeypointFormat, settings: RefineSettings = RefineSettings(),
-                 completion=None) -> None:
+                 completion=None, motion: LegMotion | None = None) -> None:
         self.prior = MirrorSymmetric(prior) if settings.mirror_symmetric else prior
         self.format, self.settings = fmt, settings
         self.completion = completion  # a `prior.completion.Completion`: the target of hidden body joints
+        self.motion = motion if settings.motion_legs else None  # the target of a moving person's hidden legs
+        if self.motion is not None:
+            lags = self.motion.lags
+            self.motion_lags = torch.tensor(lags)
+            self.motion_tolerance = 0.5 * min(b - a for a, b in zip((0.0, *lags), lags))
+            self.motion_capacity = history_capacity(lags, self.motion.fps)
+        self.legs = [FREE_JOINTS.index(j) for j in MOTION_LEGS]
         self.fk = ForwardKinematics()
         self.points = AttachedPoints(self.fk, fmt.joints, fmt.offsets, FREE_JOINTS)
         self.feet = AttachedPoints(self.fk, FEET, torch.zeros(len(FEET), 3).numpy(), FREE_JOINTS)
@@ -353,6 +372,9 @@ class FewStepRefiner:
         # prior is asked only about groups it pulls some joint of: with every joint seen it has no say, no call
         up = obs.up if s.gravity else None
         carry: dict = {"seen": by_data, "up": up, "groups": self._pulled_groups(factor)}
+        history = self._history(init, elapsed[:, 0] / s.hold_rate_hz)
+        if history is not None:
+            carry["motion"] = self._motion_input(history, obs.up)
         evals = 0
         if init is None and use_prior and s.cold_prior_steps > 0:
             local, transl = self._cold_prior(obs, local, transl, factor, rest, calib.offsets, by_data, up, gen,
@@ -383,9 +405,11 @@ class FewStepRefiner:
         completed[:, POSE_PARTS.index("face")] = False  # no face prior: the face is neither observed nor completed
         evals *= self.evals_per_step
         memory, age = self._remember(obs, init, elapsed)
+        if history is not None:
+            history = history.remember(pose, transl, 1.0 / cast(LegMotion, self.motion).fps)
         return Refined(pose, transl, posed.joints, observed, completed, network_evals=evals, hidden_frames=hidden,
                        betas=betas, keypoint_memory=memory, keypoint_age=age, calibration=calib, rest_joints=rest,
-                       keypoint_offsets=used_offsets)
+                       keypoint_offsets=used_offsets, history=history)
 
     evals_per_step = 1
 
@@ -425,6 +449,30 @@ class FewStepRefiner:
                                                        torch.zeros_like(obs.confidence))
         seen = obs.confidence > 0.1  # as everywhere here: a doubtful detection is not remembered, nor held stronger
         return torch.where(seen[..., None], obs.points, last), torch.where(seen, 0.0, age + elapsed)
+
+    def _history(self, init: BodyState | None, seconds: torch.Tensor) -> History | None:
+        """The track's history of answers `seconds` (B,) after the last one (empty for a new track); None without a
+        motion model."""
+        if self.motion is None:
+            return None
+        if init is None or init.history is None or init.history.age.shape[1] != self.motion_capacity:
+            return History.empty(init.pose.shape[0] if init is not None else seconds.shape[0], self.motion_capacity)
+        return init.history.aged(seconds)
+
+    def _motion_input(self, history: History, up: torch.Tensor | None) -> dict | None:
+        """What the motion model reads this frame, and who moves fast enough to use it (`motion_min_speed`, the
+        root's horizontal speed over the longest lag within `motion_speed_window_s`); None where no one does."""
+        s = self.settings
+        if up is None:
+            return None
+        lagged = at_lags(history, self.motion_lags, self.motion_tolerance)
+        within = (lagged.available & (self.motion_lags <= s.motion_speed_window_s + 1e-6)).sum(1)  # a prefix
+        v = lagged.velocity[torch.arange(len(within)), (within - 1).clamp(min=0)]
+        speed = (v - (v * up).sum(-1, keepdim=True) * up).norm(dim=-1)
+        moving = (within > 0) & (speed > s.motion_min_speed) & (up.norm(dim=-1) > 0)
+        if not bool(moving.any()):
+            return None
+        return {"lagged": lagged, "up": up, "moving": moving}
 
     def _tilt_strength(self, obs: Observation, by_data: torch.Tensor, local: torch.Tensor, transl: torch.Tensor,
                        rest: torch.Tensor) -> torch.Tensor | None:
@@ -551,6 +599,14 @@ class FewStepRefiner:
             hidden = ~carry["seen"][:, 1 : 1 + len(PART_JOINTS["body"])]
             body = target[:, 1 : 1 + len(PART_JOINTS["body"])]
             body[hidden] = self.completion(pose, hidden)[hidden]
+        motion = carry.get("motion")
+        if motion is not None:  # hidden legs of a moving person: the motion model's, from the track's history
+            hidden = ~carry["seen"][:, self.legs] & motion["moving"][:, None]
+            if bool(hidden.any()):
+                lagged = motion["lagged"]
+                legs = cast(LegMotion, self.motion)(roma.rotvec_to_rotmat(pose[:, :22].float()), lagged.past,
+                                                     lagged.velocity, lagged.available, motion["up"])
+                target[:, self.legs] = torch.where(hidden[..., None], legs, target[:, self.legs])
         mean, std = self.prior.sde.mean_std(torch.tensor(t))
         w_t = 0.5 * torch.sqrt(1.0 + mean / std)
         return [Pull(target, self.prior_scale * w_t.sqrt())]

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from ..keypoints import KeypointFormat
+from .history import History
 
 
 @dataclass
@@ -75,6 +76,8 @@ class BodyState:
     # solver's memory of hidden keypoints (None: none kept)
     keypoint_memory: torch.Tensor | None = field(default=None, kw_only=True)
     keypoint_age: torch.Tensor | None = field(default=None, kw_only=True)
+    history: History | None = field(default=None, kw_only=True)  # the track's recent answers (solvers/history.py;
+    # kept for a refiner with a motion model)
 
     _PER_PERSON = ("pose", "transl", "hidden_frames", "betas", "keypoint_memory", "keypoint_age")
 
@@ -83,7 +86,8 @@ class BodyState:
         parts: dict[str, Any] = {k: None if getattr(self, k) is None else getattr(self, k)[i : i + 1].detach().clone()
                                  for k in self._PER_PERSON}
         calibration = None if self.calibration is None else self.calibration.select(i)
-        return BodyState(parts.pop("pose"), parts.pop("transl"), **parts, calibration=calibration)
+        history = None if self.history is None else self.history.select(i)
+        return BodyState(parts.pop("pose"), parts.pop("transl"), **parts, calibration=calibration, history=history)
 
     @staticmethod
     def cat(states: Sequence[BodyState]) -> BodyState:
@@ -94,10 +98,12 @@ class BodyState:
                 return None
             return torch.cat(values)
         calibrations = [s.calibration for s in states if s.calibration is not None]
+        histories = [s.history for s in states if s.history is not None]
         same = len(calibrations) == len(states) and all(c.offsets.shape[1:] == calibrations[0].offsets.shape[1:] for c in calibrations)
         return BodyState(joined("pose"), joined("transl"), hidden_frames=joined("hidden_frames"),
                          betas=joined("betas"), keypoint_memory=joined("keypoint_memory"),
-                         keypoint_age=joined("keypoint_age"), calibration=Calibration.cat(calibrations) if same else None)
+                         keypoint_age=joined("keypoint_age"), calibration=Calibration.cat(calibrations) if same else None,
+                         history=History.cat(histories) if len(histories) == len(states) else None)
 
 
 @dataclass
