@@ -11,7 +11,7 @@ keypoints of a track that saw them the frame before (its memory holds them); `of
 from __future__ import annotations
 
 import torch
-from side_by_side import arguments, report, timed_rows
+from side_by_side import arguments, check_acts, report, timed_rows
 
 
 def main() -> None:
@@ -32,9 +32,7 @@ def main() -> None:
             refiners = {"off": FewStepRefiner(prior, fmt, RefineSettings(keypoint_hold_weight=0.0,
                                                                          hand_keypoint_hold_weight=0.0)),
                         "on": FewStepRefiner(prior, fmt, RefineSettings())}
-            answers = {variant: r(obs, previous).joints for variant, r in refiners.items()}
-            if not bool(((answers["on"] - answers["off"]).norm(dim=-1).amax(1) > 1e-3).all()):
-                raise SystemExit(f"{name} x {persons}: the hold does not act on every body of this stream")
+            check_acts(refiners, obs, previous, "the hold", f"{name} x {persons}")
             rows += timed_rows(refiners, obs, previous, args.budget, "hold", name, persons)
     report(rows, args.out, "torch engine, one thread, 4 steps, the left leg hidden and remembered",
            f"python bench/keypoint_hold_latency.py --budget {args.budget}")

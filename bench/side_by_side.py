@@ -24,6 +24,13 @@ def arguments(doc: str, out: str, budget: float) -> argparse.Namespace:
     return args
 
 
+def check_acts(refiners: dict, obs, previous, what: str, where: str) -> None:
+    """Stop unless the "on" refiner's answer differs from the "off" one's for every body of the stream."""
+    joints = {variant: refiners[variant](obs, previous).joints for variant in ("off", "on")}
+    if not bool(((joints["on"] - joints["off"]).norm(dim=-1).amax(1) > 1e-3).all()):
+        raise SystemExit(f"{where}: {what} does not act on every body of this stream")
+
+
 def timed_rows(refiners: dict, obs, previous, budget: float, label: str, name: str, persons: int) -> list[dict]:
     """Every refiner of `refiners` (variant -> FewStepRefiner, the first the reference) run round-robin on the same
     warm-started frame (`dposer bench`'s `_cell`): one row per variant."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import roma
 import torch
-from side_by_side import arguments, report, timed_rows
+from side_by_side import arguments, check_acts, report, timed_rows
 
 
 def main() -> None:
@@ -40,9 +40,7 @@ def main() -> None:
             obs.floor = (joints[:, feet] * up[:, None]).sum(-1).min(1).values - 0.03  # under the soles
             refiners = {"off": FewStepRefiner(prior, fmt, RefineSettings(pelvis_tilt_weight=0.0)),
                         "on": FewStepRefiner(prior, fmt, RefineSettings(pelvis_tilt_weight=RefineSettings().pelvis_tilt_weight))}
-            answers = {variant: r(obs, previous).pose[:, 0] for variant, r in refiners.items()}
-            if not bool(((answers["on"] - answers["off"]).norm(dim=-1) > 1e-3).all()):
-                raise SystemExit(f"{name} x {persons}: the pull does not act on every body of this stream")
+            check_acts(refiners, obs, previous, "the pull", f"{name} x {persons}")
             rows += timed_rows(refiners, obs, previous, args.budget, "pull", name, persons)
     report(rows, args.out, "torch engine, one thread, 4 steps, both legs hidden, floor known",
            f"python bench/tilt_latency.py --budget {args.budget}")

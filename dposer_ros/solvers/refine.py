@@ -130,7 +130,7 @@ class RefineSettings:
     motion_legs: bool = True  # with a motion model (prior/motion.py, `FewStepRefiner(..., motion=...)`), the target of
     # hidden legs of a moving person is the model's answer from the track's last second of answers, in place of the
     # prior's denoised pose (bench/experiments/2026-12-07-foreign-leg-motion*)
-    motion_min_speed: float = 0.3  # ... moving: the root's horizontal speed at least this (m/s) over ...
+    motion_min_speed: float = 0.15  # ... moving: the root's horizontal speed at least this (m/s) over ...
     motion_speed_window_s: float = 0.5  # ... the last this many seconds (or as much of them as the track has):
     # someone standing keeps the prior's legs, which stand better than the model's average ones
     pelvis_tilt_min_height: float = 0.8  # ... and only for a pelvis at least this share of the person's standing
@@ -600,13 +600,15 @@ class FewStepRefiner:
             body = target[:, 1 : 1 + len(PART_JOINTS["body"])]
             body[hidden] = self.completion(pose, hidden)[hidden]
         motion = carry.get("motion")
-        if motion is not None:  # hidden legs of a moving person: the motion model's, from the track's history
-            hidden = ~carry["seen"][:, self.legs] & motion["moving"][:, None]
+        if motion is not None:  # hidden legs of a moving person: the motion model's, from the track's history and
+            hidden = ~carry["seen"][:, self.legs] & motion["moving"][:, None]  # the frame's first pose, once a frame
             if bool(hidden.any()):
-                lagged = motion["lagged"]
-                legs = cast(LegMotion, self.motion)(roma.rotvec_to_rotmat(pose[:, :22].float()), lagged.past,
-                                                     lagged.velocity, lagged.available, motion["up"])
-                target[:, self.legs] = torch.where(hidden[..., None], legs, target[:, self.legs])
+                if "legs" not in motion:
+                    lagged = motion["lagged"]
+                    motion["legs"] = cast(LegMotion, self.motion)(roma.rotvec_to_rotmat(pose[:, :22].float()),
+                                                                  lagged.past, lagged.velocity, lagged.available,
+                                                                  motion["up"])
+                target[:, self.legs] = torch.where(hidden[..., None], motion["legs"], target[:, self.legs])
         mean, std = self.prior.sde.mean_std(torch.tensor(t))
         w_t = 0.5 * torch.sqrt(1.0 + mean / std)
         return [Pull(target, self.prior_scale * w_t.sqrt())]

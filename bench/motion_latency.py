@@ -1,0 +1,56 @@
+"""Steady-state latency of the few-step refiner with the motion model of hidden legs acting and without it, side
+by side.
+
+    python bench/motion_latency.py --budget 30
+
+The motion model (version 0.6.0's default) acts only on hidden legs of a person who moves, so the stream here has
+both legs hidden, the up direction known and every track's second of history a walk at 1.2 m/s; `off` is the same
+refiner without the model (`motion_legs` false). Both run round-robin in one loop (`dposer bench`'s `_cell`, torch,
+one thread, 4 steps) on the same warm-started synthetic stream, so load changes hit both alike.
+"""
+
+from __future__ import annotations
+
+import roma
+import torch
+from side_by_side import arguments, check_acts, report, timed_rows
+
+
+def main() -> None:
+    args = arguments(__doc__, "bench/eval/motion_latency.json", 30.0)
+    from dposer_ros.backends.bench import synthetic_stream
+    from dposer_ros.body.skeleton import smplx_neutral
+    from dposer_ros.evaluation.methods import DEFAULT_MOTION
+    from dposer_ros.keypoints import get_format
+    from dposer_ros.prior.model import PosePrior
+    from dposer_ros.prior.motion import LegMotion
+    from dposer_ros.solvers.history import History, capacity
+    from dposer_ros.solvers.refine import FewStepRefiner, RefineSettings
+
+    prior, motion = PosePrior.load(args.prior), LegMotion.load(DEFAULT_MOTION)
+    names = smplx_neutral().names
+    legs = [names.index(f"{side}_{part}") for side in ("left", "right") for part in ("knee", "ankle", "foot")]
+    rows = []
+    for name in args.formats.split(","):
+        fmt = get_format(name)
+        for persons in (int(p) for p in args.persons.split(",")):
+            obs, previous = synthetic_stream(fmt, persons)
+            obs.confidence[:, torch.isin(torch.tensor([int(j) for j in fmt.joints]), torch.tensor(legs))] = 0.0
+            up = roma.rotvec_to_rotmat(previous.pose[:, 0])[:, :, 1]  # the bodies' own up
+            obs.up, obs.interval = up, torch.full((persons,), 1 / 30)
+            forward = torch.linalg.cross(up, torch.tensor([1.0, 0.0, 0.0]).expand_as(up), dim=-1)
+            history = History.empty(persons, capacity(motion.lags, motion.fps))
+            for i in range(40, -1, -1):  # a second and a bit of walking, up to the previous frame
+                history = history.aged(torch.full((persons,), 1 / 30))
+                history = history.remember(previous.pose, previous.transl - 1.2 * i / 30 * forward, 1 / motion.fps)
+            previous.history = history
+            refiners = {"off": FewStepRefiner(prior, fmt, RefineSettings()),
+                        "on": FewStepRefiner(prior, fmt, RefineSettings(), motion=motion)}
+            check_acts(refiners, obs, previous, "the motion model", f"{name} x {persons}")
+            rows += timed_rows(refiners, obs, previous, args.budget, "motion", name, persons)
+    report(rows, args.out, "torch engine, one thread, 4 steps, both legs hidden, up known, a walk's history",
+           f"python bench/motion_latency.py --budget {args.budget}")
+
+
+if __name__ == "__main__":
+    main()
