@@ -21,13 +21,17 @@ MOCAP = ROOT.parent / "shared" / "data" / "mocap"
 LAGS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0)
 
 
-def _walk(history: History, frames: int, rate: float, speed: float = 1.2) -> History:
-    """`frames` answers of a root moving along x at `speed` m/s, its pelvis turning 0.1 rad/s, at `rate` Hz."""
+def _walk(history: History, frames: int, rate: float, speed: float = 1.2,
+          direction: tuple[float, float, float] = (1.0, 0.0, 0.0), jitter: float = 0.0) -> History:
+    """`frames` answers of a root moving along `direction` at `speed` m/s (plus `jitter` m of noise), its pelvis
+    turning 0.1 rad/s, at `rate` Hz."""
+    gen = torch.Generator().manual_seed(0)
     for i in range(frames):
         history = history.aged(torch.full((1,), 1.0 / rate))
         pose = torch.zeros(1, 55, 3)
         pose[0, 0, 1] = 0.1 * i / rate
-        history = history.remember(pose, torch.tensor([[speed * i / rate, 0.9, 0.0]]), 1.0 / 30)
+        where = torch.tensor([[0.0, 0.9, 0.0]]) + speed * i / rate * torch.tensor([direction])
+        history = history.remember(pose, where + jitter * torch.randn(1, 3, generator=gen), 1.0 / 30)
     return history.aged(torch.full((1,), 1.0 / rate))  # the next frame's time
 
 
@@ -57,6 +61,57 @@ def test_a_history_holds_a_second_at_any_rate_and_travels_with_the_track():
     assert two.history is not None and two.history.age.shape == (2, history.age.shape[1])
     assert torch.equal(two.select(0).history.transl, history.transl)
     assert BodyState.cat([two.select(0), BodyState(torch.zeros(1, 55, 3), torch.zeros(1, 3))]).history is None
+
+
+@pytest.mark.parametrize("speed, direction, jitter, settings, remembered, moving", [
+    (1.2, (1.0, 0.0, 0.0), 0.0, {}, True, True),  # a walk, legs seen before or not
+    (0.4, (0.0, -1.0, 0.0), 0.0, {}, False, True),  # a squat going down, legs never seen
+    (0.4, (0.0, -1.0, 0.0), 0.0, {}, True, False),  # ... its legs seen a moment ago: the held feet stand better
+    (0.4, (0.0, -1.0, 0.0), 0.0, {"motion_min_vertical_speed": 1e9}, False, False),  # the vertical gate shut
+    (0.0, (1.0, 0.0, 0.0), 0.005, {}, False, False),  # someone standing, answered with 5 mm of jitter
+    (1.2, (1.0, 0.0, 0.0), 0.0, {"motion_legs": False}, False, None),  # no model asked
+])
+def test_the_motion_model_acts_on_people_who_move(speed, direction, jitter, settings, remembered, moving):
+    from dposer_ros.prior.layout import DIM
+    from dposer_ros.prior.model import Normalizer
+    from dposer_ros.prior.network import ScoreNet
+    from dposer_ros.prior.sde import SubVPSDE
+
+    prior = PosePrior(ScoreNet(hidden=32, blocks=1, time_dim=16, groups=8), SubVPSDE(),
+                      Normalizer(torch.zeros(DIM), torch.ones(DIM))).eval()
+    motion = LegMotion(MotionNet(len(LAGS), hidden=16), LAGS, 30.0)
+    refiner = FewStepRefiner(prior, get_format("h36m17"), RefineSettings(**settings), motion=motion)
+    if moving is None:
+        assert refiner.motion is None and refiner._history(None, torch.ones(1)) is None
+        return
+    history = _walk(History.empty(1, capacity(LAGS, 30.0)), 40, 30.0, speed, direction, jitter)
+    answer = refiner._motion_input(history, torch.tensor([[0.0, 1.0, 0.0]]), torch.tensor([remembered]))
+    assert (answer is not None and bool(answer["moving"].all())) == moving
+
+
+def test_the_legs_a_track_remembers_are_its_seen_leg_keypoints():
+    from dposer_ros.prior.layout import DIM
+    from dposer_ros.prior.model import Normalizer
+    from dposer_ros.prior.network import ScoreNet
+    from dposer_ros.prior.sde import SubVPSDE
+
+    prior = PosePrior(ScoreNet(hidden=32, blocks=1, time_dim=16, groups=8), SubVPSDE(),
+                      Normalizer(torch.zeros(DIM), torch.ones(DIM))).eval()
+    fmt = get_format("h36m17")
+    refiner = FewStepRefiner(prior, fmt, RefineSettings(), motion=LegMotion(MotionNet(len(LAGS), hidden=16), LAGS, 30.0))
+    assert [fmt.keypoint_names[k] for k in refiner.leg_keypoints] == ["right_knee", "right_ankle", "left_knee", "left_ankle"]
+    memory = torch.full((3, fmt.num_keypoints, 3), float("nan"))
+    memory[1:, fmt.keypoint_names.index("left_ankle")] = 0.0  # people 1 and 2 saw an ankle, 2 of them long ago
+    age = torch.tensor([0.0, 3.0, 60.0])[:, None].expand(3, fmt.num_keypoints)
+    state = BodyState(torch.zeros(3, 55, 3), torch.zeros(3, 3), keypoint_memory=memory, keypoint_age=age)
+    assert refiner._legs_remembered(state).tolist() == [False, True, False]
+
+
+def test_settings_of_the_wrong_type_are_refused():
+    for bad in ({"motion_min_vertical_speed": "1.0e9"}, {"steps": 4.0}, {"motion_legs": 1}, {"prior_weight": True}):
+        with pytest.raises(ValueError, match=f"{next(iter(bad))} must be a"):
+            RefineSettings(**bad)
+    assert RefineSettings(prior_weight=3).prior_weight == 3  # an int for a float is a number
 
 
 def test_motion_file_round_trip_and_bad_files(tmp_path):

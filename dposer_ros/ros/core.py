@@ -209,7 +209,8 @@ _SOLVER = RefineSettings()
 SOLVER_FIELDS = ("steps", "t_max", "t_min", "prior_weight", "hand_prior_weight", "sigma_cm", "temporal_weight",
                  "hold_weight", "hold_decay", "weak_hold_weight", "keypoint_hold_weight", "hand_keypoint_hold_weight",
                  "hidden_prior_weight", "pelvis_tilt_weight", "pelvis_tilt_min_height", "floor_contact_weight",
-                 "calibrate_shape", "calibrate_offsets", "motion_legs", "motion_min_speed")
+                 "calibrate_shape", "calibrate_offsets", "motion_legs", "motion_min_speed",
+                 "motion_min_vertical_speed")
 # node parameters of the core (tracks, checks, bounded work)
 CORE_FIELDS = ("person_timeout", "max_batch", "max_coordinate_m", "max_bone_ratio", "max_keypoint_spread_m",
                "max_people", "max_points", "latency_budget_ms", "up_vector", "floor_height", "learn_floor", "learn_up")
@@ -246,6 +247,7 @@ class CoreSettings:
     calibrate_offsets: bool = _SOLVER.calibrate_offsets
     motion_legs: bool = _SOLVER.motion_legs
     motion_min_speed: float = _SOLVER.motion_min_speed
+    motion_min_vertical_speed: float = _SOLVER.motion_min_vertical_speed
     person_timeout: float = 1.0
     max_batch: int = 16
     max_coordinate_m: float = 20.0

@@ -120,6 +120,9 @@ def build_parameters(solver: RefineSettings = RefineSettings()) -> tuple[ParamSp
         ParamSpec("motion_min_speed", solver.motion_min_speed,
                   "... for a person whose root moves at least this fast (m/s, horizontally, over the last half "
                   "second): a standing person keeps the prior's legs.", range=(0.0, 10.0)),
+        ParamSpec("motion_min_vertical_speed", solver.motion_min_vertical_speed,
+                  "... or whose root moves up or down at least this fast (m/s: squatting, sitting down, standing "
+                  "up).", range=(0.0, 1.0e9)),
         ParamSpec("calibrate_shape", solver.calibrate_shape,
                   "Estimate each track's body shape (10 SMPL-X betas, published in SmplxPose.betas) from its keypoints "
                   "in its first second, then hold it. Off: everyone is the mean SMPL-X body."),

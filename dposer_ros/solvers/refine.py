@@ -27,7 +27,7 @@ instead of the prior's denoised pose (`motion_legs`).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Callable, cast
 
 import roma
@@ -131,6 +131,8 @@ class RefineSettings:
     # hidden legs of a moving person is the model's answer from the track's last second of answers, in place of the
     # prior's denoised pose (bench/experiments/2026-12-07-foreign-leg-motion*)
     motion_min_speed: float = 0.15  # ... moving: the root's horizontal speed at least this (m/s) over ...
+    motion_min_vertical_speed: float = 0.3  # ... or its vertical speed at least this (m/s: someone squatting, sitting
+    # down, standing up), over ...
     motion_speed_window_s: float = 0.5  # ... the last this many seconds (or as much of them as the track has):
     # someone standing keeps the prior's legs, which stand better than the model's average ones
     pelvis_tilt_min_height: float = 0.8  # ... and only for a pelvis at least this share of the person's standing
@@ -139,6 +141,12 @@ class RefineSettings:
     # the floor is unknown: no pull
 
     def __post_init__(self) -> None:
+        for f in fields(self):  # a number written as text (YAML 1.1 reads 1.0e9 as a string), a number for a flag
+            value, kind = getattr(self, f.name), type(f.default)
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            ok = {bool: isinstance(value, bool), int: number and isinstance(value, int), float: number}.get(kind, True)
+            if not ok:
+                raise ValueError(f"{f.name} must be a {kind.__name__}, got {value!r}")
         if self.rest_target not in ("zero", "mean"):
             raise ValueError(f"rest_target must be 'zero' or 'mean', got {self.rest_target!r}")
         if self.schedule not in ("truncated", "uniform"):
@@ -230,6 +238,9 @@ class FewStepRefiner:
             self.motion_tolerance = 0.5 * min(b - a for a, b in zip((0.0, *lags), lags))
             self.motion_capacity = history_capacity(lags, self.motion.fps)
         self.legs = [FREE_JOINTS.index(j) for j in MOTION_LEGS]
+        names = smplx_neutral().names
+        lower = [names.index(f"{side}_{part}") for side in ("left", "right") for part in ("knee", "ankle", "foot")]
+        self.leg_keypoints = [k for k, j in enumerate(fmt.joints) if int(j) in lower]  # the keypoints a squat leaves put
         self.fk = ForwardKinematics()
         self.points = AttachedPoints(self.fk, fmt.joints, fmt.offsets, FREE_JOINTS)
         self.feet = AttachedPoints(self.fk, FEET, torch.zeros(len(FEET), 3).numpy(), FREE_JOINTS)
@@ -374,7 +385,7 @@ class FewStepRefiner:
         carry: dict = {"seen": by_data, "up": up, "groups": self._pulled_groups(factor)}
         history = self._history(init, elapsed[:, 0] / s.hold_rate_hz)
         if history is not None:
-            carry["motion"] = self._motion_input(history, obs.up)
+            carry["motion"] = self._motion_input(history, obs.up, self._legs_remembered(init))
         evals = 0
         if init is None and use_prior and s.cold_prior_steps > 0:
             local, transl = self._cold_prior(obs, local, transl, factor, rest, calib.offsets, by_data, up, gen,
@@ -459,17 +470,32 @@ class FewStepRefiner:
             return History.empty(init.pose.shape[0] if init is not None else seconds.shape[0], self.motion_capacity)
         return init.history.aged(seconds)
 
-    def _motion_input(self, history: History, up: torch.Tensor | None) -> dict | None:
-        """What the motion model reads this frame, and who moves fast enough to use it (`motion_min_speed`, the
-        root's horizontal speed over the longest lag within `motion_speed_window_s`); None where no one does."""
+    def _legs_remembered(self, init: BodyState | None) -> torch.Tensor | None:
+        """(B,) bool: the track holds a leg keypoint (knee, ankle, foot) it has seen at more than half strength."""
+        memory = self._memory(init)
+        if memory is None or not self.leg_keypoints:
+            return None
+        last, age = memory[0][:, self.leg_keypoints], memory[1][:, self.leg_keypoints]
+        return (torch.isfinite(last).all(-1) & (self.settings.hold_decay ** age > 0.5)).any(1)
+
+    def _motion_input(self, history: History, up: torch.Tensor | None,
+                      remembered: torch.Tensor | None = None) -> dict | None:
+        """What the motion model reads this frame, and who moves fast enough to use it: the root's horizontal speed
+        above `motion_min_speed` or, for a track that holds no leg keypoint it has seen (`remembered`: the held feet
+        of someone squatting stand better than the model's), its vertical speed above `motion_min_vertical_speed`,
+        over the longest lag within `motion_speed_window_s`. None where no one moves."""
         s = self.settings
         if up is None:
             return None
         lagged = at_lags(history, self.motion_lags, self.motion_tolerance)
         within = (lagged.available & (self.motion_lags <= s.motion_speed_window_s + 1e-6)).sum(1)  # a prefix
         v = lagged.velocity[torch.arange(len(within)), (within - 1).clamp(min=0)]
-        speed = (v - (v * up).sum(-1, keepdim=True) * up).norm(dim=-1)
-        moving = (within > 0) & (speed > s.motion_min_speed) & (up.norm(dim=-1) > 0)
+        vertical = (v * up).sum(-1, keepdim=True)
+        rising = vertical[:, 0].abs() > s.motion_min_vertical_speed
+        if remembered is not None:
+            rising &= ~remembered
+        fast = ((v - vertical * up).norm(dim=-1) > s.motion_min_speed) | rising
+        moving = (within > 0) & fast & (up.norm(dim=-1) > 0)
         if not bool(moving.any()):
             return None
         return {"lagged": lagged, "up": up, "moving": moving}
