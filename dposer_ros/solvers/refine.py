@@ -384,7 +384,7 @@ class FewStepRefiner:
         up = obs.up if s.gravity else None
         carry: dict = {"seen": by_data, "up": up, "groups": self._pulled_groups(factor)}
         history = self._history(init, elapsed[:, 0] / s.hold_rate_hz)
-        if history is not None:
+        if history is not None and bool((~by_data[:, self.legs]).any()):  # someone's legs are hidden
             carry["motion"] = self._motion_input(history, obs.up, self._legs_remembered(init))
         evals = 0
         if init is None and use_prior and s.cold_prior_steps > 0:
