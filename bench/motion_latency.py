@@ -16,34 +16,42 @@ import torch
 from side_by_side import arguments, check_acts, report, timed_rows
 
 
-def main() -> None:
-    args = arguments(__doc__, "bench/eval/motion_latency.json", 30.0)
+def walking_stream(fmt, persons: int, motion):
+    """`dposer bench`'s synthetic stream with both legs hidden, the up direction and the time step known, and every
+    track's history a second of walking at 1.2 m/s up to the previous frame."""
     from dposer_ros.backends.bench import synthetic_stream
     from dposer_ros.body.skeleton import smplx_neutral
+    from dposer_ros.solvers.history import History, capacity
+
+    names = smplx_neutral().names
+    legs = [names.index(f"{side}_{part}") for side in ("left", "right") for part in ("knee", "ankle", "foot")]
+    obs, previous = synthetic_stream(fmt, persons)
+    obs.confidence[:, torch.isin(torch.tensor([int(j) for j in fmt.joints]), torch.tensor(legs))] = 0.0
+    up = roma.rotvec_to_rotmat(previous.pose[:, 0])[:, :, 1]  # the bodies' own up
+    obs.up, obs.interval = up, torch.full((persons,), 1 / 30)
+    forward = torch.linalg.cross(up, torch.tensor([1.0, 0.0, 0.0]).expand_as(up), dim=-1)
+    history = History.empty(persons, capacity(motion.lags, motion.fps))
+    for i in range(40, -1, -1):  # a second and a bit of walking, up to the previous frame
+        history = history.aged(torch.full((persons,), 1 / 30))
+        history = history.remember(previous.pose, previous.transl - 1.2 * i / 30 * forward, 1 / motion.fps)
+    previous.history = history
+    return obs, previous
+
+
+def main() -> None:
+    args = arguments(__doc__, "bench/eval/motion_latency.json", 30.0)
     from dposer_ros.evaluation.methods import DEFAULT_MOTION
     from dposer_ros.keypoints import get_format
     from dposer_ros.prior.model import PosePrior
     from dposer_ros.prior.motion import LegMotion
-    from dposer_ros.solvers.history import History, capacity
     from dposer_ros.solvers.refine import FewStepRefiner, RefineSettings
 
     prior, motion = PosePrior.load(args.prior), LegMotion.load(DEFAULT_MOTION)
-    names = smplx_neutral().names
-    legs = [names.index(f"{side}_{part}") for side in ("left", "right") for part in ("knee", "ankle", "foot")]
     rows = []
     for name in args.formats.split(","):
         fmt = get_format(name)
         for persons in (int(p) for p in args.persons.split(",")):
-            obs, previous = synthetic_stream(fmt, persons)
-            obs.confidence[:, torch.isin(torch.tensor([int(j) for j in fmt.joints]), torch.tensor(legs))] = 0.0
-            up = roma.rotvec_to_rotmat(previous.pose[:, 0])[:, :, 1]  # the bodies' own up
-            obs.up, obs.interval = up, torch.full((persons,), 1 / 30)
-            forward = torch.linalg.cross(up, torch.tensor([1.0, 0.0, 0.0]).expand_as(up), dim=-1)
-            history = History.empty(persons, capacity(motion.lags, motion.fps))
-            for i in range(40, -1, -1):  # a second and a bit of walking, up to the previous frame
-                history = history.aged(torch.full((persons,), 1 / 30))
-                history = history.remember(previous.pose, previous.transl - 1.2 * i / 30 * forward, 1 / motion.fps)
-            previous.history = history
+            obs, previous = walking_stream(fmt, persons, motion)
             refiners = {"off": FewStepRefiner(prior, fmt, RefineSettings()),
                         "on": FewStepRefiner(prior, fmt, RefineSettings(), motion=motion)}
             check_acts(refiners, obs, previous, "the motion model", f"{name} x {persons}")

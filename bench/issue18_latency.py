@@ -1,0 +1,50 @@
+"""Steady-state latency of the few-step refiner with everything issue 18 added acting at once, against the same
+code with the settings from before it, side by side in one run.
+
+    python bench/issue18_latency.py --budget 30
+
+The stream is the worst case for cost (bench/motion_latency.py's): both legs hidden, the up direction and a floor
+known, a walking history, so that the calibration, the mirror-symmetric query, the weak hold, gravity, the pelvis-tilt
+pull, the floor contact and the motion model all act. `before`: bench/calibration_latency.py's settings from before
+issue 18 with the later additions off too (no pelvis-tilt pull, keypoint memory, floor contact or motion model);
+`now`: the shipped defaults with the shipped motion model. Round-robin in one loop (torch, one thread, 4 steps).
+"""
+
+from __future__ import annotations
+
+import torch
+from calibration_latency import BEFORE
+from motion_latency import walking_stream
+from side_by_side import arguments, report, timed_rows
+
+LATER = {"pelvis_tilt_weight": 0.0, "keypoint_hold_weight": 0.0, "hand_keypoint_hold_weight": 0.0,
+         "floor_contact_weight": 0.0, "motion_legs": False}
+
+
+def main() -> None:
+    args = arguments(__doc__, "bench/eval/issue18_latency.json", 30.0)
+    from dposer_ros.body import ForwardKinematics
+    from dposer_ros.evaluation.methods import DEFAULT_MOTION
+    from dposer_ros.keypoints import get_format
+    from dposer_ros.prior.model import PosePrior
+    from dposer_ros.prior.motion import LegMotion
+    from dposer_ros.solvers.refine import FewStepRefiner, RefineSettings
+
+    prior, motion = PosePrior.load(args.prior), LegMotion.load(DEFAULT_MOTION)
+    rows = []
+    for name in args.formats.split(","):
+        fmt = get_format(name)
+        for persons in (int(p) for p in args.persons.split(",")):
+            obs, previous = walking_stream(fmt, persons, motion)
+            joints = ForwardKinematics()(previous.pose, previous.transl).joints
+            obs.floor = (joints[:, [10, 11]] * obs.up[:, None]).sum(-1).min(1).values - 0.03  # under the soles
+            refiners = {"before": FewStepRefiner(prior, fmt, RefineSettings(**BEFORE, **LATER)),
+                        "now": FewStepRefiner(prior, fmt, RefineSettings(), motion=motion)}
+            rows += timed_rows(refiners, obs, previous, args.budget, "settings", name, persons)
+    report(rows, args.out, "torch engine, one thread, 4 steps, both legs hidden, up and floor known, a walk's history",
+           f"python bench/issue18_latency.py --budget {args.budget}")
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    main()
