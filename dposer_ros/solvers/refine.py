@@ -397,7 +397,7 @@ class FewStepRefiner:
         for t in schedule:
             rotvec = roma.rotmat_to_rotvec(local) if use_prior else None  # the prior's input, and the pulls' in the step
             pulls = [_scaled(p, factor) for p in self.prior_pulls(cast(torch.Tensor, rotvec), t, gen, carry)] if use_prior else []
-            pulls.append(self._rest_pull(zero, local, obs.up, tilt))
+            pulls.append(self._rest_pull(zero, local, obs.up, tilt, rotvec))
             if previous is not None and (s.temporal_weight > 0 or s.hold_weight > 0):
                 pulls.append(Pull(previous, hold))
             if weak is not None:
@@ -553,27 +553,28 @@ class FewStepRefiner:
                             standing * s.floor_contact_weight)
 
     def _rest_pull(self, zero: torch.Tensor, local: torch.Tensor, up: torch.Tensor | None,
-                   tilt: torch.Tensor | None) -> Pull:
+                   tilt: torch.Tensor | None, rotvec: torch.Tensor | None = None) -> Pull:
         """The rest pull (`zero` (B, F, 3) its target), with the root, which it does not pull, pulled to its tilted
-        rotation where `tilt` (B,) gives a strength: one pull term, the same sum as two."""
+        rotation where `tilt` (B,) gives a strength: one pull term, the same sum as two. `rotvec`: `local` as
+        axis-angle where the caller has it."""
         if tilt is None:
             return Pull(zero, self.rest_scale)
-        pull = self._tilt_pull(local, cast(torch.Tensor, up), tilt)
+        theta = roma.rotmat_to_rotvec(local[:, 0]) if rotvec is None else rotvec[:, 0]
+        pull = self._tilt_pull(local, theta, cast(torch.Tensor, up), tilt)
         root = torch.arange(len(FREE_JOINTS)) == 0  # the rest pull's root scale is zero: no overlap
         scale = torch.where(root[:, None], cast(torch.Tensor, pull.scale), self.rest_scale)
         return Pull(torch.where(root[:, None], pull.target, zero), scale)
 
-    def _tilt_pull(self, local: torch.Tensor, up: torch.Tensor, strength: torch.Tensor) -> Pull:
+    def _tilt_pull(self, local: torch.Tensor, theta: torch.Tensor, up: torch.Tensor, strength: torch.Tensor) -> Pull:
         """A pull of the root towards its rotation with the pelvis tilted as on average (`mean_up`), heading kept, at
         `strength` (B,): R* = R Rot(m -> u) = R exp(swing) with u = R^T up the current up direction in the pelvis
-        frame and m the mean's; the target is theta + J_r^-1(theta) swing (theta the root's axis-angle: no
+        frame and m the mean's; the target is theta + J_r^-1(theta) swing (theta (B, 3) the root's axis-angle: no
         wrap-around near pi)."""
         u = (local[:, 0].transpose(-1, -2) @ up[..., None])[..., 0]
         m = self.mean_up.expand_as(u)
         axis = torch.linalg.cross(m, u, dim=-1)
         angle = torch.atan2(axis.norm(dim=-1), (m * u).sum(-1))
         swing = axis / axis.norm(dim=-1, keepdim=True).clamp(min=1e-9) * angle[:, None]
-        theta = roma.rotmat_to_rotvec(local[:, 0])
         target = torch.zeros(local.shape[0], len(FREE_JOINTS), 3)
         target[:, 0] = theta + (inverse_right_jacobian(theta) @ swing[..., None])[..., 0]
         scale = torch.zeros(local.shape[0], len(FREE_JOINTS), 1)
@@ -603,7 +604,7 @@ class FewStepRefiner:
         for t in TruncatedSchedule(s.cold_t_max, s.cold_t_min).timesteps(s.cold_prior_steps).tolist():
             pose = roma.rotmat_to_rotvec(local)
             pulls = [_scaled(p, factor) for p in self.prior_pulls(pose, t, gen, carry)]
-            pulls.append(self._rest_pull(zero, local, tilt_up, None if tilt is None else rep(tilt)))
+            pulls.append(self._rest_pull(zero, local, tilt_up, None if tilt is None else rep(tilt), pose))
             local, transl = gauss_newton_step(self.fk, self.points, local, transl, points, conf, pulls, s.damping,
                                               s.sigma_cm, rest_joints=rest, offsets=offsets)
         if n == 1:
