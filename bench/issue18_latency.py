@@ -12,10 +12,9 @@ issue 18 with the later additions off too (no pelvis-tilt pull, keypoint memory,
 
 from __future__ import annotations
 
-import torch
 from calibration_latency import BEFORE
-from motion_latency import walking_stream
-from side_by_side import arguments, report, timed_rows
+from motion_latency import walking_rows
+from side_by_side import arguments, report
 
 LATER = {"pelvis_tilt_weight": 0.0, "keypoint_hold_weight": 0.0, "hand_keypoint_hold_weight": 0.0,
          "floor_contact_weight": 0.0, "motion_legs": False}
@@ -23,28 +22,10 @@ LATER = {"pelvis_tilt_weight": 0.0, "keypoint_hold_weight": 0.0, "hand_keypoint_
 
 def main() -> None:
     args = arguments(__doc__, "bench/eval/issue18_latency.json", 30.0)
-    from dposer_ros.body import ForwardKinematics
-    from dposer_ros.evaluation.methods import DEFAULT_MOTION
-    from dposer_ros.keypoints import get_format
-    from dposer_ros.prior.model import PosePrior
-    from dposer_ros.prior.motion import LegMotion
-    from dposer_ros.solvers.refine import FewStepRefiner, RefineSettings
-
-    prior, motion = PosePrior.load(args.prior), LegMotion.load(DEFAULT_MOTION)
-    rows = []
-    for name in args.formats.split(","):
-        fmt = get_format(name)
-        for persons in (int(p) for p in args.persons.split(",")):
-            obs, previous = walking_stream(fmt, persons, motion)
-            joints = ForwardKinematics()(previous.pose, previous.transl).joints
-            obs.floor = (joints[:, [10, 11]] * obs.up[:, None]).sum(-1).min(1).values - 0.03  # under the soles
-            refiners = {"before": FewStepRefiner(prior, fmt, RefineSettings(**BEFORE, **LATER)),
-                        "now": FewStepRefiner(prior, fmt, RefineSettings(), motion=motion)}
-            rows += timed_rows(refiners, obs, previous, args.budget, "settings", name, persons)
+    rows = walking_rows(args, "settings", {"before": ({**BEFORE, **LATER}, False), "now": ({}, True)}, floor=True)
     report(rows, args.out, "torch engine, one thread, 4 steps, both legs hidden, up and floor known, a walk's history",
            f"python bench/issue18_latency.py --budget {args.budget}")
 
 
 if __name__ == "__main__":
-    torch.set_num_threads(1)
     main()

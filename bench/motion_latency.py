@@ -16,10 +16,11 @@ import torch
 from side_by_side import arguments, check_acts, report, timed_rows
 
 
-def walking_stream(fmt, persons: int, motion):
+def walking_stream(fmt, persons: int, motion, floor: bool = False):
     """`dposer bench`'s synthetic stream with both legs hidden, the up direction and the time step known, and every
-    track's history a second of walking at 1.2 m/s up to the previous frame."""
+    track's history a second of walking at 1.2 m/s up to the previous frame; with `floor`, a floor under the soles."""
     from dposer_ros.backends.bench import synthetic_stream
+    from dposer_ros.body import ForwardKinematics
     from dposer_ros.body.skeleton import smplx_neutral
     from dposer_ros.solvers.history import History, capacity
 
@@ -29,6 +30,10 @@ def walking_stream(fmt, persons: int, motion):
     obs.confidence[:, torch.isin(torch.tensor([int(j) for j in fmt.joints]), torch.tensor(legs))] = 0.0
     up = roma.rotvec_to_rotmat(previous.pose[:, 0])[:, :, 1]  # the bodies' own up
     obs.up, obs.interval = up, torch.full((persons,), 1 / 30)
+    if floor:
+        feet = [names.index("left_foot"), names.index("right_foot")]
+        joints = ForwardKinematics()(previous.pose, previous.transl).joints
+        obs.floor = (joints[:, feet] * up[:, None]).sum(-1).min(1).values - 0.03
     forward = torch.linalg.cross(up, torch.tensor([1.0, 0.0, 0.0]).expand_as(up), dim=-1)
     history = History.empty(persons, capacity(motion.lags, motion.fps))
     for i in range(40, -1, -1):  # a second and a bit of walking, up to the previous frame
@@ -38,8 +43,10 @@ def walking_stream(fmt, persons: int, motion):
     return obs, previous
 
 
-def main() -> None:
-    args = arguments(__doc__, "bench/eval/motion_latency.json", 30.0)
+def walking_rows(args, label: str, variants: dict[str, tuple[dict, bool]], what: str | None = None,
+                 floor: bool = False) -> list[dict]:
+    """Timed rows of refiner variants (name -> (RefineSettings overrides, with the shipped motion model)) on the
+    walking stream of every format and batch size of `args`; with `what`, first check the "on" variant acts."""
     from dposer_ros.evaluation.methods import DEFAULT_MOTION
     from dposer_ros.keypoints import get_format
     from dposer_ros.prior.model import PosePrior
@@ -51,11 +58,18 @@ def main() -> None:
     for name in args.formats.split(","):
         fmt = get_format(name)
         for persons in (int(p) for p in args.persons.split(",")):
-            obs, previous = walking_stream(fmt, persons, motion)
-            refiners = {"off": FewStepRefiner(prior, fmt, RefineSettings()),
-                        "on": FewStepRefiner(prior, fmt, RefineSettings(), motion=motion)}
-            check_acts(refiners, obs, previous, "the motion model", f"{name} x {persons}")
-            rows += timed_rows(refiners, obs, previous, args.budget, "motion", name, persons)
+            obs, previous = walking_stream(fmt, persons, motion, floor)
+            refiners = {variant: FewStepRefiner(prior, fmt, RefineSettings(**overrides), motion=motion if use else None)
+                        for variant, (overrides, use) in variants.items()}
+            if what is not None:
+                check_acts(refiners, obs, previous, what, f"{name} x {persons}")
+            rows += timed_rows(refiners, obs, previous, args.budget, label, name, persons)
+    return rows
+
+
+def main() -> None:
+    args = arguments(__doc__, "bench/eval/motion_latency.json", 30.0)
+    rows = walking_rows(args, "motion", {"off": ({}, False), "on": ({}, True)}, "the motion model")
     report(rows, args.out, "torch engine, one thread, 4 steps, both legs hidden, up known, a walk's history",
            f"python bench/motion_latency.py --budget {args.budget}")
 
