@@ -38,15 +38,16 @@ def walking_stream(fmt, persons: int, motion, floor: bool = False):
     history = History.empty(persons, capacity(motion.lags, motion.fps))
     for i in range(40, -1, -1):  # a second and a bit of walking, up to the previous frame
         history = history.aged(torch.full((persons,), 1 / 30))
-        history = history.remember(previous.pose, previous.transl - 1.2 * i / 30 * forward, 1 / motion.fps)
+        history = history.remember(roma.rotvec_to_rotmat(previous.pose), previous.transl - 1.2 * i / 30 * forward, 1 / motion.fps)
     previous.history = history
     return obs, previous
 
 
 def walking_rows(args, label: str, variants: dict[str, tuple[dict, bool]], what: str | None = None,
-                 floor: bool = False) -> list[dict]:
+                 floor: bool = False, others=None) -> list[dict]:
     """Timed rows of refiner variants (name -> (RefineSettings overrides, with the shipped motion model)) on the
-    walking stream of every format and batch size of `args`; with `what`, first check the "on" variant acts."""
+    walking stream of every format and batch size of `args`; with `what`, first check the "on" variant acts.
+    `others(format name, obs, previous)`: more variants (name -> a callable of obs and previous) timed with them."""
     from dposer_ros.evaluation.methods import DEFAULT_MOTION
     from dposer_ros.keypoints import get_format
     from dposer_ros.prior.model import PosePrior
@@ -63,6 +64,8 @@ def walking_rows(args, label: str, variants: dict[str, tuple[dict, bool]], what:
                         for variant, (overrides, use) in variants.items()}
             if what is not None:
                 check_acts(refiners, obs, previous, what, f"{name} x {persons}")
+            if others is not None:  # first: the reference of the ratios
+                refiners = {**others(name, obs, previous), **refiners}
             rows += timed_rows(refiners, obs, previous, args.budget, label, name, persons)
     return rows
 

@@ -31,7 +31,7 @@ def _walk(history: History, frames: int, rate: float, speed: float = 1.2,
         pose = torch.zeros(1, 55, 3)
         pose[0, 0, 1] = 0.1 * i / rate
         where = torch.tensor([[0.0, 0.9, 0.0]]) + speed * i / rate * torch.tensor([direction])
-        history = history.remember(pose, where + jitter * torch.randn(1, 3, generator=gen), 1.0 / 30)
+        history = history.remember(roma.rotvec_to_rotmat(pose), where + jitter * torch.randn(1, 3, generator=gen), 1.0 / 30)
     return history.aged(torch.full((1,), 1.0 / rate))  # the next frame's time
 
 

@@ -439,8 +439,8 @@ def test_steps_renoise_with_the_predicted_noise(prior, monkeypatch, carry_noise)
 
     calls = []
 
-    def spy(prior, pose, t, generator, noise, eps=None, up=None, groups=refine.PRIOR_GROUPS):
-        target, eps_hat = real(prior, pose, t, generator, noise, eps, up, groups)
+    def spy(prior, pose, t, generator, noise, eps=None, up=None, groups=refine.PRIOR_GROUPS, root=None):
+        target, eps_hat = real(prior, pose, t, generator, noise, eps, up, groups, root)
         calls.append((t, eps, eps_hat))
         return target, eps_hat
 

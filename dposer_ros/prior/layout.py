@@ -53,20 +53,24 @@ def with_conditions(pose_mask: torch.Tensor, up_known: torch.Tensor | bool) -> t
     return torch.cat([pose_mask, (pose_mask[..., :1] * known[..., None]).to(pose_mask.dtype)], dim=-1)
 
 
-def gravity(pose: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
-    """The up direction `up` (..., 3) of the pose's frame in its pelvis frame: R_root^T up (..., 3)."""
-    return (roma.rotvec_to_rotmat(pose[..., 0, :]).transpose(-1, -2) @ up.to(pose)[..., None]).squeeze(-1)
+def gravity(pose: torch.Tensor, up: torch.Tensor, root: torch.Tensor | None = None) -> torch.Tensor:
+    """The up direction `up` (..., 3) of the pose's frame in its pelvis frame: R_root^T up (..., 3). `root`
+    (..., 3, 3): R_root where the caller has it (saves a conversion)."""
+    root = roma.rotvec_to_rotmat(pose[..., 0, :]) if root is None else root.to(pose)
+    return (root.transpose(-1, -2) @ up.to(pose)[..., None]).squeeze(-1)
 
 
-def to_vector(pose: torch.Tensor, expression: torch.Tensor | None = None, up: torch.Tensor | None = None) -> torch.Tensor:
+def to_vector(pose: torch.Tensor, expression: torch.Tensor | None = None, up: torch.Tensor | None = None,
+              root: torch.Tensor | None = None) -> torch.Tensor:
     """(..., 55, 3) axis-angle pose [+ (..., 100) expression] [+ (..., 3) up direction in the pose's frame] ->
-    (..., DIM) prior vector (left hand mirrored; gravity entries zero without `up`)."""
+    (..., DIM) prior vector (left hand mirrored; gravity entries zero without `up`; `root` (..., 3, 3): the root's
+    rotation matrix where the caller has it)."""
     body = pose[..., list(PART_JOINTS["body"]), :].flatten(-2)
     left = (pose[..., list(PART_JOINTS["left_hand"]), :] * _MIRROR_SIGN.to(pose)).flatten(-2)
     right = pose[..., list(PART_JOINTS["right_hand"]), :].flatten(-2)
     jaw = pose[..., PART_JOINTS["jaw"][0], :]
     expr = pose.new_zeros(*pose.shape[:-2], NUM_EXPRESSION) if expression is None else expression
-    grav = pose.new_zeros(*pose.shape[:-2], 3) if up is None else gravity(pose, up.expand(*pose.shape[:-2], 3))
+    grav = pose.new_zeros(*pose.shape[:-2], 3) if up is None else gravity(pose, up.expand(*pose.shape[:-2], 3), root)
     return torch.cat([body, left, right, jaw, expr, grav], dim=-1)
 
 

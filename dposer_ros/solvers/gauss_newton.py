@@ -123,23 +123,28 @@ def gauss_newton_step(
         jinv = inverse_right_jacobian(theta)  # (B, F, 3, 3)
         if any(p.weak_cm is not None for p in pulls):  # what the confident points tell of each joint alone
             seen_info = points.joint_information(block, weight.clamp(min=0)) * 1e4  # cm^2 per rad^2
-        for pull in pulls:
+        # the diagonal pulls add up to one: precision sum s_i^2, gradient sum s_i^2 (theta - target_i)
+        diagonal = [p for p in pulls if p.precision is None and p.weak_cm is None]
+        if diagonal:
+            precision = sum(cast(torch.Tensor, p.scale).square().expand_as(theta) for p in diagonal)
+            pulled = sum(cast(torch.Tensor, p.scale).square() * (theta - p.target) for p in diagonal)
+            jt = jinv.transpose(-1, -2)
+            hb = hb + (jt * cast(torch.Tensor, precision)[..., None, :]) @ jinv
+            gb = gb + (jt @ cast(torch.Tensor, pulled)[..., None])[..., 0]
+        for pull in (p for p in pulls if p.precision is not None or p.weak_cm is not None):
             d = theta - pull.target
             if pull.precision is not None:  # a full precision: only without the split (all joints in h)
                 jb = _blocks(jinv, 3 * n_free)  # without the split the system holds every joint
                 jbt = jb.transpose(1, 2)
                 h[:, : 3 * n_free, : 3 * n_free] += jbt @ pull.precision @ jb
                 g[:, : 3 * n_free] += jbt @ (pull.precision @ d.flatten(1)[..., None])
-                continue
-            if pull.weak_cm is not None:
+            elif pull.weak_cm is not None:
                 lam = pull.weak_cm**2
                 inv = _spd_solve(seen_info + lam * torch.eye(3), torch.eye(3).expand_as(seen_info), exportable)
                 weak = lam * inv * cast(torch.Tensor, pull.scale)[..., None].square()
                 jt_p = jinv.transpose(-1, -2) @ weak
-            else:  # a diagonal pull: scale is set
-                jt_p = jinv.transpose(-1, -2) * cast(torch.Tensor, pull.scale).expand_as(theta).square()[..., None, :]
-            hb = hb + jt_p @ jinv
-            gb = gb + (jt_p @ d[..., None])[..., 0]
+                hb = hb + jt_p @ jinv
+                gb = gb + (jt_p @ d[..., None])[..., 0]
     if split:
         hb_moved, gb_moved = hb[:, points.moved], gb[:, points.moved]
     else:

@@ -157,14 +157,15 @@ class RefineSettings:
 
 def prior_targets(prior, pose: torch.Tensor, t: float, generator: torch.Generator | None, noise: bool,
                   eps: torch.Tensor | None = None, up: torch.Tensor | None = None,
-                  groups: tuple = PRIOR_GROUPS) -> tuple[torch.Tensor, torch.Tensor]:
+                  groups: tuple = PRIOR_GROUPS, root: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Denoised pose (B, 55, 3) and the predicted noise (G B, DIM): each of the G `groups` (body, then hands) through
     the prior once (one batched call); joints of no group keep their pose. x_t = mean(t) x + std(t) z with z = `eps`
     when given, else Gaussian noise or zero (`noise`). `up` (B, 3): the world's up direction in the pose's frame (a
-    zero row: unknown), the body's gravity condition."""
+    zero row: unknown), the body's gravity condition; `root` (B, 3, 3) the root's rotation matrix where the caller
+    has it."""
     batch = pose.shape[0]
     known = torch.zeros(batch) if up is None else (up.norm(dim=-1) > 0).float()
-    x = (to_vector(pose, up=up) - prior.mean) / prior.std
+    x = (to_vector(pose, up=up, root=root) - prior.mean) / prior.std
     masks = torch.tensor(groups).repeat_interleave(batch, dim=0)
     masks[:batch, PARTS.index("gravity")] = known
     x = x.repeat(len(groups), 1)
@@ -295,6 +296,10 @@ class FewStepRefiner:
         # direction in the pelvis frame on average over the training data (zero for a prior without gravity)
         self.hips = [FREE_JOINTS.index(names.index(n)) for n in ("left_hip", "right_hip")]
         self.neck = names.index("neck")
+        chain = [self.neck]
+        while chain[-1] != 0:
+            chain.append(int(smplx_neutral().parents[chain[-1]]))
+        self.trunk_chain = chain[::-1]  # pelvis, spine1-3, neck
         mean_up = prior.mean.float()[SLICES["gravity"]]
         self.mean_up = mean_up / mean_up.norm() if mean_up.norm() > 0.5 else torch.zeros(3)
         body = torch.tensor([0 < j < 22 for j in FREE_JOINTS])
@@ -389,13 +394,15 @@ class FewStepRefiner:
         evals = 0
         if init is None and use_prior and s.cold_prior_steps > 0:
             local, transl = self._cold_prior(obs, local, transl, factor, rest, calib.offsets, by_data, up, gen,
-                                             self._tilt_strength(obs, by_data, local, transl, rest))
+                                             self._tilt_scale(self._tilt_strength(obs, by_data, local, transl, rest)))
             evals += s.cold_prior_steps * s.cold_samples
         zero = self.rest_target.expand(batch, -1, -1)
         use_prior = use_prior and bool(carry["groups"])
-        tilt = self._tilt_strength(obs, by_data, local, transl, rest)  # once a frame: it changes little within one
+        # the tilt pull's strength once a frame: it changes little within one
+        tilt = self._tilt_scale(self._tilt_strength(obs, by_data, local, transl, rest))
         for t in schedule:
             rotvec = roma.rotmat_to_rotvec(local) if use_prior else None  # the prior's input, and the pulls' in the step
+            carry["local"] = local  # ... as matrices (the gravity condition, the motion model)
             pulls = [_scaled(p, factor) for p in self.prior_pulls(cast(torch.Tensor, rotvec), t, gen, carry)] if use_prior else []
             pulls.append(self._rest_pull(zero, local, obs.up, tilt, rotvec))
             if previous is not None and (s.temporal_weight > 0 or s.hold_weight > 0):
@@ -417,7 +424,7 @@ class FewStepRefiner:
         evals *= self.evals_per_step
         memory, age = self._remember(obs, init, elapsed)
         if history is not None:
-            history = history.remember(pose, transl, 1.0 / cast(LegMotion, self.motion).fps)
+            history = history.remember(local, transl, 1.0 / cast(LegMotion, self.motion).fps)
         return Refined(pose, transl, posed.joints, observed, completed, network_evals=evals, hidden_frames=hidden,
                        betas=betas, keypoint_memory=memory, keypoint_age=age, calibration=calib, rest_joints=rest,
                        keypoint_offsets=used_offsets, history=history)
@@ -510,15 +517,25 @@ class FewStepRefiner:
         s = self.settings
         if s.pelvis_tilt_weight <= 0 or not bool(self.mean_up.any()):
             return None
-        strength = self._standing(obs, by_data, lambda: self.fk.from_rotmat(local, transl, rest).joints, rest,
+        strength = self._standing(obs, by_data, lambda: self._trunk(local, transl, rest), rest,
                                   s.pelvis_tilt_min_height)
         return None if strength is None else strength * s.pelvis_tilt_weight
 
-    def _standing(self, obs: Observation, by_data: torch.Tensor, posed: Callable[[], torch.Tensor], rest: torch.Tensor,
+    def _trunk(self, local: torch.Tensor, transl: torch.Tensor, rest: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 3) pelvis and (B, 3) pelvis -> neck of the pose: forward kinematics of the spine's chain alone."""
+        chain = self.trunk_chain
+        bones = rest[:, chain[1:]] - rest[:, chain[:-1]]  # (B, 4, 3)
+        trunk = bones[:, -1]
+        for i in range(len(chain) - 2, 0, -1):  # from the neck's bone down: b_i + R_i (...)
+            trunk = bones[:, i - 1] + (local[:, chain[i]] @ trunk[..., None])[..., 0]
+        return rest[:, 0] + transl, (local[:, 0] @ trunk[..., None])[..., 0]
+
+    def _standing(self, obs: Observation, by_data: torch.Tensor,
+                  posed: Callable[[], tuple[torch.Tensor, torch.Tensor]], rest: torch.Tensor,
                   min_height: float) -> torch.Tensor | None:
-        """(B,) in [0, 1]: how surely each person stands upright with legs no keypoint sees, from the frame's joints
-        (`posed()`: (B, 55, 3), computed only when needed): the up direction known, the torso seen, no confident
-        keypoint below either hip, the trunk within `pelvis_tilt_max_lean_deg` of upright (fading) and, with
+        """(B,) in [0, 1]: how surely each person stands upright with legs no keypoint sees, from the frame's pose
+        (`posed()`: (B, 3) pelvis and (B, 3) pelvis -> neck, computed only when needed): the up direction known, the
+        torso seen, no confident keypoint below either hip, the trunk within `pelvis_tilt_max_lean_deg` of upright (fading) and, with
         `min_height` > 0, the pelvis at least that share of the person's standing pelvis height (rest pose, calibrated
         shape) above a known floor, fading in over the 0.1 below (unknown floor: 0). None where no one is."""
         s = self.settings
@@ -528,15 +545,14 @@ class FewStepRefiner:
         unseen = torso & ~by_data[:, self.hips].any(1) & (obs.up.norm(dim=-1) > 0)
         if not bool(unseen.any()):
             return None
-        joints = posed()
-        trunk = joints[:, self.neck] - joints[:, 0]
+        pelvis, trunk = posed()
         lean_cos = (trunk * obs.up).sum(-1) / trunk.norm(dim=-1).clamp(min=1e-9)
         limit = math.cos(math.radians(s.pelvis_tilt_max_lean_deg))
         strength = unseen * ((lean_cos - limit) / (1.0 - limit)).clamp(0.0, 1.0)
         if min_height > 0:  # standing: the pelvis as high above the floor as a standing one's
             floor = cast(torch.Tensor, obs.floor)
             standing = rest[:, 0, 1] - rest[:, FEET, 1].min(1).values  # SMPL-X's rest pose is Y up
-            share = ((joints[:, 0] * obs.up).sum(-1) - floor) / standing
+            share = ((pelvis * obs.up).sum(-1) - floor) / standing
             strength = strength * torch.nan_to_num(((share - min_height) / 0.1 + 1.0).clamp(0.0, 1.0), nan=0.0)
         return strength if bool((strength > 0).any()) else None
 
@@ -546,7 +562,8 @@ class FewStepRefiner:
         s = self.settings
         if s.floor_contact_weight <= 0 or not s.calibrate_shape:
             return None
-        standing = self._standing(obs, by_data, lambda: joints, rest, s.floor_contact_min_height)
+        standing = self._standing(obs, by_data, lambda: (joints[:, 0], joints[:, self.neck] - joints[:, 0]), rest,
+                                  s.floor_contact_min_height)
         if standing is None:
             return None
         return FloorContact(self.feet, cast(torch.Tensor, obs.up), cast(torch.Tensor, obs.floor) + SOLE_HEIGHT,
@@ -555,31 +572,32 @@ class FewStepRefiner:
     def _rest_pull(self, zero: torch.Tensor, local: torch.Tensor, up: torch.Tensor | None,
                    tilt: torch.Tensor | None, rotvec: torch.Tensor | None = None) -> Pull:
         """The rest pull (`zero` (B, F, 3) its target), with the root, which it does not pull, pulled to its tilted
-        rotation where `tilt` (B,) gives a strength: one pull term, the same sum as two. `rotvec`: `local` as
-        axis-angle where the caller has it."""
+        rotation where `tilt` (`_tilt_scale`: (B, F, 1)) gives it a strength: one pull term, the same sum as two.
+        `rotvec`: `local` as axis-angle where the caller has it."""
         if tilt is None:
             return Pull(zero, self.rest_scale)
         theta = roma.rotmat_to_rotvec(local[:, 0]) if rotvec is None else rotvec[:, 0]
-        pull = self._tilt_pull(local, theta, cast(torch.Tensor, up), tilt)
-        root = torch.arange(len(FREE_JOINTS)) == 0  # the rest pull's root scale is zero: no overlap
-        scale = torch.where(root[:, None], cast(torch.Tensor, pull.scale), self.rest_scale)
-        return Pull(torch.where(root[:, None], pull.target, zero), scale)
+        target = zero.clone()
+        target[:, 0] = self._tilted_root(local, theta, cast(torch.Tensor, up))
+        return Pull(target, tilt)
 
-    def _tilt_pull(self, local: torch.Tensor, theta: torch.Tensor, up: torch.Tensor, strength: torch.Tensor) -> Pull:
-        """A pull of the root towards its rotation with the pelvis tilted as on average (`mean_up`), heading kept, at
-        `strength` (B,): R* = R Rot(m -> u) = R exp(swing) with u = R^T up the current up direction in the pelvis
-        frame and m the mean's; the target is theta + J_r^-1(theta) swing (theta (B, 3) the root's axis-angle: no
-        wrap-around near pi)."""
+    def _tilt_scale(self, strength: torch.Tensor | None) -> torch.Tensor | None:
+        """The rest pull's scale (B, F, 1) with the root's row the tilt pull's, at `strength` (B,) per radian^2 (the
+        rest pull's root scale is zero: no overlap); None where no one's tilt is pulled."""
+        if strength is None:
+            return None
+        root = (torch.arange(len(FREE_JOINTS)) == 0)[:, None]
+        return torch.where(root, strength.sqrt()[:, None, None], self.rest_scale)
+
+    def _tilted_root(self, local: torch.Tensor, theta: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+        """(B, 3) the root's axis-angle with the pelvis tilted as on average (`mean_up`), heading kept:
+        R* = R Rot(m -> u) = R exp(swing) with u = R^T up the current up direction in the pelvis frame and m the
+        mean's; it is theta + J_r^-1(theta) swing (theta (B, 3) the root's axis-angle: no wrap-around near pi)."""
         u = (local[:, 0].transpose(-1, -2) @ up[..., None])[..., 0]
-        m = self.mean_up.expand_as(u)
-        axis = torch.linalg.cross(m, u, dim=-1)
-        angle = torch.atan2(axis.norm(dim=-1), (m * u).sum(-1))
-        swing = axis / axis.norm(dim=-1, keepdim=True).clamp(min=1e-9) * angle[:, None]
-        target = torch.zeros(local.shape[0], len(FREE_JOINTS), 3)
-        target[:, 0] = theta + (inverse_right_jacobian(theta) @ swing[..., None])[..., 0]
-        scale = torch.zeros(local.shape[0], len(FREE_JOINTS), 1)
-        scale[:, 0] = strength.sqrt()[:, None]
-        return Pull(target, scale)
+        axis = torch.linalg.cross(self.mean_up.expand_as(u), u, dim=-1)
+        sin = axis.norm(dim=-1, keepdim=True)
+        swing = axis * (torch.atan2(sin, u @ self.mean_up[:, None]) / sin.clamp(min=1e-9))
+        return theta + (inverse_right_jacobian(theta) @ swing[..., None])[..., 0]
 
     def _pulled_groups(self, factor: torch.Tensor) -> tuple:
         """The groups of `warm_groups` with a joint the prior pulls (`factor` (B, F, 1) not zero) in some person."""
@@ -603,6 +621,7 @@ class FewStepRefiner:
             carry.update(eps=torch.randn(2 * local.shape[0], DIM, generator=gen), t=float("inf"))
         for t in TruncatedSchedule(s.cold_t_max, s.cold_t_min).timesteps(s.cold_prior_steps).tolist():
             pose = roma.rotmat_to_rotvec(local)
+            carry["local"] = local
             pulls = [_scaled(p, factor) for p in self.prior_pulls(pose, t, gen, carry)]
             pulls.append(self._rest_pull(zero, local, tilt_up, None if tilt is None else rep(tilt), pose))
             local, transl = gauss_newton_step(self.fk, self.points, local, transl, points, conf, pulls, s.damping,
@@ -618,7 +637,8 @@ class FewStepRefiner:
         s = self.settings
         descending = carry.get("t", float("inf")) >= t  # the cold start's schedule ends below the next one's start
         target, eps = prior_targets(self.prior, pose, t, generator, s.noise, carry.get("eps") if descending else None,
-                                    carry.get("up"), carry.get("groups", self.warm_groups))
+                                    carry.get("up"), carry.get("groups", self.warm_groups),
+                                    carry["local"][:, 0] if "local" in carry else None)
         if s.carry_noise:
             carry.update(eps=eps, t=t)
         target = target[:, self.free]
@@ -632,7 +652,8 @@ class FewStepRefiner:
             if bool(hidden.any()):
                 if "legs" not in motion:
                     lagged = motion["lagged"]
-                    motion["legs"] = cast(LegMotion, self.motion)(roma.rotvec_to_rotmat(pose[:, :22].float()),
+                    now = carry["local"][:, :22] if "local" in carry else roma.rotvec_to_rotmat(pose[:, :22])
+                    motion["legs"] = cast(LegMotion, self.motion)(now,
                                                                   lagged.past, lagged.velocity, lagged.available,
                                                                   motion["up"])
                 target[:, self.legs] = torch.where(hidden[..., None], motion["legs"], target[:, self.legs])
