@@ -2,6 +2,7 @@
 code with the settings from before it and against the code the issue measured, side by side in one run.
 
     python bench/issue18_latency.py --budget 30
+    python bench/issue18_latency.py --budget 30 --seen --out bench/eval/issue18_latency_seen.json
 
 The stream is the worst case for cost (bench/motion_latency.py's): both legs hidden, the up direction and a floor
 known, a walking history, so that the calibration, the mirror-symmetric query, the weak hold, gravity, the pelvis-tilt
@@ -10,6 +11,7 @@ issue 18 with the later additions off too (no pelvis-tilt pull, keypoint memory,
 `now`: the shipped defaults with the shipped motion model; `then`: the package and prior of `--then` (default: the
 last commit before issue 18's work, the refiner the issue measured, with its own defaults), read with `git archive`
 and imported under another name, fed the same keypoints. Round-robin in one loop (torch, one thread, 4 steps).
+With `--seen`, the common path instead: the same stream with every keypoint seen.
 """
 
 from __future__ import annotations
@@ -55,12 +57,14 @@ def then_refiners(commit: str, folder: Path):
 
 
 def main() -> None:
-    args = arguments(__doc__, "bench/eval/issue18_latency.json", 30.0)
+    args = arguments(__doc__, "bench/eval/issue18_latency.json", 30.0,
+                     {"--seen": "every keypoint seen (the common path) instead of both legs hidden"})
     with tempfile.TemporaryDirectory() as folder:
         rows = walking_rows(args, "settings", {"before": ({**BEFORE, **LATER}, False), "now": ({}, True)}, floor=True,
-                            others=then_refiners(THEN, Path(folder)))
-    report(rows, args.out, "torch engine, one thread, 4 steps, both legs hidden, up and floor known, a walk's history",
-           f"python bench/issue18_latency.py --budget {args.budget}")
+                            others=then_refiners(THEN, Path(folder)), legs_hidden=not args.seen)
+    stream = "every keypoint seen" if args.seen else "both legs hidden"
+    report(rows, args.out, f"torch engine, one thread, 4 steps, {stream}, up and floor known, a walk's history",
+           f"python bench/issue18_latency.py --budget {args.budget}" + (f" --seen --out {args.out}" if args.seen else ""))
 
 
 if __name__ == "__main__":

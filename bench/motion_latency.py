@@ -16,9 +16,10 @@ import torch
 from side_by_side import arguments, check_acts, report, timed_rows
 
 
-def walking_stream(fmt, persons: int, motion, floor: bool = False):
-    """`dposer bench`'s synthetic stream with both legs hidden, the up direction and the time step known, and every
-    track's history a second of walking at 1.2 m/s up to the previous frame; with `floor`, a floor under the soles."""
+def walking_stream(fmt, persons: int, motion, floor: bool = False, legs_hidden: bool = True):
+    """`dposer bench`'s synthetic stream with both legs hidden (`legs_hidden`), the up direction and the time step
+    known, and every track's history a second of walking at 1.2 m/s up to the previous frame; with `floor`, a floor
+    under the soles."""
     from dposer_ros.backends.bench import synthetic_stream
     from dposer_ros.body import ForwardKinematics
     from dposer_ros.body.skeleton import smplx_neutral
@@ -27,7 +28,8 @@ def walking_stream(fmt, persons: int, motion, floor: bool = False):
     names = smplx_neutral().names
     legs = [names.index(f"{side}_{part}") for side in ("left", "right") for part in ("knee", "ankle", "foot")]
     obs, previous = synthetic_stream(fmt, persons)
-    obs.confidence[:, torch.isin(torch.tensor([int(j) for j in fmt.joints]), torch.tensor(legs))] = 0.0
+    if legs_hidden:
+        obs.confidence[:, torch.isin(torch.tensor([int(j) for j in fmt.joints]), torch.tensor(legs))] = 0.0
     up = roma.rotvec_to_rotmat(previous.pose[:, 0])[:, :, 1]  # the bodies' own up
     obs.up, obs.interval = up, torch.full((persons,), 1 / 30)
     if floor:
@@ -44,7 +46,7 @@ def walking_stream(fmt, persons: int, motion, floor: bool = False):
 
 
 def walking_rows(args, label: str, variants: dict[str, tuple[dict, bool]], what: str | None = None,
-                 floor: bool = False, others=None) -> list[dict]:
+                 floor: bool = False, others=None, legs_hidden: bool = True) -> list[dict]:
     """Timed rows of refiner variants (name -> (RefineSettings overrides, with the shipped motion model)) on the
     walking stream of every format and batch size of `args`; with `what`, first check the "on" variant acts.
     `others(format name, obs, previous)`: more variants (name -> a callable of obs and previous) timed with them."""
@@ -59,7 +61,7 @@ def walking_rows(args, label: str, variants: dict[str, tuple[dict, bool]], what:
     for name in args.formats.split(","):
         fmt = get_format(name)
         for persons in (int(p) for p in args.persons.split(",")):
-            obs, previous = walking_stream(fmt, persons, motion, floor)
+            obs, previous = walking_stream(fmt, persons, motion, floor, legs_hidden)
             refiners = {variant: FewStepRefiner(prior, fmt, RefineSettings(**overrides), motion=motion if use else None)
                         for variant, (overrides, use) in variants.items()}
             if what is not None:

@@ -12,8 +12,11 @@ from pathlib import Path
 import torch
 
 
-def arguments(doc: str, out: str, budget: float) -> argparse.Namespace:
+def arguments(doc: str, out: str, budget: float, flags: dict[str, str] | None = None) -> argparse.Namespace:
+    """The shared arguments, and `flags` (name -> help) of the script's own."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    for flag, text in (flags or {}).items():
+        parser.add_argument(flag, action="store_true", help=text)
     parser.add_argument("--prior", type=Path, default=Path("models/dposer_cpu/prior.pt"))
     parser.add_argument("--formats", default="coco17,h36m17")
     parser.add_argument("--persons", default="1,10", help="batch sizes")
