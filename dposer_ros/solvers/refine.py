@@ -15,7 +15,8 @@ body is seen by the detector's doubt only (`doubt_prior_weight` x (1 - the confi
 confident keypoints decide alone). When
 the torso is seen the spine, whose three rotations keypoints see only together, gets `spine_prior_weight`. While no
 keypoint below the hips is seen (the hip keypoints barely say how the pelvis is tilted), the pelvis's tilt against
-the up direction is pulled towards the training data's mean (`pelvis_tilt_weight`; every method alike).
+the up direction is pulled towards the training data's mean (`pelvis_tilt_weight`, `solvers.upright`; every method
+alike).
 A hidden keypoint the track has seen is an observation at its last seen place (`keypoint_hold_weight`); the holds
 fade with the time the person has been hidden (`hold_decay` per 1/`hold_rate_hz` s, `Observation.interval`).
 The prior is queried mirror-symmetrically (`prior.symmetric`), and keypoints come through the track's calibrated
@@ -26,9 +27,8 @@ instead of the prior's denoised pose (`motion_legs`).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, fields
-from typing import Callable, cast
+from typing import cast
 
 import roma
 import torch
@@ -45,12 +45,12 @@ from ..prior.motion import LEGS as MOTION_LEGS
 from ..prior.motion import LegMotion
 from ..prior.schedule import TruncatedSchedule, UniformSchedule
 from ..prior.symmetric import MirrorSymmetric
-from .calibration import FloorContact, calibrate, empty_calibration
-from .gauss_newton import Pull, gauss_newton_step, inverse_right_jacobian
+from .calibration import calibrate, empty_calibration
+from .gauss_newton import Pull, gauss_newton_step
 from .history import History, at_lags
 from .history import capacity as history_capacity
-from .scene import FEET, SOLE_HEIGHT
 from .types import BodyState, Observation, Refined
+from .upright import Upright
 
 FREE_JOINTS = (0, *PART_JOINTS["body"], *PART_JOINTS["left_hand"], *PART_JOINTS["right_hand"])
 # the prior is asked about body and hands separately: no capture here holds both at once (see README); the body
@@ -244,7 +244,6 @@ class FewStepRefiner:
         self.leg_keypoints = [k for k, j in enumerate(fmt.joints) if int(j) in lower]  # the keypoints a squat leaves put
         self.fk = ForwardKinematics()
         self.points = AttachedPoints(self.fk, fmt.joints, fmt.offsets, FREE_JOINTS)
-        self.feet = AttachedPoints(self.fk, FEET, torch.zeros(len(FEET), 3).numpy(), FREE_JOINTS)
         self.schedule = TruncatedSchedule(settings.t_max, settings.t_min) if settings.schedule == "truncated" else UniformSchedule()
         self.free = torch.tensor(FREE_JOINTS)
         # the root and body joints (the weak hold's threshold is for body bones; a finger's 2-3 cm bones are always below it)
@@ -292,16 +291,12 @@ class FewStepRefiner:
         names = smplx_neutral().names
         self.spine = [FREE_JOINTS.index(names.index(n)) for n in ("spine1", "spine2", "spine3")]
         self.torso = torch.tensor([float(names[int(j)] in TORSO_JOINTS) for j in fmt.joints])  # (K,)
-        # the hips' free joints (a keypoint below them sees how the pelvis is tilted against the legs), and the up
-        # direction in the pelvis frame on average over the training data (zero for a prior without gravity)
-        self.hips = [FREE_JOINTS.index(names.index(n)) for n in ("left_hip", "right_hip")]
-        self.neck = names.index("neck")
-        chain = [self.neck]
-        while chain[-1] != 0:
-            chain.append(int(smplx_neutral().parents[chain[-1]]))
-        self.trunk_chain = chain[::-1]  # pelvis, spine1-3, neck
+        # standing upright with hidden legs (the pelvis-tilt pull, the floor contact); the up direction in the pelvis
+        # frame on average over the training data (zero for a prior without gravity)
         mean_up = prior.mean.float()[SLICES["gravity"]]
-        self.mean_up = mean_up / mean_up.norm() if mean_up.norm() > 0.5 else torch.zeros(3)
+        self.upright = Upright(self.fk, FREE_JOINTS, settings, self.torso,
+                               [FREE_JOINTS.index(names.index(n)) for n in ("left_hip", "right_hip")],
+                               mean_up / mean_up.norm() if mean_up.norm() > 0.5 else torch.zeros(3))
         body = torch.tensor([0 < j < 22 for j in FREE_JOINTS])
         self.observable = body & (self.sees.sum(0) > 0)  # (F,) body joints some keypoint of the format moves
         self.unobservable = body & ~self.observable  # ... and those none does (COCO's ankles: no foot keypoint)
@@ -394,12 +389,12 @@ class FewStepRefiner:
         evals = 0
         if init is None and use_prior and s.cold_prior_steps > 0:
             local, transl = self._cold_prior(obs, local, transl, factor, rest, calib.offsets, by_data, up, gen,
-                                             self._tilt_scale(self._tilt_strength(obs, by_data, local, transl, rest)))
+                                             self._tilt_scale(self.upright.tilt_strength(obs, by_data, local, transl, rest)))
             evals += s.cold_prior_steps * s.cold_samples
         zero = self.rest_target.expand(batch, -1, -1)
         use_prior = use_prior and bool(carry["groups"])
         # the tilt pull's strength once a frame: it changes little within one
-        tilt = self._tilt_scale(self._tilt_strength(obs, by_data, local, transl, rest))
+        tilt = self._tilt_scale(self.upright.tilt_strength(obs, by_data, local, transl, rest))
         for t in schedule:
             rotvec = roma.rotmat_to_rotvec(local) if use_prior else None  # the prior's input, and the pulls' in the step
             carry["local"] = local  # ... as matrices (the gravity condition, the motion model)
@@ -417,7 +412,7 @@ class FewStepRefiner:
         # for the next frame: this one is answered with the shape and offsets it was solved with
         used_offsets = calib.offsets
         calib = calibrate(self.fk, self.points, posed, local, obs.points, obs.confidence, calib, s,
-                          self._floor_contact(obs, by_data, posed.joints, rest))
+                          self.upright.floor_contact(obs, by_data, posed.joints, rest))
         pose = roma.rotmat_to_rotvec(local)
         completed = ~observed
         completed[:, POSE_PARTS.index("face")] = False  # no face prior: the face is neither observed nor completed
@@ -507,68 +502,6 @@ class FewStepRefiner:
             return None
         return {"lagged": lagged, "up": up, "moving": moving}
 
-    def _tilt_strength(self, obs: Observation, by_data: torch.Tensor, local: torch.Tensor, transl: torch.Tensor,
-                       rest: torch.Tensor) -> torch.Tensor | None:
-        """(B,) strength of the pull on each person's pelvis tilt this frame (per radian^2), from the pose the frame
-        starts at; None where no one's is pulled. The pull needs the up direction, a seen torso (hands alone: the
-        root is the keypoints' to place) and no confident keypoint below either hip; it fades as the trunk leans
-        (`pelvis_tilt_max_lean_deg`) and, with `pelvis_tilt_min_height`, as the pelvis comes down from a standing
-        height above the floor (unknown floor: none)."""
-        s = self.settings
-        if s.pelvis_tilt_weight <= 0 or not bool(self.mean_up.any()):
-            return None
-        strength = self._standing(obs, by_data, lambda: self._trunk(local, transl, rest), rest,
-                                  s.pelvis_tilt_min_height)
-        return None if strength is None else strength * s.pelvis_tilt_weight
-
-    def _trunk(self, local: torch.Tensor, transl: torch.Tensor, rest: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, 3) pelvis and (B, 3) pelvis -> neck of the pose: forward kinematics of the spine's chain alone."""
-        chain = self.trunk_chain
-        bones = rest[:, chain[1:]] - rest[:, chain[:-1]]  # (B, 4, 3)
-        trunk = bones[:, -1]
-        for i in range(len(chain) - 2, 0, -1):  # from the neck's bone down: b_i + R_i (...)
-            trunk = bones[:, i - 1] + (local[:, chain[i]] @ trunk[..., None])[..., 0]
-        return rest[:, 0] + transl, (local[:, 0] @ trunk[..., None])[..., 0]
-
-    def _standing(self, obs: Observation, by_data: torch.Tensor,
-                  posed: Callable[[], tuple[torch.Tensor, torch.Tensor]], rest: torch.Tensor,
-                  min_height: float) -> torch.Tensor | None:
-        """(B,) in [0, 1]: how surely each person stands upright with legs no keypoint sees, from the frame's pose
-        (`posed()`: (B, 3) pelvis and (B, 3) pelvis -> neck, computed only when needed): the up direction known, the
-        torso seen, no confident keypoint below either hip, the trunk within `pelvis_tilt_max_lean_deg` of upright (fading) and, with
-        `min_height` > 0, the pelvis at least that share of the person's standing pelvis height (rest pose, calibrated
-        shape) above a known floor, fading in over the 0.1 below (unknown floor: 0). None where no one is."""
-        s = self.settings
-        if obs.up is None or (min_height > 0 and (obs.floor is None or bool(obs.floor.isnan().all()))):
-            return None
-        torso = ((obs.confidence > 0.1).float() @ self.torso) >= s.min_part_points
-        unseen = torso & ~by_data[:, self.hips].any(1) & (obs.up.norm(dim=-1) > 0)
-        if not bool(unseen.any()):
-            return None
-        pelvis, trunk = posed()
-        lean_cos = (trunk * obs.up).sum(-1) / trunk.norm(dim=-1).clamp(min=1e-9)
-        limit = math.cos(math.radians(s.pelvis_tilt_max_lean_deg))
-        strength = unseen * ((lean_cos - limit) / (1.0 - limit)).clamp(0.0, 1.0)
-        if min_height > 0:  # standing: the pelvis as high above the floor as a standing one's
-            floor = cast(torch.Tensor, obs.floor)
-            standing = rest[:, 0, 1] - rest[:, FEET, 1].min(1).values  # SMPL-X's rest pose is Y up
-            share = ((pelvis * obs.up).sum(-1) - floor) / standing
-            strength = strength * torch.nan_to_num(((share - min_height) / 0.1 + 1.0).clamp(0.0, 1.0), nan=0.0)
-        return strength if bool((strength > 0).any()) else None
-
-    def _floor_contact(self, obs: Observation, by_data: torch.Tensor, joints: torch.Tensor,
-                       rest: torch.Tensor) -> FloorContact | None:
-        """The floor's evidence of the legs' length for people standing with hidden legs (`floor_contact_weight`)."""
-        s = self.settings
-        if s.floor_contact_weight <= 0 or not s.calibrate_shape:
-            return None
-        standing = self._standing(obs, by_data, lambda: (joints[:, 0], joints[:, self.neck] - joints[:, 0]), rest,
-                                  s.floor_contact_min_height)
-        if standing is None:
-            return None
-        return FloorContact(self.feet, cast(torch.Tensor, obs.up), cast(torch.Tensor, obs.floor) + SOLE_HEIGHT,
-                            standing * s.floor_contact_weight)
-
     def _rest_pull(self, zero: torch.Tensor, local: torch.Tensor, up: torch.Tensor | None,
                    tilt: torch.Tensor | None, rotvec: torch.Tensor | None = None) -> Pull:
         """The rest pull (`zero` (B, F, 3) its target), with the root, which it does not pull, pulled to its tilted
@@ -578,7 +511,7 @@ class FewStepRefiner:
             return Pull(zero, self.rest_scale)
         theta = roma.rotmat_to_rotvec(local[:, 0]) if rotvec is None else rotvec[:, 0]
         target = zero.clone()
-        target[:, 0] = self._tilted_root(local, theta, cast(torch.Tensor, up))
+        target[:, 0] = self.upright.tilted_root(local, theta, cast(torch.Tensor, up))
         return Pull(target, tilt)
 
     def _tilt_scale(self, strength: torch.Tensor | None) -> torch.Tensor | None:
@@ -588,16 +521,6 @@ class FewStepRefiner:
             return None
         root = (torch.arange(len(FREE_JOINTS)) == 0)[:, None]
         return torch.where(root, strength.sqrt()[:, None, None], self.rest_scale)
-
-    def _tilted_root(self, local: torch.Tensor, theta: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
-        """(B, 3) the root's axis-angle with the pelvis tilted as on average (`mean_up`), heading kept:
-        R* = R Rot(m -> u) = R exp(swing) with u = R^T up the current up direction in the pelvis frame and m the
-        mean's; it is theta + J_r^-1(theta) swing (theta (B, 3) the root's axis-angle: no wrap-around near pi)."""
-        u = (local[:, 0].transpose(-1, -2) @ up[..., None])[..., 0]
-        axis = torch.linalg.cross(self.mean_up.expand_as(u), u, dim=-1)
-        sin = axis.norm(dim=-1, keepdim=True)
-        swing = axis * (torch.atan2(sin, u @ self.mean_up[:, None]) / sin.clamp(min=1e-9))
-        return theta + (inverse_right_jacobian(theta) @ swing[..., None])[..., 0]
 
     def _pulled_groups(self, factor: torch.Tensor) -> tuple:
         """The groups of `warm_groups` with a joint the prior pulls (`factor` (B, F, 1) not zero) in some person."""
