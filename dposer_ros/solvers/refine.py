@@ -354,30 +354,7 @@ class FewStepRefiner:
         weak = None  # seen body joints: the directions of their rotation the keypoints barely see are held too
         if previous is not None and s.weak_hold_weight > 0:
             weak = Pull(previous, (s.weak_hold_weight * (by_data & self.body_free))[..., None].sqrt(), weak_cm=s.weak_dof_cm)
-        # a joint no keypoint sees has only the prior to go by: its pull is hidden_prior_weight times stronger
-        boost = torch.full_like(hidden, s.hidden_prior_weight)
-        if s.hidden_prior_ramp and previous is not None:  # ... once the hold has faded (a new track has no hold)
-            boost = 1.0 + (s.hidden_prior_weight - 1.0) * (1.0 - faded)
-        # seen joints: off while their group (body, hands) is fully seen (the data decides), on while the prior
-        # completes a hidden joint of the group (the group is one query of the prior: the completion needs the
-        # group's seen joints on the prior's manifold; the other group's joints play no part in it)
-        completing = ((~by_data).float() @ self.group_completes) > 0  # (B, G)
-        complete = (completing.float() @ self.group_member.T) > 0  # (B, F): the joint's group is being completed
-        # ... and, while nothing of it is hidden, by the doubt the detector has of the keypoints that see the joint
-        sure = (obs.confidence / self.kp_weight).clamp(0, 1)  # the detector's confidence (the format's weight out)
-        doubt = 1.0 - (sure @ self.sees) / (((obs.confidence > 0.1).float() @ self.sees).clamp(min=1))
-        seen_weight = torch.where(complete, s.seen_prior_weight, s.doubt_prior_weight * doubt.clamp(0, 1))
-        # ... and while the track calibrates its keypoint offsets: a persistent residual then goes into the offsets
-        # instead of bending the body towards another detector's keypoints
-        calibrating = (calib.frames < s.shape_frames)[:, None] & torch.tensor(s.calibrate_offsets)
-        seen_weight = torch.maximum(seen_weight, calibrating * s.calibration_prior_weight)
-        weight = torch.where(seen, seen_weight, torch.where(by_data, s.spine_prior_weight * complete, boost))
-        weight = torch.where(self.unobservable, s.unobservable_prior_weight, weight)
-        factor = weight.sqrt()[..., None] * self.part_weight.sqrt()
-        # the body captures never rotate the wrists, so the prior pins them at zero; when a hand is seen, its
-        # orientation comes from the wrist: release that wrist from the prior (measured: hands 86 -> 6 mm)
-        for k, part in self.wrists:
-            factor[:, k, 0] *= (~observed[:, part]).float()
+        factor = self._prior_factor(obs, seen, by_data, faded, previous is not None, calib.frames, observed)
         use_prior = bool(self.part_weight.any())
         # what a prior term hands from one step to the next within this frame (and which joints keypoints see); the
         # prior is asked only about groups it pulls some joint of: with every joint seen it has no say, no call
@@ -425,6 +402,39 @@ class FewStepRefiner:
                        keypoint_offsets=used_offsets, history=history)
 
     evals_per_step = 1
+
+    def _prior_factor(self, obs: Observation, seen: torch.Tensor, by_data: torch.Tensor, faded: torch.Tensor,
+                      warm: bool, calibrated_frames: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+        """(B, F, 1) the square root of the prior's strength on each free joint this frame: `seen` / `by_data` (B, F)
+        the joints confident keypoints see (without / with the spine), `faded` (B, F) what is left of each hidden
+        joint's hold, `warm` whether the track has a previous frame, `calibrated_frames` (B,) the frames each track's
+        calibration has counted, `observed` (B, 4) the parts with enough keypoints."""
+        s = self.settings
+        # a joint no keypoint sees has only the prior to go by: its pull is hidden_prior_weight times stronger
+        boost = torch.full_like(faded, s.hidden_prior_weight)
+        if s.hidden_prior_ramp and warm:  # ... once the hold has faded (a new track has no hold)
+            boost = 1.0 + (s.hidden_prior_weight - 1.0) * (1.0 - faded)
+        # seen joints: off while their group (body, hands) is fully seen (the data decides), on while the prior
+        # completes a hidden joint of the group (the group is one query of the prior: the completion needs the
+        # group's seen joints on the prior's manifold; the other group's joints play no part in it)
+        completing = ((~by_data).float() @ self.group_completes) > 0  # (B, G)
+        complete = (completing.float() @ self.group_member.T) > 0  # (B, F): the joint's group is being completed
+        # ... and, while nothing of it is hidden, by the doubt the detector has of the keypoints that see the joint
+        sure = (obs.confidence / self.kp_weight).clamp(0, 1)  # the detector's confidence (the format's weight out)
+        doubt = 1.0 - (sure @ self.sees) / (((obs.confidence > 0.1).float() @ self.sees).clamp(min=1))
+        seen_weight = torch.where(complete, s.seen_prior_weight, s.doubt_prior_weight * doubt.clamp(0, 1))
+        # ... and while the track calibrates its keypoint offsets: a persistent residual then goes into the offsets
+        # instead of bending the body towards another detector's keypoints
+        calibrating = (calibrated_frames < s.shape_frames)[:, None] & torch.tensor(s.calibrate_offsets)
+        seen_weight = torch.maximum(seen_weight, calibrating * s.calibration_prior_weight)
+        weight = torch.where(seen, seen_weight, torch.where(by_data, s.spine_prior_weight * complete, boost))
+        weight = torch.where(self.unobservable, s.unobservable_prior_weight, weight)
+        factor = weight.sqrt()[..., None] * self.part_weight.sqrt()
+        # the body captures never rotate the wrists, so the prior pins them at zero; when a hand is seen, its
+        # orientation comes from the wrist: release that wrist from the prior (measured: hands 86 -> 6 mm)
+        for k, part in self.wrists:
+            factor[:, k, 0] *= (~observed[:, part]).float()
+        return factor
 
     def _memory(self, init: BodyState | None) -> tuple[torch.Tensor, torch.Tensor] | None:
         """The track's keypoint memory for this format: (B, K, 3) last seen places, (B, K) frames since; or None."""
