@@ -6,6 +6,8 @@ import roma
 import torch
 
 from dposer_ros.body import ForwardKinematics
+from dposer_ros.body.jacobian import AttachedPoints
+from dposer_ros.body.shape import rest_joints
 from dposer_ros.body.skeleton import smplx_neutral
 from dposer_ros.evaluation.metrics import hand_joint_errors
 from dposer_ros.keypoints import get_format
@@ -17,7 +19,7 @@ from dposer_ros.prior.sde import SubVPSDE
 from dposer_ros.sensors import resolve_format
 from dposer_ros.solvers.baselines import GMMRefiner
 from dposer_ros.solvers.full import FullOptimizer, FullSettings
-from dposer_ros.solvers.gauss_newton import inverse_right_jacobian
+from dposer_ros.solvers.gauss_newton import Pull, gauss_newton_step, inverse_right_jacobian
 from dposer_ros.solvers.generate import average_pairwise_distance, complete, sample
 from dposer_ros.solvers.refine import FREE_JOINTS as FREE_JOINTS_OF_REFINER
 from dposer_ros.solvers.refine import FewStepRefiner, RefineSettings
@@ -511,6 +513,41 @@ def test_joints_no_point_moves_are_solved_apart(prior):
     a, b = split(Observation(kp, conf, fmt)), full(Observation(kp, conf, fmt))
     a, b = split(Observation(kp, conf, fmt), a), full(Observation(kp, conf, fmt), b)
     assert (a.pose - b.pose).abs().max() < 1e-4 and (a.joints - b.joints).abs().max() < 1e-5  # fingers included
+
+
+def test_diagonal_pulls_act_as_their_sum():
+    """A step sums its diagonal pulls into one term: two pulls act as one with precision s1^2 + s2^2 towards the
+    precision-weighted mean of their targets (and a pull of scale 0 as none)."""
+    fmt = get_format("coco17")
+    fk = ForwardKinematics()
+    points = AttachedPoints(fk, fmt.joints, fmt.offsets, FREE_JOINTS_OF_REFINER)
+    gen = torch.Generator().manual_seed(3)
+    local = roma.rotvec_to_rotmat(0.3 * torch.randn(2, 55, 3, generator=gen))
+    transl = torch.randn(2, 3, generator=gen)
+    target = fmt.from_posed(fk(0.3 * torch.randn(2, 55, 3, generator=gen), transl)).float()
+    weight = torch.ones(2, fmt.num_keypoints)
+    free = len(FREE_JOINTS_OF_REFINER)
+    t1, t2 = (0.5 * torch.randn(2, free, 3, generator=gen) for _ in range(2))
+    s1, s2 = (torch.rand(2, free, 1, generator=gen) for _ in range(2))
+    both = gauss_newton_step(fk, points, local, transl, target, weight, [Pull(t1, s1), Pull(t2, s2)], 1e-2, 10.0)
+    precision = s1.square() + s2.square()
+    one = Pull((s1.square() * t1 + s2.square() * t2) / precision, precision.sqrt())
+    merged = gauss_newton_step(fk, points, local, transl, target, weight, [one, Pull(t1, torch.zeros_like(s1))], 1e-2,
+                               10.0)
+    assert (both[0] - merged[0]).abs().max() < 1e-5 and (both[1] - merged[1]).abs().max() < 1e-5
+
+
+def test_the_upright_gate_reads_the_trunk_from_the_spine_chain(prior):
+    """`Upright.trunk` (pelvis, and pelvis -> neck, from the spine's chain alone) is forward kinematics' answer."""
+    refiner = FewStepRefiner(prior, get_format("h36m17"))
+    gen = torch.Generator().manual_seed(4)
+    local = roma.rotvec_to_rotmat(0.5 * torch.randn(3, 55, 3, generator=gen))
+    transl = torch.randn(3, 3, generator=gen)
+    rest = rest_joints(torch.randn(3, 10, generator=gen))
+    joints = refiner.fk.from_rotmat(local, transl, rest).joints
+    pelvis, trunk = refiner.upright.trunk(local, transl, rest)
+    neck = smplx_neutral().index("neck")
+    assert torch.allclose(pelvis, joints[:, 0], atol=1e-6) and torch.allclose(trunk, joints[:, neck] - joints[:, 0], atol=1e-6)
 
 
 def test_a_hidden_pelvis_is_tilted_as_in_the_training_data():
