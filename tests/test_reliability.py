@@ -24,6 +24,7 @@ from dposer_ros.ros.params import BY_NAME, check_command_line, check_value
 FORMAT = "coco17"
 K = get_format(FORMAT).num_keypoints
 BAD_VALUES = (np.inf, -np.inf, np.nan, 1e39, 1e30)
+FLOOD_HZ = 5000.0  # messages a second of the flood test
 
 
 @pytest.fixture(scope="module")
@@ -207,6 +208,88 @@ def test_each_cycle_is_bounded_and_tracked_people_go_before_new_ids(prior):
     second = c.refine_pending()
     assert [r.person_id for f in second for r in f.people] == [f"new{i}" for i in range(16)]
     assert all(len(c.stats._refine) and b <= 16 for _, _, b in c.stats._refine)
+
+
+def test_a_flood_makes_the_submitter_wait_for_the_worker(prior):
+    """A person's pending frame replaced `flood_replaced` times before the worker took it: the submitting thread waits
+    (without the interpreter lock) until the worker takes it, or the timeout; counted for /diagnostics."""
+    import threading
+
+    c = make_core(prior)
+    a = keypoints(9)
+    for i in range(core.CoreSettings().flood_replaced):  # the first frame and flood_replaced - 1 replacements
+        c.submit(frame([core.PersonInput("p", a, np.ones(K))], 1.0 + 0.01 * i))
+        assert not c.yield_to_worker(1.0)
+    c.submit(frame([core.PersonInput("p", a, np.ones(K))], 2.0))
+    start = time.monotonic()
+    assert c.yield_to_worker(0.05) and time.monotonic() - start >= 0.04  # nobody takes it: the timeout
+    threading.Timer(0.05, c.refine_pending).start()
+    start = time.monotonic()
+    assert c.yield_to_worker(30.0) and time.monotonic() - start < 10.0  # the worker took it: at once
+    assert not c.yield_to_worker(1.0)  # and the flood is over
+    assert c.stats.snapshot()["intake_waits"] == 2
+
+
+def test_the_node_keeps_answering_under_a_flood_of_messages(tmp_path):
+    """One person's COCO-17 at FLOOD_HZ from another process (a bag replayed without its clock, a runaway driver):
+    the node keeps answering with a short latency. Before the intake waited for the worker it answered once in these
+    3 s (checking messages that were only replaced again kept the worker from the interpreter)."""
+    import random
+    import threading
+
+    import rclpy
+    from geometry_msgs.msg import Point
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import QoSProfile
+
+    from dposer_msgs.msg import SmplxPoseArray
+    from dposer_ros.ros.process import NodeProcess
+
+    domain = random.randint(120, 229)
+    from dposer_ros.ros.refine_node import default_model_path
+
+    # the shipped prior: a solve of its size is what the flood starved (a tiny network's frame has too few operations)
+    node = NodeProcess({"model_path": default_model_path(), "latency_budget_ms": 50.0},
+                       tmp_path / "node.log", domain)
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=domain)
+    client = rclpy.create_node("dposer_flood", context=ctx)
+    answers: list[tuple[float, float]] = []  # (stamp, received), monotonic seconds
+    client.create_subscription(SmplxPoseArray, "smplx_poses", lambda m: answers.append(
+        (m.header.stamp.sec + 1e-9 * m.header.stamp.nanosec, time.monotonic())), QoSProfile(depth=1000))
+    pub = client.create_publisher(Keypoints3DArray, "keypoints", QoSProfile(depth=5))
+    executor = SingleThreadedExecutor(context=ctx)
+    executor.add_node(client)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    moving = [[Point(x=float(x), y=float(y), z=float(z)) for x, y, z in keypoints(10 + i)] for i in range(30)]
+    msg = Keypoints3DArray()
+    msg.header.frame_id = "world"
+    try:
+        end = time.monotonic() + 60.0
+        while pub.get_subscription_count() == 0 and time.monotonic() < end and node.alive():
+            time.sleep(0.1)
+        assert node.alive() and pub.get_subscription_count() > 0, node.log()
+        start, sent = time.monotonic(), 0
+        while (now := time.monotonic()) - start < 4.0:
+            if now - start < sent / FLOOD_HZ:
+                time.sleep(start + sent / FLOOD_HZ - now)  # a sensor's pace, not a busy loop's
+                continue
+            msg.header.stamp.sec, msg.header.stamp.nanosec = int(now), int((now % 1.0) * 1e9)
+            msg.people = [Keypoints3D(person_id="p", format=FORMAT, points=moving[sent % 30], confidences=[1.0] * K)]
+            pub.publish(msg)
+            sent += 1
+        time.sleep(0.5)
+        during = [(s, r) for s, r in answers if s >= start + 1.0]  # after the first second (the cold start)
+        late = sorted(r - s for s, r in during)
+        assert sent / 4.0 > 0.8 * FLOOD_HZ, f"the loop published only {sent / 4.0:.0f} messages a second: no flood"
+        assert len(during) >= 30, f"{len(during)} answers in 3 s of {sent / 4.0:.0f} messages a second\n{node.log()[-2000:]}"
+        assert late[len(late) // 2] < 0.5, f"median answer {late[len(late) // 2]:.2f} s late"
+    finally:
+        executor.shutdown()
+        client.destroy_node()
+        rclpy.try_shutdown(context=ctx)
+        node.stop()
 
 
 def test_new_ids_are_served_once_they_wait_longer_than_the_head_start(prior):

@@ -182,6 +182,7 @@ def diagnostic_array(stamp, snap: dict, *, name: str, hardware_id: str, extra: d
         "frames_out": str(snap["frames_out"]),
         "people_out": str(snap["people_out"]),
         "drops": str(snap["drops"]),
+        "intake_waits": str(snap.get("intake_waits", 0)),
         "malformed_total": str(snap["malformed_total"]),
         "failed": str(snap.get("failed", 0)),
         "outlier_points": str(snap.get("outlier_points", 0)),

@@ -67,6 +67,7 @@ from .params import BY_NAME, PARAMETERS, check_value
 
 MODEL_RELATIVE = Path("models") / "dposer_cpu" / "prior.pt"
 MESH_MAX_RATE_HZ = 5.0
+INTAKE_WAIT_S = 0.1  # under a flood the executor waits for the worker this long at most (timers keep running)
 NODE_NAME = "refine_node"
 # /diagnostics warns when over the last window's answers (at least this many) the median cosine between the torso
 # (pelvis -> neck) and up_vector is below this (about 73 degrees): a wrong up_vector for the input frame
@@ -195,7 +196,7 @@ class RefineNodeMixin:
             self.core.settings.input_format = adapters.AZURE_KINECT_FORMAT
         self._loggers: dict[str, object] = {}
         self._errors: dict[str, int] = {}
-        self._last_diag = {"malformed_total": 0, "drops": 0, "failed": 0}
+        self._last_diag = {"malformed_total": 0, "drops": 0, "failed": 0, "intake_waits": 0}
         self._latest: tuple[object, list, tuple[str, np.ndarray, np.ndarray] | None] | None = None
         self._latest_lock = threading.Lock()
         self._last_mesh = 0.0
@@ -375,6 +376,7 @@ class RefineNodeMixin:
             return
         for err in self.core.submit(frame):
             self._malformed(err)
+        self.core.yield_to_worker(INTAKE_WAIT_S)
 
     def _place_unplaced(self) -> None:
         """Take waiting messages into fixed_frame in arrival order, as their transforms arrive (tf2's message
@@ -547,6 +549,9 @@ class RefineNodeMixin:
             problems.append(f"{new_bad} malformed")
         if new_drops:
             problems.append(f"{new_drops} dropped (solver slower than input)")
+        new_waits = snap["intake_waits"] - self._last_diag["intake_waits"]
+        if new_waits:
+            problems.append(f"input far faster than refinement: intake waited for the worker {new_waits} times")
         new_failed = snap["failed"] - self._last_diag["failed"]
         if new_failed:
             problems.append(f"{new_failed} failed answers (tracks restarted)")
@@ -557,7 +562,7 @@ class RefineNodeMixin:
             problems.append(f"seen feet stand {snap['floor_gap_median_m']:+.2f} m off floor_height (median over "
                             f"{snap['floor_gap_count']} answers): is floor_height the floor of the input frame?")
         snap["recent_problems"] = ", ".join(problems)
-        self._last_diag = {k: snap[k] for k in ("malformed_total", "drops", "failed")}
+        self._last_diag = {k: snap[k] for k in ("malformed_total", "drops", "failed", "intake_waits")}
         s = self.core.settings
         extra = {
             "active_tracks": self.core.active_tracks,
