@@ -210,6 +210,14 @@ def test_each_cycle_is_bounded_and_tracked_people_go_before_new_ids(prior):
     assert all(len(c.stats._refine) and b <= 16 for _, _, b in c.stats._refine)
 
 
+def test_the_checks_median_is_numpys():
+    gen = np.random.default_rng(0)
+    for n in (1, 2, 3, 10, 17, 133):
+        a = gen.normal(size=(n, 3))
+        assert np.array_equal(core._median(a), np.median(a, axis=0))
+        assert core._median(np.abs(a).reshape(-1)) == np.median(np.abs(a))
+
+
 def test_a_flood_makes_the_submitter_wait_for_the_worker(prior):
     """A person's pending frame replaced `flood_replaced` times before the worker took it: the submitting thread waits
     (without the interpreter lock) until the worker takes it, or the timeout; counted for /diagnostics."""

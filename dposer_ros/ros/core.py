@@ -120,6 +120,14 @@ def format_edges(fmt_name: str) -> tuple[tuple[int, int], ...]:
     return tuple(edges)
 
 
+def _median(a: np.ndarray) -> np.ndarray:
+    """np.median along the first axis, the same numbers for finite input, without its generic machinery (a fifth of
+    the time for a person's keypoints: it runs three times for every person of every message)."""
+    s = np.sort(a, axis=0)
+    n = s.shape[0]
+    return (s[(n - 1) // 2] + s[n // 2]) / 2
+
+
 @cache
 def _scale_edges(fmt_name: str) -> tuple[np.ndarray, np.ndarray]:
     """Edges (E, 2) at least 5 cm long at rest, and their rest lengths (E,): the scale check's yardstick."""
@@ -577,7 +585,7 @@ class RefineCore:
                                  f"person {person.person_id!r}: {err}") from None
         good = (conf > CONFIDENT) & np.isfinite(pts).all(-1)
         self._enough(person, good)
-        med = float(np.median(np.abs(pts[good])))
+        med = float(_median(np.abs(pts[good]).reshape(-1)))
         if med > self.settings.max_coordinate_m:
             raise MalformedInput("millimetres", f"person {person.person_id!r}: median |coordinate| {med:.1f} m > "
                                                 f"{self.settings.max_coordinate_m} m (millimetres sent as metres?)")
@@ -585,12 +593,12 @@ class RefineCore:
         ok = good[edges[:, 0]] & good[edges[:, 1]] if len(edges) else np.zeros(0, bool)
         if ok.sum() >= 2:
             seen = np.linalg.norm(pts[edges[ok, 0]] - pts[edges[ok, 1]], axis=-1)
-            ratio = float(np.median(seen / rest[ok]))
+            ratio = float(_median(seen / rest[ok]))
             if ratio > self.settings.max_bone_ratio:
                 raise MalformedInput("millimetres", f"person {person.person_id!r}: bones {ratio:.0f}x longer than "
                                                     f"expected (> {self.settings.max_bone_ratio}x; millimetres?)")
         usable = (conf > 0) & np.isfinite(pts).all(-1)
-        center = np.median(pts[good], axis=0)
+        center = _median(pts[good])
         far = usable & (np.linalg.norm(np.where(usable[:, None], pts, 0.0) - center, axis=-1) > s.max_keypoint_spread_m)
         usable &= ~far
         self._enough(person, good & usable)
