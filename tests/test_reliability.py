@@ -219,8 +219,9 @@ def test_the_checks_median_is_numpys():
 
 
 def test_a_flood_makes_the_submitter_wait_for_the_worker(prior):
-    """A person's pending frame replaced `flood_replaced` times before the worker took it: the submitting thread waits
-    (without the interpreter lock) until the worker takes it, or the timeout; counted for /diagnostics."""
+    """A person's pending frame replaced `flood_replaced` times before the worker took it, or more than
+    `flood_replaced` x `max_batch` people pending: the submitting thread waits (without the interpreter lock) until the
+    worker takes some, or the timeout; counted for /diagnostics."""
     import threading
 
     c = make_core(prior)
@@ -236,6 +237,13 @@ def test_a_flood_makes_the_submitter_wait_for_the_worker(prior):
     assert c.yield_to_worker(30.0) and time.monotonic() - start < 10.0  # the worker took it: at once
     assert not c.yield_to_worker(1.0)  # and the flood is over
     assert c.stats.snapshot()["intake_waits"] == 2
+    c = make_core(prior, max_batch=4)  # new ids faster than they are refined: more than flood_replaced batches pending
+    crowd = [core.PersonInput(f"new{i}", keypoints(7, transl=(i * 0.1, 0.0, 3.0)), np.ones(K)) for i in range(12)]
+    c.submit(frame(crowd, 3.0))
+    assert not c.yield_to_worker(1.0)  # 12 = 3 x 4 pending: not more
+    c.submit(frame([core.PersonInput("one_more", a, np.ones(K))], 3.1))
+    start = time.monotonic()
+    assert c.yield_to_worker(0.05) and time.monotonic() - start >= 0.04
 
 
 def test_the_node_keeps_answering_under_a_flood_of_messages(tmp_path):

@@ -268,8 +268,9 @@ class CoreSettings:
     max_people: int = 64  # people per message; more are rejected (too_many_people)
     max_points: int = 512  # keypoints per person; more are rejected (too_many_points)
     latency_budget_ms: float = 100.0  # arrival to answer; under load fewer prior steps (down to 1); 0: off
-    flood_replaced: int = 3  # a person's pending frame replaced this many times before the worker took it: a flood,
-    # and the submitting thread waits for the worker (`RefineCore.yield_to_worker`); 0: never
+    flood_replaced: int = 3  # a person's pending frame replaced this many times before the worker took it, or this
+    # many batches (max_batch) of people pending: a flood, and the submitting thread waits for the worker
+    # (`RefineCore.yield_to_worker`); 0: never
     up_vector: tuple[float, ...] = (0.0, 0.0, 1.0)  # the input frames' up direction (REP 103: z); zero: unknown
     floor_height: float = math.nan  # the floor's height along up_vector in the input frames (metres); NaN: unknown
     learn_floor: bool = True  # where floor_height is NaN: learn each frame's floor from the seen feet of answers
@@ -680,12 +681,17 @@ class RefineCore:
         return errors
 
     def yield_to_worker(self, timeout: float) -> bool:
-        """Under a flood (a person's pending frame replaced `flood_replaced` times before the worker took it), wait,
-        without the interpreter lock, until the worker takes pending people or `timeout` s pass. Checking messages
-        that are only replaced again (latest wins) would otherwise keep the worker from the interpreter: one person's
-        COCO-17 at 5 kHz held its answers to 4 in 10 s. Returns whether it waited."""
+        """Under a flood (a person's pending frame replaced `flood_replaced` times before the worker took it, or more
+        than `flood_replaced` x `max_batch` people pending: new ids faster than they are refined), wait, without the
+        interpreter lock, until the worker takes pending people or `timeout` s pass. Checking messages that are only
+        replaced again, or queued ever deeper, would otherwise keep the worker from the interpreter (one person's
+        COCO-17 at 5 kHz: 1-2 answers a second, bench/RESULTS.md). Returns whether it waited."""
+        s = self.settings
         with self._lock:
-            flood = self._flood
+            backlog = 0 < s.flood_replaced and len(self._pending) > s.flood_replaced * s.max_batch
+            if backlog:
+                self._taken.clear()
+            flood = self._flood or backlog
         if flood:
             self.stats.intake_wait()
             self._taken.wait(timeout)

@@ -217,8 +217,9 @@ def build_parameters(solver: RefineSettings = RefineSettings()) -> tuple[ParamSp
                   "and no more than fit between two frames of a person, so that a fast stream is answered frame by "
                   "frame instead of dropped. 0: always `steps`.", range=(0.0, 1.0e4)),
         ParamSpec("flood_replaced", node.flood_replaced,
-                  "A person's pending frame replaced this many times before it was refined is a flood (input far "
-                  "faster than refinement): the input callback then waits, without Python's interpreter lock, until "
+                  "A person's pending frame replaced this many times before it was refined, or this many batches "
+                  "(max_batch) of people pending, is a flood (input far faster than refinement): the input callback "
+                  "then waits, without Python's interpreter lock, until "
                   "the worker takes what is pending (at most 0.1 s; /diagnostics intake_waits), and the middleware "
                   "keeps the newest messages. 0: never wait (a flood can starve the refinement).", range=(0, 1000),
                   step=1),
