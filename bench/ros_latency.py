@@ -72,13 +72,17 @@ def make_people(fmt_name: str, people: int, frames: int, seed: int = 0, hide_leg
 
 
 def rss_mb(pid: int) -> float | None:
+    """Resident memory of the process and its children (the node's solver process), MB."""
     try:
+        total = 0.0
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
+                total = int(line.split()[1]) / 1024.0
+        for listing in Path(f"/proc/{pid}/task").glob("*/children"):
+            total += sum(rss_mb(int(child)) or 0.0 for child in listing.read_text().split())
+        return total
     except OSError:
         return None
-    return None
 
 
 class Bench:

@@ -47,14 +47,17 @@ def main() -> int:
     ap.add_argument("--model", type=Path, default=None)
     ap.add_argument("--format", default="coco17")
     ap.add_argument("--out", type=Path, default=ROOT / "out" / "bench" / "shutdown.json")
+    ap.add_argument("--node-param", action="append", default=[], metavar="NAME=VALUE",
+                    help="another node parameter for every trial (e.g. solver_process=true)")
     args = ap.parse_args()
+    extra = dict(p.split("=", 1) for p in args.node_param)
     model = args.model or default_model_path()
     fmt = get_format(args.format)
     pts = fmt.from_posed(ForwardKinematics()(torch.zeros(1, 55, 3, dtype=torch.float64)))[0].numpy()
     trials = []
     for i in range(args.trials):
         for sig in (signal.SIGINT, signal.SIGTERM):
-            code, took, log = stop_under_load({"model_path": model, "max_people": 1000}, sig,
+            code, took, log = stop_under_load({"model_path": model, "max_people": 1000, **extra}, sig,
                                               ROOT / "out" / "bench" / "shutdown.node.log", random.randint(120, 229),
                                               pts, fmt.name)
             bad = [line for line in log.splitlines() if "ERROR" in line or "Traceback" in line or "terminate" in line]

@@ -89,7 +89,8 @@ def row(name: str, r: dict) -> str:
 
 
 HEADER = ("| phase | person-frames answered within {w:.0f} ms | answered at all | latency p50 / p99 (ms) | "
-          "prior steps (mean) | failed / NaN or > 100 m | node RSS (MB) |\n|---|---:|---:|---:|---:|---:|---:|")
+          "prior steps (mean) | failed / NaN or > 100 m | node RSS (MB, its solver process included) |\n"
+          "|---|---:|---:|---:|---:|---:|---:|")
 
 
 def main() -> int:

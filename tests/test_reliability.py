@@ -20,6 +20,7 @@ from dposer_ros.prior.network import ScoreNet
 from dposer_ros.prior.sde import SubVPSDE
 from dposer_ros.ros import adapters, core
 from dposer_ros.ros.params import BY_NAME, check_command_line, check_value
+from dposer_ros.solvers.refine import FewStepRefiner
 
 FORMAT = "coco17"
 K = get_format(FORMAT).num_keypoints
@@ -122,32 +123,30 @@ def test_a_failed_solve_is_answered_as_failed_and_the_track_restarts_cold(prior,
     pts = keypoints(4)
     c.submit(frame([core.PersonInput("D", pts, np.ones(K))], 1.0))
     drain(c)
-    refiner = c.refiner(get_format(FORMAT))
-    call = type(refiner).__call__
+    call = FewStepRefiner.__call__
 
     def poisoned(self, obs, init=None):
         res = call(self, obs, init)
         res.joints = res.joints * float("nan")
         return res
 
-    monkeypatch.setattr(type(refiner), "__call__", poisoned)
+    monkeypatch.setattr(FewStepRefiner, "__call__", poisoned)
     c.submit(frame([core.PersonInput("D", pts, np.ones(K))], 2.0))
     (res,) = drain(c)
     assert res.failed and res.joints.shape == (0, 3) and np.all(res.pose == 0) and c.stats.failed == 1
     assert c._tracks["D"].state is None  # no poisoned warm start
-    monkeypatch.setattr(type(refiner), "__call__", call)
+    monkeypatch.setattr(FewStepRefiner, "__call__", call)
     c.submit(frame([core.PersonInput("D", pts, np.ones(K))], 3.0))
     assert_sane(drain(c), pts)
 
 
 def test_a_solver_exception_answers_every_person_of_the_batch_as_failed(prior, monkeypatch):
     c = make_core(prior)
-    refiner = c.refiner(get_format(FORMAT))
 
     def broken(self, obs, init=None):
         raise RuntimeError("singular system")
 
-    monkeypatch.setattr(type(refiner), "__call__", broken)
+    monkeypatch.setattr(FewStepRefiner, "__call__", broken)
     c.submit(frame([core.PersonInput(p, keypoints(i), np.ones(K)) for i, p in enumerate("EF")], 1.0))
     out = drain(c)
     assert [r.failed for r in out] == [True, True] and c.stats.failed == 2
@@ -422,13 +421,13 @@ def test_up_vector_is_checked_and_optical_frames_have_no_up(prior, monkeypatch):
     assert "3 finite numbers" in check_value(spec, [0.0, float("nan"), 1.0])
     assert "3 finite numbers" in check_value(spec, [0.0, 1.0])
     seen = []
-    original = core.FewStepRefiner.__call__
+    original = FewStepRefiner.__call__
 
     def spy(self, obs, init=None):
         seen.append(None if obs.up is None else obs.up.tolist())
         return original(self, obs, init)
 
-    monkeypatch.setattr(core.FewStepRefiner, "__call__", spy)
+    monkeypatch.setattr(FewStepRefiner, "__call__", spy)
     pts = keypoints(4)
     for frame_id, up, expected in (("base_link", (0.0, 0.0, 1.0), [0.0, 0.0, 1.0]),
                                    ("camera_color_optical_frame", (0.0, 0.0, 1.0), [0.0, 0.0, 0.0]),
@@ -453,13 +452,13 @@ def test_floor_height_reaches_the_solver_where_the_up_direction_is_known(prior, 
     assert check_value(spec, 0.0) is None and check_value(spec, float("nan")) is None
     assert "finite height" in check_value(spec, float("inf"))
     seen = []
-    original = core.FewStepRefiner.__call__
+    original = FewStepRefiner.__call__
 
     def spy(self, obs, init=None):
         seen.append(None if obs.floor is None else obs.floor.tolist())
         return original(self, obs, init)
 
-    monkeypatch.setattr(core.FewStepRefiner, "__call__", spy)
+    monkeypatch.setattr(FewStepRefiner, "__call__", spy)
     pts = keypoints(4)
     for frame_id, floor, expected in (("base_link", 0.0, 0.0), ("base_link", -1.2, -1.2), ("base_link", math.nan, None),
                                       ("camera_color_optical_frame", 0.0, None)):
@@ -473,13 +472,13 @@ def test_a_track_remembers_its_keypoints_between_messages(prior, monkeypatch):
     """The node's tracks carry the keypoint memory (`keypoint_hold_weight`): a keypoint hidden in the next message
     is held where the track last saw it; with the weight 0 nothing is remembered."""
     seen = []
-    original = core.FewStepRefiner.__call__
+    original = FewStepRefiner.__call__
 
     def spy(self, obs, init=None):
         seen.append(None if init is None or init.keypoint_memory is None else init.keypoint_memory[0].clone())
         return original(self, obs, init)
 
-    monkeypatch.setattr(core.FewStepRefiner, "__call__", spy)
+    monkeypatch.setattr(FewStepRefiner, "__call__", spy)
     pts = keypoints(5)
     hidden = np.ones(K)
     hidden[3] = 0.0
@@ -500,13 +499,13 @@ def test_the_time_between_a_tracks_frames_reaches_the_solver(prior, monkeypatch)
     `Observation.interval` (its holds fade with time); a new track, an untracked person or a stamp that does not
     advance: unknown (NaN)."""
     seen = []
-    original = core.FewStepRefiner.__call__
+    original = FewStepRefiner.__call__
 
     def spy(self, obs, init=None):
         seen.append(obs.interval.tolist())
         return original(self, obs, init)
 
-    monkeypatch.setattr(core.FewStepRefiner, "__call__", spy)
+    monkeypatch.setattr(FewStepRefiner, "__call__", spy)
     pts = keypoints(6)
     for person_id in ("T", ""):
         c = make_core(prior)

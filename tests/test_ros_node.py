@@ -435,9 +435,12 @@ def test_node_declares_parameters_with_descriptions_and_ranges(prior_path, domai
         rclpy.try_shutdown(context=ctx)
 
 
-def test_lifecycle_node_loads_on_configure_serves_when_active_and_releases_on_cleanup(prior_path, domain_id):
+@pytest.mark.parametrize("solver_process", [True, False])
+def test_lifecycle_node_loads_on_configure_serves_when_active_and_releases_on_cleanup(prior_path, domain_id,
+                                                                                     solver_process):
     """The managed node: nothing loaded until configure; keypoints subscribed and answered only while active;
-    deactivate stops the worker and forgets tracks; cleanup releases the core and the prior."""
+    deactivate stops the worker and forgets tracks; cleanup releases the core and the prior (in this process, or
+    the solver process that holds it)."""
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.lifecycle import TransitionCallbackReturn as R
     from rclpy.parameter import Parameter
@@ -450,7 +453,8 @@ def test_lifecycle_node_loads_on_configure_serves_when_active_and_releases_on_cl
     try:
         node = RefineLifecycleNode(context=ctx, node_name="lifecycle_probe", namespace="/lc",
                                    parameter_overrides=[Parameter("model_path", value=str(prior_path)),
-                                                        Parameter("backend", value="torch")])
+                                                        Parameter("backend", value="torch"),
+                                                        Parameter("solver_process", value=solver_process)])
         client = rclpy.create_node("lifecycle_client", namespace="/lc", context=ctx)
         executor = SingleThreadedExecutor(context=ctx)
         executor.add_node(node)
@@ -484,10 +488,16 @@ def test_lifecycle_node_loads_on_configure_serves_when_active_and_releases_on_cl
         stream_until(lambda: answers)
         assert answers and node.core.active_tracks == 1
         assert node.trigger_deactivate() == R.SUCCESS
-        engine = weakref.ref(node.core.prior)
-        assert node.trigger_cleanup() == R.SUCCESS and node.core is None
-        gc.collect()
-        assert engine() is None  # the engine (and the prior it holds) is released
+        if solver_process:
+            solver = node.solver_process
+            assert solver is not None and solver.running
+            assert node.trigger_cleanup() == R.SUCCESS and node.core is None
+            assert not solver.running  # the solver process (and the prior it holds) is gone
+        else:
+            engine = weakref.ref(node.core.solver.prior)
+            assert node.trigger_cleanup() == R.SUCCESS and node.core is None
+            gc.collect()
+            assert engine() is None  # the engine (and the prior it holds) is released
         assert node.trigger_configure() == R.SUCCESS and node.core is not None  # and configured again
     finally:
         for n in (client, node):

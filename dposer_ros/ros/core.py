@@ -3,9 +3,10 @@
 `RefineCore.submit` is called from subscription callbacks: it checks each person (the library's
 `KeypointFormat.validate` plus unit / stamp checks), and stores the person as pending (latest wins: a pending
 person that is overwritten before it was refined counts as a drop). `RefineCore.refine_pending` is called
-from the worker thread: it takes everything pending, refines it in as few `FewStepRefiner` calls as possible
+from the worker thread: it takes everything pending, refines it in as few solver calls as possible
 (one per keypoint format and warm/cold start, at most `max_batch` people each), updates the tracks (warm
-start from the last `Refined`) and returns one `OutputFrame` per input frame, in the input order. Where input
+start from the last `Refined`) and returns one `OutputFrame` per input frame, in the input order. The solver is
+the few-step refiner in this process (`RefinerCache`) or in a child process (`SolverProcess`, which the node uses). Where input
 arrives far faster than it is refined (a flood), `RefineCore.yield_to_worker` holds the submitting thread until the
 worker takes what is pending: the excess stays in the middleware's queue, which keeps the newest messages.
 
@@ -24,11 +25,12 @@ from functools import cache
 import numpy as np
 import torch
 
+from ..backends.solver_process import RefinerCache, Solver
 from ..body import NUM_JOINTS, ForwardKinematics, smplx_neutral
 from ..body.shape import rest_joints
 from ..keypoints import KeypointFormat, KeypointFormatError, get_format, known_formats
 from ..prior.motion import LegMotion
-from ..solvers.refine import FewStepRefiner, RefineSettings
+from ..solvers.refine import RefineSettings, keypoint_parts
 from ..solvers.scene import FEET, SceneEstimate, feet_seen
 from ..solvers.types import BodyState, Observation
 
@@ -126,6 +128,11 @@ def _median(a: np.ndarray) -> np.ndarray:
     s = np.sort(a, axis=0)
     n = s.shape[0]
     return (s[(n - 1) // 2] + s[n // 2]) / 2
+
+
+@cache
+def _keypoint_parts(fmt_name: str) -> np.ndarray:
+    return keypoint_parts(get_format(fmt_name)).numpy()
 
 
 @cache
@@ -433,15 +440,15 @@ class RefineCore:
     """Tracks, checks and batched refinement; thread-safe between one submitter and one refining thread."""
 
     def __init__(self, prior, settings: CoreSettings = CoreSettings(), stats: Stats | None = None,
-                 motion: LegMotion | None = None) -> None:
-        self.prior = prior
-        self.motion = motion  # the motion model of hidden legs (prior/motion.py), used with `motion_legs`
+                 motion: LegMotion | None = None, solver: Solver | None = None) -> None:
+        """`prior` and `motion` (the motion model of hidden legs, prior/motion.py, used with `motion_legs`) make the
+        in-process solver; or `solver` is given (then both are ignored)."""
+        self.solver: Solver = solver if solver is not None else RefinerCache(prior, motion)
         self.settings = settings
         self.stats = stats or Stats()
         self._lock = threading.Lock()
         self._pending: OrderedDict[str, _Pending] = OrderedDict()
         self._tracks: dict[str, Track] = {}
-        self._refiners: dict[tuple[str, int], FewStepRefiner] = {}
         self._cost: dict[tuple[str, bool], float] = {}  # ms per person and prior step, by (format, warm start)
         # ms per person the last cycles spent beyond the solver (their median counts: a one-off cost, such as a new
         # body's URDF, must not starve the next cycles of steps)
@@ -460,29 +467,19 @@ class RefineCore:
         if not 0.0 < settings.t_min <= settings.t_max <= 1.0:
             raise ValueError(f"need 0 < t_min <= t_max <= 1, got t_min={settings.t_min}, t_max={settings.t_max}")
         with self._lock:
-            changed = settings.refine_settings() != self.settings.refine_settings()
             self.settings = settings
-            if changed:
-                self._refiners = {}
 
-    def refiner(self, fmt: KeypointFormat, steps: int | None = None) -> FewStepRefiner:
-        """The refiner of a format, with `steps` prior steps per frame (None: the `steps` setting)."""
+    def refine_settings(self, steps: int | None = None) -> RefineSettings:
+        """The solver's settings, with `steps` prior steps per frame (None: the `steps` setting)."""
         with self._lock:
             settings = self.settings.refine_settings()
-            if steps is not None and steps != settings.steps:
-                settings = replace(settings, steps=steps)
-            ref = self._refiners.get((fmt.name, settings.steps))
-            if ref is None:
-                ref = self._refiners[(fmt.name, settings.steps)] = FewStepRefiner(self.prior, fmt, settings,
-                                                                            motion=self.motion)
-            return ref
+        return settings if steps is None or steps == settings.steps else replace(settings, steps=steps)
 
     def reset(self) -> None:
-        """Forget pending people, tracks and cached refiners (the node was deactivated)."""
+        """Forget pending people, tracks and what was measured of them (the node was deactivated)."""
         with self._lock:
             self._pending.clear()
             self._tracks.clear()
-            self._refiners.clear()
             self._cost.clear()
             self._overhead.clear()
             self._scenes.clear()
@@ -804,7 +801,7 @@ class RefineCore:
         """Refine one batch; every person is answered: with a body, or as failed (the solver raised, or gave a body
         that is not finite or lies far from the person's keypoints), and a failed person's track restarts cold."""
         fmt = chunk[0].fmt
-        refiner = self.refiner(fmt, steps)
+        settings = self.refine_settings(steps)
         points = torch.from_numpy(np.stack([p.person.points for p in chunk]).astype(np.float32))
         conf_np = np.stack([p.person.confidences for p in chunk]).astype(np.float32)
         up = torch.from_numpy(np.stack([self.up_of(p.frame.frame_id) for p in chunk]).astype(np.float32))
@@ -812,7 +809,7 @@ class RefineCore:
         obs = Observation(points, torch.from_numpy(conf_np.copy()), fmt, up, floor, self._intervals(chunk))
         t0 = time.perf_counter()
         try:
-            refined = refiner(obs, init)
+            refined = self.solver(fmt, settings, obs, init)
         except Exception as err:  # noqa: BLE001 - every person of the batch is answered as failed, and it is logged
             ms = (time.perf_counter() - t0) * 1000.0
             self._restart(chunk)
@@ -821,12 +818,12 @@ class RefineCore:
             return [self._failed(p, fmt, ms) for p in chunk]
         ms = (time.perf_counter() - t0) * 1000.0
         self.stats.refined(ms, len(chunk))
-        used = refiner.settings.steps
+        used = settings.steps
         self.stats.steps(used, self.settings.steps, len(chunk))
         group = (fmt.name, init is not None)
         unit = ms / (len(chunk) * used)
         self._cost[group] = unit if group not in self._cost else 0.8 * self._cost[group] + 0.2 * unit
-        kp_part = refiner.kp_part.numpy()  # (K, 4) one-hot
+        kp_part = _keypoint_parts(fmt.name)  # (K, 4) one-hot
         conf = np.clip(conf_np, 0, 1)
         confident = conf > CONFIDENT
         sums = (conf * confident) @ kp_part
@@ -871,7 +868,7 @@ class RefineCore:
                     betas=None if refined.betas is None else refined.betas[i].double().numpy(),
                     points=np.asarray(p.person.points, np.float64),
                     confidences=np.asarray(p.person.confidences, np.float64),
-                    refine_steps=refiner.settings.steps,
+                    refine_steps=used,
                 ))
         failed = int((~healthy).sum())
         if failed:

@@ -225,6 +225,12 @@ def build_parameters(solver: RefineSettings = RefineSettings()) -> tuple[ParamSp
                   step=1),
         ParamSpec("log_throttle", 5.0, "Seconds between repeated warnings of the same kind (malformed input).",
                   range=(0.0, 3600.0)),
+        ParamSpec("solver_process", False,
+                  "Refine in a child process (dposer_ros.backends.solver_process), so that the solver never waits "
+                  "for Python's interpreter lock while the executor handles messages. Under heavy load (10 "
+                  "whole-body people at 60 Hz) it answers about a third more person-frames, sooner; for a few "
+                  "people it adds a few ms of latency and ~300 MB of memory (bench/RESULTS.md). false: refine in "
+                  "the node's worker thread.", read_only=True),
         ParamSpec("threads", 1,
                   "Torch intra-op threads for the solver (0 = torch's default). The solver's tensors are small: one "
                   "thread is fastest on a loaded CPU (measured 13 ms vs 570 ms per frame with 2 threads on a busy "

@@ -27,6 +27,7 @@ Run: `refine_node --ros-args --params-file config/refine.yaml -p input_format:=c
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -50,6 +51,7 @@ from visualization_msgs.msg import MarkerArray
 from dposer_msgs.msg import Keypoints3DArray, SmplxPoseArray
 
 from ..backends.base import BackendError
+from ..backends.solver_process import SolverProcess, SolverProcessError
 from . import adapters, convert
 from .core import (
     CORE_FIELDS,
@@ -114,7 +116,6 @@ def load_engine(model_path: Path, backend: str, threads: int = 0):
 
 def _forward_backend_log(logger) -> None:
     """Show the `dposer_ros.backends` messages (chosen backend, fallbacks and why) in the node's log."""
-    import logging
 
     class _ToRos(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
@@ -179,19 +180,32 @@ class RefineNodeMixin:
 
             torch.set_num_threads(p["threads"])
         self.model_path = Path(p["model_path"]) if p["model_path"] else default_model_path()
-        self.get_logger().info(f"loading prior {self.model_path} (backend {p['backend']})")
-        _forward_backend_log(self.get_logger())
-        prior, self.backend = load_engine(self.model_path, p["backend"], p["threads"])
         self.motion_path = Path(p["motion_model_path"]) if p["motion_model_path"] else self.model_path.with_name("motion.pt")
-        motion = None
-        if p["motion_model_path"] or self.motion_path.is_file():
-            from ..prior.motion import LegMotion
+        use_motion = bool(p["motion_model_path"]) or self.motion_path.is_file()
+        where = "in a solver process" if p["solver_process"] else "in this process"
+        self.get_logger().info(f"loading prior {self.model_path} (backend {p['backend']}) {where}")
+        if p["solver_process"]:
+            self.solver_process = SolverProcess(self.model_path, p["backend"], p["threads"],
+                                                self.motion_path if use_motion else None)
+            for level, text in self.solver_process.messages:
+                (self.get_logger().warning if level >= logging.WARNING else self.get_logger().info)(text)
+            self.backend, self.motion_loaded = self.solver_process.backend, self.solver_process.motion_loaded
+            self.core = RefineCore(None, self._core_settings(p), solver=self.solver_process)
+        else:
+            self.solver_process = None
+            _forward_backend_log(self.get_logger())
+            prior, self.backend = load_engine(self.model_path, p["backend"], p["threads"])
+            motion = None
+            if use_motion:
+                from ..prior.motion import LegMotion
 
-            motion = LegMotion.load(self.motion_path)
+                motion = LegMotion.load(self.motion_path)
+            self.motion_loaded = motion is not None
+            self.core = RefineCore(prior, self._core_settings(p), motion=motion)
+        if self.motion_loaded:
             self.get_logger().info(f"loaded motion model {self.motion_path} (hidden legs of moving people)")
         else:
             self.get_logger().info(f"no motion model beside the prior ({self.motion_path}): hidden legs from the prior alone")
-        self.core = RefineCore(prior, self._core_settings(p), motion=motion)
         if self.input_type == "marker_array" and not p["input_format"]:
             self.core.settings.input_format = adapters.AZURE_KINECT_FORMAT
         self._loggers: dict[str, object] = {}
@@ -283,6 +297,9 @@ class RefineNodeMixin:
         for pub in (self.pub_poses, self.pub_markers, self.pub_mesh, self.pub_diag, self.pub_overlay):
             if pub is not None:
                 self.destroy_publisher(pub)
+        if self.solver_process is not None:
+            self.solver_process.close()
+            self.solver_process = None
         self.core = None
 
 
@@ -569,7 +586,9 @@ class RefineNodeMixin:
             "pending": self.core.pending,
             "backend": self.backend,
             "model": str(self.model_path),
-            "motion_model": str(self.motion_path) if self.core.motion is not None else "none",
+            "motion_model": str(self.motion_path) if self.motion_loaded else "none",
+            "solver_process": "none" if self.solver_process is None else
+                              f"pid {self.solver_process.pid}, restarted {self.solver_process.restarts} times",
             "input_type": self.input_type,
             "input_format": s.input_format or "from messages",
             **self.core.keypoint_bias(),
@@ -613,7 +632,7 @@ class RefineLifecycleNode(RefineNodeMixin, LifecycleNode):
     def _step(self, name: str, action) -> TransitionCallbackReturn:
         try:
             action()
-        except (ValueError, OSError, BackendError) as err:
+        except (ValueError, OSError, BackendError, SolverProcessError) as err:
             self.get_logger().error(f"{name} failed: {err}")
             return TransitionCallbackReturn.FAILURE
         return TransitionCallbackReturn.SUCCESS
@@ -664,7 +683,8 @@ def main(args: list[str] | None = None, node_class: type[Node] = RefineNode) -> 
     try:
         try:
             node = node_class()
-        except (ValueError, OSError, BackendError, ParameterException) as err:  # bad parameters, model, backend
+        except (ValueError, OSError, BackendError, ParameterException, SolverProcessError) as err:  # bad parameters,
+            # model or backend
             print(f"[{NODE_NAME}] error: {err}", file=sys.stderr)
             return 1
         executor = SingleThreadedExecutor()

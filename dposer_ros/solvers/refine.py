@@ -212,6 +212,19 @@ def cold_start(fk, points: AttachedPoints, obs: Observation, rest_scale: torch.T
     return local, transl
 
 
+def keypoint_parts(fmt: KeypointFormat) -> torch.Tensor:
+    """(K, 4) one-hot: the part (body, left hand, right hand, face) each keypoint of the format sees (a keypoint at a
+    joint without offset belongs to the joint's parent's part: a wrist keypoint sees the arm)."""
+    part_of = {j: p for p, js in PART_JOINTS.items() for j in js}
+    parents = smplx_neutral().parents
+    kp_part = []
+    for j, off in zip(fmt.joints, fmt.offsets):
+        j = int(j) if (abs(off).sum() > 0 or parents[j] < 0) else parents[j]
+        name = part_of.get(j, "body")
+        kp_part.append(POSE_PARTS.index({"jaw": "face", "eyes": "face"}.get(name, name)))
+    return torch.nn.functional.one_hot(torch.tensor(kp_part), len(POSE_PARTS)).float()
+
+
 def _scaled(pull: Pull, factor: torch.Tensor) -> Pull:
     """The pull with each joint's residual multiplied by `factor` (B, F, 1), diagonal or full precision alike."""
     if pull.precision is None:
@@ -268,14 +281,7 @@ class FewStepRefiner:
         mean_pose = from_vector(prior.mean.float(), torch.zeros(NUM_JOINTS, 3))[0]
         mean_pose = 0.5 * (mean_pose + mirror_pose(mean_pose))
         self.rest_target = mean_pose[self.free] if settings.rest_target == "mean" else torch.zeros(len(FREE_JOINTS), 3)
-        part_of = {j: p for p, js in PART_JOINTS.items() for j in js}
-        parents = smplx_neutral().parents
-        kp_part = []
-        for j, off in zip(fmt.joints, fmt.offsets):
-            j = int(j) if (abs(off).sum() > 0 or parents[j] < 0) else parents[j]
-            name = part_of.get(j, "body")
-            kp_part.append(POSE_PARTS.index({"jaw": "face", "eyes": "face"}.get(name, name)))
-        self.kp_part = torch.nn.functional.one_hot(torch.tensor(kp_part), len(POSE_PARTS)).float()  # (K, 4)
+        self.kp_part = keypoint_parts(fmt)
         # a format with no hand keypoint: the fingers get the prior's typical hands when a track starts (the cold
         # phase asks about both groups), then only their hold; later steps ask the prior about the body alone
         hand_parts = [POSE_PARTS.index("left_hand"), POSE_PARTS.index("right_hand")]
