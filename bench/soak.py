@@ -4,6 +4,7 @@
     python bench/soak.py budget --people 10 --rate 60 --seconds 20 --rounds 2     # budget 50 ms vs off (ABAB)
     python bench/soak.py soak --people 10 --rate 30 --seconds 600                 # 10 minutes, budget on
     python bench/soak.py ab --param weak_hold_weight=0.0 --rounds 6 --seconds 15  # a node parameter, ABAB
+    python bench/soak.py ab --against v0.6.2                                      # another revision's node, ABAB
 
 `budget`: the node is started once per phase (same machine, one after the other, alternating: off, on, off, on)
 and loaded with N people in one message at R Hz. Reported per phase: the fraction of person-frames answered within
@@ -11,7 +12,8 @@ the budget, end-to-end latency percentiles (publish -> answer received), the mea
 (SmplxPose.refine_steps), failed answers and answers with NaN or joints beyond 100 m.
 `soak`: one node, budget on, for `--seconds`: the same figures, and the node's resident memory after warm-up
 (the first minute) against the end.
-`ab`: budget on in every phase; phases alternate between the defaults and the `--param` values (one node each), so
+`ab`: budget on in every phase; phases alternate between the defaults and the `--param` values (one node each), or
+the node of git revision `--against` (checked out into a temporary worktree, run with its own config/refine.yaml), so
 that a parameter's cost under load is measured side by side.
 
 Writes JSON (default out/bench/soak_<mode>.json) and prints a markdown table.
@@ -24,7 +26,9 @@ import json
 import os
 import platform
 import random
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -42,10 +46,12 @@ from dposer_ros.ros.refine_node import default_model_path  # noqa: E402
 
 
 def phase(model: Path, budget_ms: float, people, rate: float, seconds: float, out_dir: Path, tag: str,
-          within_ms: float, extra: dict | None = None, node_cpus: set[int] | None = None) -> dict:
+          within_ms: float, extra: dict | None = None, node_cpus: set[int] | None = None,
+          source: Path | None = None) -> dict:
     domain = random.randint(120, 229)
     node = NodeProcess({"model_path": model, "latency_budget_ms": budget_ms, "person_timeout": 5.0, **(extra or {})},
-                       out_dir / f"{tag}.node.log", domain)
+                       out_dir / f"{tag}.node.log", domain, config=None if source is None else
+                       source / "config" / "refine.yaml", source=source)
     if node_cpus:  # before the node starts its threads (they inherit it): its imports take a second
         os.sched_setaffinity(node.pid, node_cpus)
     bench = Bench(domain)
@@ -113,10 +119,12 @@ def main() -> int:
                     help="another node parameter for every phase (e.g. hri_output=false)")
     ap.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                     help="ab: the node parameter(s) of every second phase")
+    ap.add_argument("--against", default=None, metavar="REV",
+                    help="ab: every second phase runs the node of git revision REV (a temporary worktree)")
     args = ap.parse_args()
     extra = dict(p.split("=", 1) for p in args.node_param)
-    if args.mode == "ab" and not args.param:
-        ap.error("ab needs --param NAME=VALUE: the parameter whose cost is measured")
+    if args.mode == "ab" and not (args.param or args.against):
+        ap.error("ab needs --param NAME=VALUE (the parameter whose cost is measured) or --against REV")
     changed = dict(p.split("=", 1) for p in args.param)
     model = args.model or default_model_path()
     out = args.out or ROOT / "out" / "bench" / f"soak_{args.mode}.json"
@@ -133,25 +141,35 @@ def main() -> int:
                          f"{platform.python_version()}, torch {torch.__version__}", "phases": []}
     print(HEADER.format(w=args.budget_ms))
     if args.mode == "budget":
-        plan = [(f"budget off ({i + 1})" if b == 0 else f"budget {args.budget_ms:.0f} ms ({i + 1})", b, {})
+        plan = [(f"budget off ({i + 1})" if b == 0 else f"budget {args.budget_ms:.0f} ms ({i + 1})", b, {}, False)
                 for i in range(args.rounds) for b in (0.0, args.budget_ms)]
     elif args.mode == "ab":
-        label = ", ".join(f"{k}={v}" for k, v in changed.items())
-        plan = [(f"{label if c else 'defaults'} ({i + 1})", args.budget_ms, c)
-                for i in range(args.rounds) for c in ({}, changed)]
+        label = ", ".join([f"{k}={v}" for k, v in changed.items()] + ([args.against] if args.against else []))
+        first = "this checkout" if args.against else "defaults"
+        plan = [(f"{label if b else first} ({i + 1})", args.budget_ms, changed if b else {}, b)
+                for i in range(args.rounds) for b in (False, True)]
     else:
-        plan = [(f"soak {args.seconds:.0f} s, budget {args.budget_ms:.0f} ms", args.budget_ms, {})]
-    for name, budget, params in plan:
-        r = phase(model, budget, people, args.rate, args.seconds, ROOT / "out" / "bench", f"soak_{len(result['phases'])}",
-                  args.budget_ms, {**extra, **params}, node_cpus)
-        r["name"] = name
-        if args.mode == "soak":
-            rss = np.array([v for t, v in r["rss_mb_samples"] if t >= 60.0])
-            r["rss_mb_after_warmup"] = float(rss[0]) if len(rss) else None
-            r["rss_growth_mb"] = float(rss[-1] - rss[0]) if len(rss) else None
-        result["phases"].append(r)
-        print(row(name, r), flush=True)
-        out.write_text(json.dumps(result, indent=1))
+        plan = [(f"soak {args.seconds:.0f} s, budget {args.budget_ms:.0f} ms", args.budget_ms, {}, False)]
+    other = None
+    if args.against:
+        other = Path(tempfile.mkdtemp()) / "other"
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "-q", "--detach", str(other), args.against], check=True)
+    try:
+        for name, budget, params, second in plan:
+            r = phase(model, budget, people, args.rate, args.seconds, ROOT / "out" / "bench",
+                      f"soak_{len(result['phases'])}", args.budget_ms, {**extra, **params}, node_cpus,
+                      other if second else None)
+            r["name"] = name
+            if args.mode == "soak":
+                rss = np.array([v for t, v in r["rss_mb_samples"] if t >= 60.0])
+                r["rss_mb_after_warmup"] = float(rss[0]) if len(rss) else None
+                r["rss_growth_mb"] = float(rss[-1] - rss[0]) if len(rss) else None
+            result["phases"].append(r)
+            print(row(name, r), flush=True)
+            out.write_text(json.dumps(result, indent=1))
+    finally:
+        if other is not None:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(other)], check=False)
     if args.mode == "soak":
         r = result["phases"][0]
         print(f"RSS after the first minute {r['rss_mb_after_warmup']:.0f} MB, growth to the end "

@@ -384,6 +384,28 @@ def test_malformed_input_is_dropped_counted_and_the_node_keeps_serving(client, n
     assert "malformed" in node_process[1].read_text()  # logged (throttled)
 
 
+def test_bytes_that_are_no_whole_message_are_counted_and_the_node_keeps_serving(client, node_process):
+    """The node reads Keypoints3DArray from its bytes (ros/cdr.py): a cut message is a malformed `bad_message`."""
+    from rclpy.serialization import serialize_message
+
+    good, _ = body_keypoints(4)
+    whole = serialize_message(keypoints_msg([("raw_cut", FORMAT, good, None)], 700.0))
+
+    def counted():
+        values = diagnostic_values(client.diags[-1]) if client.diags else {}
+        return int(values.get("malformed.bad_message", 0)) > 0
+
+    end = time.monotonic() + ANSWER_TIMEOUT_S
+    while not counted() and time.monotonic() < end:
+        client.pub.publish(whole[: len(whole) // 2])  # rclpy publishes bytes as they are
+        client.wait_for(counted, 0.5)
+    assert counted() and node_process[0].poll() is None
+    ok = keypoints_msg([("raw_after", FORMAT, good, None)], 701.0)
+    client.pub.publish(serialize_message(ok))  # and whole bytes are a message like any other
+    answer = client.answer(ok.header.stamp)
+    assert answer is not None and answer.people[0].person_id == "raw_after"
+
+
 def test_a_message_with_nobody_gets_an_empty_answer(client):
     msg = keypoints_msg([], 700.0, frame_id="empty_frame")
     client.pub.publish(msg)

@@ -21,7 +21,8 @@ class NodeProcess:
     """`python -m dposer_ros.ros.refine_node --ros-args --params-file <config> -p name:=value ...` in a child."""
 
     def __init__(self, params: dict[str, object], log_path: Path, domain_id: int,
-                 config: Path | None = None, localhost_only: bool = True) -> None:
+                 config: Path | None = None, localhost_only: bool = True, source: Path | None = None) -> None:
+        """`source`: a checkout whose `dposer_ros` runs instead of this one (another revision, side by side)."""
         self.log_path = Path(log_path)
         self.domain_id = domain_id
         self.cmd = [sys.executable, "-m", "dposer_ros.ros.refine_node", "--ros-args",
@@ -29,11 +30,13 @@ class NodeProcess:
         for name, value in params.items():
             self.cmd += ["-p", f"{name}:={_text(value)}"]
         env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id), PYTHONUNBUFFERED="1")
+        if source is not None:
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (str(source), env.get("PYTHONPATH", "")) if p)
         if localhost_only:
             env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "w") as log:
-            self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+            self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=source)
 
     @property
     def pid(self) -> int:

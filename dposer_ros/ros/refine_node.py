@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import rclpy
+from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.exceptions import ParameterException
@@ -45,6 +46,7 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
+from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from visualization_msgs.msg import MarkerArray
 
@@ -52,7 +54,7 @@ from dposer_msgs.msg import Keypoints3DArray, SmplxPoseArray
 
 from ..backends.base import BackendError
 from ..backends.solver_process import SolverProcess, SolverProcessError
-from . import adapters, convert
+from . import adapters, cdr, convert
 from .core import (
     CORE_FIELDS,
     SOLVER_FIELDS,
@@ -252,7 +254,9 @@ class RefineNodeMixin:
     def _activate(self) -> None:
         p = self.params()
         # inputs: sensor-data QoS (best effort); callbacks only store
-        self._inputs = [self.create_subscription(self._input_class, "keypoints", self._on_input, qos_profile_sensor_data)]
+        # a Keypoints3DArray is read from its bytes (cdr.py: ~40x faster than rclpy's per-point objects)
+        self._inputs = [self.create_subscription(self._input_class, "keypoints", self._on_input, qos_profile_sensor_data,
+                                                 raw=self.input_type == "keypoints_array")]
         if self.pub_overlay is not None:
             self._inputs += [self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, qos_profile_sensor_data),
                              self.create_subscription(Image, "image", self._on_image, qos_profile_sensor_data)]
@@ -356,7 +360,17 @@ class RefineNodeMixin:
         s = self.core.settings
         try:
             adapters.check_size(msg, s.max_people, s.max_points)
-            if self.input_type == "keypoints_array":
+            if isinstance(msg, bytes):  # a raw Keypoints3DArray
+                try:
+                    sec, nanosec, frame_id, people = cdr.keypoints_array(msg, s.max_points, s.max_people)
+                    stamp = Time(sec=sec, nanosec=nanosec)
+                    stamp_ns = adapters.stamp_ns(stamp)
+                except cdr.NotPlainCdr:  # another encapsulation: rclpy reads it
+                    msg = deserialize_message(msg, Keypoints3DArray)
+                    stamp_ns, frame_id, stamp, people = adapters.from_keypoints_array(msg, s.max_points, s.max_people)
+                except ValueError as err:
+                    raise MalformedInput("bad_message", f"not a whole Keypoints3DArray: {err}") from None
+            elif self.input_type == "keypoints_array":
                 stamp_ns, frame_id, stamp, people = adapters.from_keypoints_array(msg, s.max_points, s.max_people)
             elif self.input_type == "marker_array":
                 stamp_ns, frame_id, stamp, people = adapters.from_marker_array(msg, self.core.settings.input_format)

@@ -1,0 +1,100 @@
+"""dposer_msgs/Keypoints3DArray read straight from its serialized bytes (a raw subscription).
+
+rclpy turns a message into Python objects: one `geometry_msgs/Point` per keypoint, 1,330 for 10 whole-body people,
+about 1.5 ms a message on the executor's thread, which shares Python's interpreter lock with the solver. Here the
+points become one numpy view of the CDR buffer. The layout is the OMG CDR (XCDR1) encoding that the ROS 2
+middlewares use: a 4-byte encapsulation header, then every primitive aligned to its size counted from the end of
+that header; strings as a uint32 length (with the terminating NUL) and the bytes, sequences as a uint32 count and
+the elements. Only little-endian plain CDR is read here (`NotPlainCdr` otherwise: the caller deserialises with
+rclpy instead). rosbags' CDR reader would build the same per-point objects, hence this reader.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+
+from .core import PersonInput
+
+PLAIN_CDR_LE = b"\x00\x01"  # encapsulation kind CDR_LE (two bytes of options follow)
+_U32 = struct.Struct("<I")
+_I32 = struct.Struct("<i")
+
+
+class NotPlainCdr(ValueError):
+    """The bytes are not little-endian plain CDR (another encapsulation): deserialise them with rclpy."""
+
+
+class _Reader:
+    def __init__(self, data: bytes) -> None:
+        if len(data) < 4 or data[:2] != PLAIN_CDR_LE:
+            raise NotPlainCdr(f"encapsulation {data[:2].hex() or 'missing'} is not little-endian plain CDR")
+        self.data, self.pos = data, 4
+
+    def _need(self, size: int, what: str) -> None:
+        if size < 0 or self.pos + size > len(self.data):
+            raise ValueError(f"message ends before its {what} ({len(self.data)} bytes)")
+
+    def align(self, size: int) -> None:
+        self.pos += -(self.pos - 4) % size
+
+    def u32(self, what: str) -> int:
+        self.align(4)
+        self._need(4, what)
+        value = _U32.unpack_from(self.data, self.pos)[0]
+        self.pos += 4
+        return value
+
+    def i32(self, what: str) -> int:
+        self.align(4)
+        self._need(4, what)
+        value = _I32.unpack_from(self.data, self.pos)[0]
+        self.pos += 4
+        return value
+
+    def string(self, what: str) -> str:
+        n = self.u32(what)
+        self._need(n, what)
+        raw = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return raw[:-1].decode("utf-8") if n else ""  # the length counts the terminating NUL
+
+    def array(self, dtype: str, count: int, what: str, skip: bool = False) -> np.ndarray | None:
+        size = np.dtype(dtype).itemsize
+        if count:
+            self.align(size)
+        self._need(count * size, what)  # before anything is made of a count the bytes cannot hold
+        out = None if skip else np.frombuffer(self.data, dtype, count, self.pos)
+        self.pos += count * size
+        return out
+
+
+def keypoints_array(data: bytes, max_points: int | None = None,
+                    max_people: int | None = None) -> tuple[int, int, str, list[PersonInput]]:
+    """(stamp sec, stamp nanosec, frame_id, people) of a serialized Keypoints3DArray, as
+    `adapters.from_keypoints_array` reads the message: the person's own format, confidences defaulting to 1, and a
+    person with more than `max_points` keypoints (or after the first `max_people`) skipped unread, with its count.
+    Raises `NotPlainCdr`, or ValueError for bytes that do not hold a whole message."""
+    r = _Reader(data)
+    sec, nanosec, frame_id = r.i32("stamp"), r.u32("stamp"), r.string("frame_id")
+    people = []
+    for i in range(r.u32("people")):
+        r.i32("person stamp")  # each person's header: unused (the message's header stamps the frame)
+        r.u32("person stamp")
+        r.string("person frame_id")
+        person_id, fmt = r.string("person_id"), r.string("format")
+        n = r.u32("points")
+        skip = (max_people is not None and i >= max_people) or (max_points is not None and n > max_points)
+        points = r.array("<f8", 3 * n, "points", skip)
+        m = r.u32("confidences")
+        skip = skip or (max_points is not None and m > max_points)
+        conf = r.array("<f4", m, "confidences", skip)
+        if skip or points is None or conf is None:
+            people.append(PersonInput(person_id, np.zeros((0, 3)), np.zeros(0), fmt, count=max(n, m)))
+            continue
+        people.append(PersonInput(person_id, points.reshape(n, 3).copy(),
+                                  conf.astype(np.float64) if m else np.ones(n), fmt))
+    if r.pos + 3 < len(data):  # the serializer pads the end to 4 bytes at most
+        raise ValueError(f"{len(data) - r.pos} bytes after the message's end: not a Keypoints3DArray")
+    return sec, nanosec, frame_id, people
