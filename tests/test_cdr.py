@@ -71,3 +71,38 @@ def test_another_encapsulation_is_left_to_rclpy():
         cdr.keypoints_array(b"\x00\x00" + data[2:])  # big-endian CDR
     with pytest.raises(cdr.NotPlainCdr):
         cdr.keypoints_array(b"")
+
+
+def same(a, b) -> bool:
+    """Two ROS messages hold the same values, field by field (numpy-backed fields compared as arrays)."""
+    if hasattr(a, "get_fields_and_field_types"):
+        return type(a) is type(b) and all(same(getattr(a, f), getattr(b, f)) for f in a.get_fields_and_field_types())
+    if isinstance(a, list) and a and hasattr(a[0], "get_fields_and_field_types"):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    return bool(np.array_equal(np.asarray(a), np.asarray(b)))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_answer_bytes_read_as_the_message_convert_builds(seed):
+    from builtin_interfaces.msg import Time
+    from std_msgs.msg import Header
+
+    from dposer_msgs.msg import SmplxPoseArray
+    from dposer_ros.ros import convert
+    from dposer_ros.ros.core import PersonResult
+
+    rng = np.random.default_rng(seed)
+    for _ in range(40):
+        people = []
+        for _ in range(int(rng.integers(0, 4))):
+            failed = bool(rng.random() < 0.2)
+            people.append(PersonResult(
+                "p" * int(rng.integers(0, 9)), rng.standard_normal((55, 3)), rng.standard_normal(3),
+                np.zeros((0, 3)) if failed else rng.standard_normal((55, 3)), rng.random(4).astype(np.float32),
+                rng.random(4) < 0.5, float(rng.random() * 30), "coco17", failed=failed,
+                betas=None if rng.random() < 0.3 else rng.standard_normal(10), refine_steps=int(rng.integers(0, 9))))
+        sec, nanosec, frame_id = int(rng.integers(0, 2**31 - 1)), int(rng.integers(0, 10**9)), "f" * int(rng.integers(0, 9))
+        ours = deserialize_message(cdr.pose_array(people, sec, nanosec, frame_id), SmplxPoseArray)
+        built = convert.pose_array(people, Header(stamp=Time(sec=sec, nanosec=nanosec), frame_id=frame_id))
+        assert same(ours, deserialize_message(serialize_message(built), SmplxPoseArray))  # as rclpy publishes it
+    assert not same(ours, convert.pose_array(people, Header(frame_id=frame_id + "x")))  # the comparison can fail

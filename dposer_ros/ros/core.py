@@ -900,13 +900,12 @@ class RefineCore:
         values = [refined.pose, refined.transl, refined.joints] + ([] if refined.betas is None else [refined.betas])
         finite = np.stack([torch.isfinite(v.reshape(len(chunk), -1)).all(1).numpy() for v in values]).all(0)
         ok = np.zeros(len(chunk), dtype=bool)
+        joints = refined.joints.double().numpy()
         for i, p in enumerate(chunk):
             if not finite[i]:
                 continue
-            good = p.person.confidences > CONFIDENT
-            center = np.median(p.person.points[good], axis=0)
-            reach = np.linalg.norm(refined.joints[i].double().numpy() - center, axis=-1).max()
-            ok[i] = reach <= self.settings.max_keypoint_spread_m
+            center = _median(p.person.points[p.person.confidences > CONFIDENT])  # checked finite on the way in
+            ok[i] = np.linalg.norm(joints[i] - center, axis=-1).max() <= self.settings.max_keypoint_spread_m
         return ok
 
     def _restart(self, chunk: list[_Pending]) -> None:

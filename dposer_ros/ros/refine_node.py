@@ -518,7 +518,7 @@ class RefineNodeMixin:
             self._error("transform", f"no transform to {self.get_parameter('output_frame').value!r}: {err}")
             return
         hdr = convert.header(out.frame.stamp, self._out_frame(out.frame.frame_id))
-        self.pub_poses.publish(convert.pose_array(people, hdr))
+        self.pub_poses.publish(cdr.pose_array(people, hdr.stamp.sec, hdr.stamp.nanosec, hdr.frame_id))  # its bytes
         self.core.stats.published(len(people), out.latency_ms)
         if self.hri is not None:
             self.hri.publish(people, hdr, self.core.tracked_ids())
