@@ -43,19 +43,18 @@ class _Reader:
     def align(self, size: int) -> None:
         self.pos += -(self.pos - 4) % size
 
-    def u32(self, what: str) -> int:
+    def _int(self, kind: struct.Struct, what: str) -> int:
         self.align(4)
         self._need(4, what)
-        value = _U32.unpack_from(self.data, self.pos)[0]
+        value = kind.unpack_from(self.data, self.pos)[0]
         self.pos += 4
         return value
 
+    def u32(self, what: str) -> int:
+        return self._int(_U32, what)
+
     def i32(self, what: str) -> int:
-        self.align(4)
-        self._need(4, what)
-        value = _I32.unpack_from(self.data, self.pos)[0]
-        self.pos += 4
-        return value
+        return self._int(_I32, what)
 
     def string(self, what: str) -> str:
         n = self.u32(what)
