@@ -2,8 +2,8 @@
 dposer_msgs/SmplxPoseArray written straight to them (a raw publication).
 
 rclpy turns a message into Python objects: one `geometry_msgs/Point` per keypoint, 1,330 for 10 whole-body people,
-about 1.5 ms a message on the executor's thread, which shares Python's interpreter lock with the solver. Here the
-points become one numpy view of the CDR buffer. The layout is the OMG CDR (XCDR1) encoding that the ROS 2
+about 2.6 ms a message on the executor's thread, which shares Python's interpreter lock with the solver. Here the
+points become one numpy view of the CDR buffer (0.065 ms). The layout is the OMG CDR (XCDR1) encoding that the ROS 2
 middlewares use: a 4-byte encapsulation header, then every primitive aligned to its size counted from the end of
 that header; strings as a uint32 length (with the terminating NUL) and the bytes, sequences as a uint32 count and
 the elements. Only little-endian plain CDR is read here (`NotPlainCdr` otherwise: the caller deserialises with
