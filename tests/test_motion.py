@@ -1,6 +1,7 @@
 """The motion model of hidden legs: the track's time-stamped history, the model file, and the refiner's use of it
 (a walker's hidden legs follow the motion; a person standing still is answered as without it)."""
 
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -105,6 +106,41 @@ def test_the_legs_a_track_remembers_are_its_seen_leg_keypoints():
     age = torch.tensor([0.0, 3.0, 60.0])[:, None].expand(3, fmt.num_keypoints)
     state = BodyState(torch.zeros(3, 55, 3), torch.zeros(3, 3), keypoint_memory=memory, keypoint_age=age)
     assert refiner._legs_remembered(state).tolist() == [False, True, False]
+
+
+def test_a_batch_splits_into_the_states_select_gives_each_person():
+    """`BodyState.split` (the node's per-cycle track update) holds what `select(i)` holds, history and calibration
+    included, as copies."""
+    from dposer_ros.prior.layout import DIM
+    from dposer_ros.prior.model import Normalizer
+    from dposer_ros.prior.network import ScoreNet
+    from dposer_ros.prior.sde import SubVPSDE
+
+    torch.manual_seed(0)
+    prior = PosePrior(ScoreNet(hidden=32, blocks=1, time_dim=16, groups=8), SubVPSDE(),
+                      Normalizer(torch.zeros(DIM), torch.ones(DIM))).eval()
+    fmt = get_format("h36m17")
+    refiner = FewStepRefiner(prior, fmt, RefineSettings(), motion=LegMotion(MotionNet(len(LAGS), hidden=16), LAGS, 30.0))
+    pose = 0.2 * torch.randn(3, 55, 3)
+    points = fmt.from_posed(ForwardKinematics()(pose, torch.tensor([[0.0, 0.0, 3.0]] * 3))).float()
+    conf = torch.ones(points.shape[:2])
+    conf[0, 3] = 0.0  # a hidden keypoint: a memory with NaN rows
+    state = None
+    for _ in range(3):
+        state = refiner(Observation(points, conf, fmt, interval=torch.tensor(1 / 30)), state)
+    assert state.history is not None and state.calibration is not None and state.keypoint_memory is not None
+    parts = state.split()
+    for i, part in enumerate(parts):
+        one = state.select(i)
+        for name in BodyState._PER_PERSON:
+            torch.testing.assert_close(getattr(part, name), getattr(one, name), rtol=0, atol=0, equal_nan=True)
+        for a, b in ((part.history, one.history), (part.calibration, one.calibration)):
+            for f in fields(a):
+                assert torch.equal(getattr(a, f.name), getattr(b, f.name)), f.name
+    pose, rotation = state.pose.clone(), state.history.rotation.clone()
+    parts[0].pose += 1.0
+    parts[0].history.rotation.zero_()
+    assert torch.equal(state.pose, pose) and torch.equal(state.history.rotation, rotation)  # copies, not the batch
 
 
 def test_settings_of_the_wrong_type_are_refused():

@@ -844,6 +844,7 @@ class RefineCore:
         if self.settings.learn_floor or self.settings.learn_up:  # learn what nobody told of the frames
             self._learn_scenes(chunk, refined.joints, feet)
         out = []
+        states = refined.split()
         with self._lock:
             for i, p in enumerate(chunk):
                 track = self._tracks.get(p.track_key) if p.track_key is not None else None
@@ -855,7 +856,7 @@ class RefineCore:
                     out.append(self._failed(p, fmt, ms))
                     continue
                 if track is not None:
-                    track.state, track.state_stamp_ns = refined.select(i), p.frame.stamp_ns
+                    track.state, track.state_stamp_ns = states[i], p.frame.stamp_ns
                 out.append(PersonResult(
                     person_id=p.person.person_id,
                     pose=refined.pose[i].double().numpy(),

@@ -29,6 +29,11 @@ class History:
     def select(self, i: int) -> History:
         return History(self.rotation[i : i + 1].clone(), self.transl[i : i + 1].clone(), self.age[i : i + 1].clone())
 
+    def split(self) -> list[History]:
+        """`select(i)` for every i, one copy per field."""
+        return [History(*row) for row in zip(self.rotation.clone().split(1), self.transl.clone().split(1),
+                                              self.age.clone().split(1))]
+
     @staticmethod
     def cat(items: Sequence[History]) -> History | None:
         """One batched history of several (None unless all are of one capacity)."""

@@ -89,6 +89,19 @@ class BodyState:
         history = None if self.history is None else self.history.select(i)
         return BodyState(parts.pop("pose"), parts.pop("transl"), **parts, calibration=calibration, history=history)
 
+    def split(self) -> list[BodyState]:
+        """Every person as a one-person state: the values of `select(i)` for each i, with one copy per field for the
+        whole batch instead of one per person (the node stores each answer as its track's next warm start)."""
+        batch = self.pose.shape[0]
+        parts: dict[str, Any] = {k: [None] * batch if getattr(self, k) is None else
+                                 getattr(self, k).detach().clone().split(1) for k in self._PER_PERSON}
+        calibrations: list[Any] = [None] * batch if self.calibration is None else self.calibration.split()
+        histories: list[Any] = [None] * batch if self.history is None else self.history.split()
+        return [BodyState(parts["pose"][i], parts["transl"][i], hidden_frames=parts["hidden_frames"][i],
+                          betas=parts["betas"][i], keypoint_memory=parts["keypoint_memory"][i],
+                          keypoint_age=parts["keypoint_age"][i], calibration=calibrations[i], history=histories[i])
+                for i in range(batch)]
+
     @staticmethod
     def cat(states: Sequence[BodyState]) -> BodyState:
         """One batched state of several (an optional field only when every state has it)."""
@@ -122,6 +135,11 @@ class Calibration:
 
     def select(self, i: int) -> Calibration:
         return Calibration(*(getattr(self, f.name)[i : i + 1].clone() for f in fields(self)))
+
+    def split(self) -> list[Calibration]:
+        """`select(i)` for every i, one copy per field."""
+        columns = [getattr(self, f.name).clone().split(1) for f in fields(self)]
+        return [Calibration(*row) for row in zip(*columns)]
 
     @staticmethod
     def cat(items: Sequence[Calibration]) -> Calibration:
