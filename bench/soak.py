@@ -144,8 +144,13 @@ def main() -> int:
         plan = [(f"budget off ({i + 1})" if b == 0 else f"budget {args.budget_ms:.0f} ms ({i + 1})", b, {}, False)
                 for i in range(args.rounds) for b in (0.0, args.budget_ms)]
     elif args.mode == "ab":
-        against = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", args.against], capture_output=True,
-                                 text=True, check=True).stdout.strip() if args.against else None
+        against = None
+        if args.against:
+            rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", args.against], capture_output=True,
+                                 text=True)
+            if rev.returncode:
+                ap.error(f"--against {args.against!r} is no revision of this repository: {rev.stderr.strip()}")
+            against = rev.stdout.strip()
         label = ", ".join([f"{k}={v}" for k, v in changed.items()] + ([against] if against else []))
         first = "this checkout" if args.against else "defaults"
         plan = [(f"{label if b else first} ({i + 1})", args.budget_ms, changed if b else {}, b)
