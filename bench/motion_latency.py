@@ -16,10 +16,11 @@ import torch
 from side_by_side import arguments, check_acts, report, timed_rows
 
 
-def walking_stream(fmt, persons: int, motion, floor: bool = False, legs_hidden: bool = True):
+def walking_stream(fmt, persons: int, motion, floor: bool = False, legs_hidden: bool = True,
+                   noise: float | None = None):
     """`dposer bench`'s synthetic stream with both legs hidden (`legs_hidden`), the up direction and the time step
     known, and every track's history a second of walking at 1.2 m/s up to the previous frame; with `floor`, a floor
-    under the soles."""
+    under the soles; with `noise` (metres), the sensor's noise told (the keypoint filter)."""
     from dposer_ros.backends.bench import synthetic_stream
     from dposer_ros.body import ForwardKinematics
     from dposer_ros.body.skeleton import smplx_neutral
@@ -42,11 +43,18 @@ def walking_stream(fmt, persons: int, motion, floor: bool = False, legs_hidden: 
         history = history.aged(torch.full((persons,), 1 / 30))
         history = history.remember(roma.rotvec_to_rotmat(previous.pose), previous.transl - 1.2 * i / 30 * forward, 1 / motion.fps)
     previous.history = history
+    if noise is not None:  # the sensor's noise told, and the tracks' keypoint filters warm from the walk's last frames
+        from dposer_ros.solvers.keypoint_filter import filter_keypoints
+
+        obs.noise = torch.full((persons,), noise)
+        for i in range(5, 0, -1):
+            _, previous.keypoint_filter = filter_keypoints(previous.keypoint_filter, obs.points - 1.2 * i / 30 * forward[:, None],
+                                                           obs.confidence.clamp(max=1.0), obs.interval, obs.noise, 3.0, 0.5)
     return obs, previous
 
 
 def walking_rows(args, label: str, variants: dict[str, tuple[dict, bool]], what: str | None = None,
-                 floor: bool = False, others=None, legs_hidden: bool = True) -> list[dict]:
+                 floor: bool = False, others=None, legs_hidden: bool = True, noise: float | None = None) -> list[dict]:
     """Timed rows of refiner variants (name -> (RefineSettings overrides, with the shipped motion model)) on the
     walking stream of every format and batch size of `args`; with `what`, first check the "on" variant acts.
     `others(format name, obs, previous)`: more variants (name -> a callable of obs and previous) timed with them."""
@@ -61,7 +69,7 @@ def walking_rows(args, label: str, variants: dict[str, tuple[dict, bool]], what:
     for name in args.formats.split(","):
         fmt = get_format(name)
         for persons in (int(p) for p in args.persons.split(",")):
-            obs, previous = walking_stream(fmt, persons, motion, floor, legs_hidden)
+            obs, previous = walking_stream(fmt, persons, motion, floor, legs_hidden, noise)
             refiners = {variant: FewStepRefiner(prior, fmt, RefineSettings(**overrides), motion=motion if use else None)
                         for variant, (overrides, use) in variants.items()}
             if what is not None:

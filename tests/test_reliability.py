@@ -468,6 +468,30 @@ def test_floor_height_reaches_the_solver_where_the_up_direction_is_known(prior, 
         assert seen[-1][0] == pytest.approx(expected) if expected is not None else math.isnan(seen[-1][0])
 
 
+def test_keypoint_noise_reaches_the_solver_and_tracks_keep_their_filter(prior, monkeypatch):
+    """`keypoint_noise_cm` (NaN: unknown, the default) is told to the solver in metres, and a track carries its
+    keypoints' filter to its next frame; a negative or infinite noise is refused."""
+    spec = BY_NAME["keypoint_noise_cm"]
+    assert check_value(spec, 2.0) is None and check_value(spec, float("nan")) is None
+    assert "non-negative" in check_value(spec, -1.0) and "non-negative" in check_value(spec, float("inf"))
+    seen = []
+    original = FewStepRefiner.__call__
+
+    def spy(self, obs, init=None):
+        seen.append((None if obs.noise is None else obs.noise.tolist(), init is not None and init.keypoint_filter is not None))
+        return original(self, obs, init)
+
+    monkeypatch.setattr(FewStepRefiner, "__call__", spy)
+    pts = keypoints(4)
+    for noise, told in ((math.nan, None), (2.0, 0.02)):
+        c = make_core(prior, keypoint_noise_cm=noise)
+        for stamp in (1.0, 1.1):
+            c.submit(frame([core.PersonInput("U", pts, np.ones(K))], stamp, "base_link"))
+            assert_sane(drain(c), pts)
+        assert seen[-1][0] == (None if told is None else pytest.approx([told]))
+        assert seen[-1][1] == (told is not None)  # the second frame's warm start holds the filter
+
+
 def test_a_track_remembers_its_keypoints_between_messages(prior, monkeypatch):
     """The node's tracks carry the keypoint memory (`keypoint_hold_weight`): a keypoint hidden in the next message
     is held where the track last saw it; with the weight 0 nothing is remembered."""

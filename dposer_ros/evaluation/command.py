@@ -47,7 +47,7 @@ def run_eval(args: argparse.Namespace) -> int:
     start = time.time()
     result = evaluate(factories, corruptions, clips, seed=args.seed, progress=not args.quiet)
     extra = {
-        "command": " ".join(sys.argv),
+        "command": " ".join(["dposer", *sys.argv[1:]]),  # as `dposer`, however it was started
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
         "prior": {"path": str(args.prior), "sha256": prior.meta.get("sha256"), "steps": prior.meta.get("steps")},
         "methods_failed_to_build": errors,

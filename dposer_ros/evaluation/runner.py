@@ -97,10 +97,12 @@ class EvalResult:
 
 
 def run_stream(solver: Solver, fmt: KeypointFormat, data: Corrupted, up: tuple[float, float, float] | None = None,
-               floor: float | None = None, fps: float = 30.0) -> tuple[list[Refined], list[float]]:
+               floor: float | None = None, fps: float = 30.0,
+               noise: float | None = None) -> tuple[list[Refined], list[float]]:
     """Refine a corrupted stream frame by frame (warm-started; `up`: the frame's up direction where known, `floor`
-    the floor's height along it; `fps` the clip's frame rate, which with `data.frames` gives each frame's interval);
-    -> one `Refined` per frame, per-frame seconds."""
+    the floor's height along it; `fps` the clip's frame rate, which with `data.frames` gives each frame's interval;
+    `noise` the sensor's stated keypoint noise in metres, None: not told) -> one `Refined` per frame, per-frame
+    seconds."""
     state: BodyState | None = None
     outs, seconds = [], []
     up_t = None if up is None else torch.tensor(up, dtype=torch.float32)
@@ -108,7 +110,7 @@ def run_stream(solver: Solver, fmt: KeypointFormat, data: Corrupted, up: tuple[f
     for i in range(data.points.shape[0]):
         interval = None if i == 0 else torch.tensor(float(data.frames[i] - data.frames[i - 1]) / fps)
         obs = Observation(data.points[i : i + 1].clone(), data.confidence[i : i + 1].clone(), fmt, up_t, floor_t,
-                          interval)
+                          interval, None if noise is None else torch.tensor(noise))
         start = time.perf_counter()
         out = solver(obs, state)
         seconds.append(time.perf_counter() - start)
@@ -135,8 +137,10 @@ def _input_stats(truth: torch.Tensor, data: Corrupted) -> dict:
 
 
 def evaluate(methods: dict[str, MethodFactory], corruptions: Iterable[Corruption] | dict[str, Corruption],
-             clips: list[Clip], seed: int = 0, progress: bool = True, keep_streams: bool = False) -> EvalResult:
-    """Run every method on every corruption of its clips (see the module docstring)."""
+             clips: list[Clip], seed: int = 0, progress: bool = True, keep_streams: bool = False,
+             tell_noise: bool = True) -> EvalResult:
+    """Run every method on every corruption of its clips (see the module docstring); `tell_noise`: each stream
+    tells its solvers the sensor's stated noise (`Corruption.stated_noise_m`: the keypoint filter)."""
     corruptions = list(corruptions.values() if isinstance(corruptions, dict) else corruptions)
     fk = ForwardKinematics()
     solvers: dict[tuple[str, str], Solver | Exception] = {}
@@ -174,7 +178,8 @@ def evaluate(methods: dict[str, MethodFactory], corruptions: Iterable[Corruption
                     row.error = f"could not build for format {fmt.name}: {_describe(solver)}"
                     continue
                 try:
-                    outs, seconds = run_stream(solver, fmt, data, clip.up, clip.floor, cor.fps)
+                    outs, seconds = run_stream(solver, fmt, data, clip.up, clip.floor, cor.fps,
+                                               cor.stated_noise_m if tell_noise else None)
                 except Exception as err:
                     row.error = f"failed on clip {clip.name}: {_describe(err)}"
                     continue

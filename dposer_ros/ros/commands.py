@@ -42,6 +42,9 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rate", default="realtime", help="realtime (default), lockstep, or a speed factor such as 2")
     p.add_argument("--floor-height", type=float, default=None,
                    help="the node's floor_height (default: the take's capture ground where it is known; nan: unknown)")
+    p.add_argument("--keypoint-noise-cm", type=float, default=None,
+                   help="the node's keypoint_noise_cm (default: the noise the corruption states, as a user configures "
+                        "the node for a sensor; nan: unknown, no keypoint filter)")
     p.add_argument("--out", type=Path, default=Path("out"), help="folder for the demo's picture")
     p.add_argument("--quiet", action="store_true", help="print the summary only, not every frame")
     p.add_argument("--retarget", action="store_true",
@@ -203,6 +206,16 @@ def run_demo(args) -> int:
     if floor is not None and math.isfinite(floor):  # the stream's z is the capture's up: its ground stays at height
         params["floor_height"] = float(floor)
     print(f"floor_height: {params.get('floor_height', 'unknown')}")
+    from ..replay.takes import get_corruption
+
+    noise_cm = 100.0 * get_corruption(args.corruption).stated_noise_m if args.keypoint_noise_cm is None \
+        else args.keypoint_noise_cm
+    if noise_cm < 0 or math.isinf(noise_cm):
+        print(f"--keypoint-noise-cm must be a non-negative noise in cm (nan: unknown), got {noise_cm}", file=sys.stderr)
+        return 2
+    if math.isfinite(noise_cm):
+        params["keypoint_noise_cm"] = float(noise_cm)
+    print(f"keypoint_noise_cm: {params.get('keypoint_noise_cm', 'unknown')}")
     node = NodeProcess(params, log_path, domain, localhost_only=False)
     ctx = rclpy.Context()
     rclpy.init(context=ctx, domain_id=domain)

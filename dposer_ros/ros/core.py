@@ -228,11 +228,11 @@ SOLVER_FIELDS = ("steps", "t_max", "t_min", "prior_weight", "hand_prior_weight",
                  "hold_weight", "hold_decay", "weak_hold_weight", "keypoint_hold_weight", "hand_keypoint_hold_weight",
                  "hidden_prior_weight", "pelvis_tilt_weight", "pelvis_tilt_min_height", "floor_contact_weight",
                  "calibrate_shape", "calibrate_offsets", "motion_legs", "motion_min_speed",
-                 "motion_min_vertical_speed")
+                 "motion_min_vertical_speed", "keypoint_motion_psd")
 # node parameters of the core (tracks, checks, bounded work)
 CORE_FIELDS = ("person_timeout", "max_batch", "max_coordinate_m", "max_bone_ratio", "max_keypoint_spread_m",
                "max_people", "max_points", "latency_budget_ms", "flood_replaced", "up_vector", "floor_height", "learn_floor",
-               "learn_up")
+               "learn_up", "keypoint_noise_cm")
 TORSO_TOP = smplx_neutral().index("neck")  # the torso direction: pelvis -> neck
 OPTICAL_SUFFIXES = ("_optical_frame", "_optical")  # REP 103 camera optical frames: z forward, y down, up unknown
 # a cycle (solver, then building and publishing its answers) may fill this share of the frame interval of its
@@ -267,6 +267,7 @@ class CoreSettings:
     motion_legs: bool = _SOLVER.motion_legs
     motion_min_speed: float = _SOLVER.motion_min_speed
     motion_min_vertical_speed: float = _SOLVER.motion_min_vertical_speed
+    keypoint_motion_psd: float = _SOLVER.keypoint_motion_psd
     person_timeout: float = 1.0
     max_batch: int = 16
     max_coordinate_m: float = 20.0
@@ -282,6 +283,8 @@ class CoreSettings:
     floor_height: float = math.nan  # the floor's height along up_vector in the input frames (metres); NaN: unknown
     learn_floor: bool = True  # where floor_height is NaN: learn each frame's floor from the seen feet of answers
     learn_up: bool = True  # where the up direction is unknown: learn it as the plane the seen feet stand on
+    keypoint_noise_cm: float = math.nan  # the sensor's keypoint noise (cm per axis at confidence 1): each track's
+    # keypoints are Kalman-filtered (solvers/keypoint_filter.py); NaN: unknown, no filter
 
     def up_of(self, frame_id: str) -> np.ndarray:
         """The up direction of an input frame for the prior; zero (unknown) for a camera optical frame."""
@@ -806,7 +809,8 @@ class RefineCore:
         conf_np = np.stack([p.person.confidences for p in chunk]).astype(np.float32)
         up = torch.from_numpy(np.stack([self.up_of(p.frame.frame_id) for p in chunk]).astype(np.float32))
         floor = torch.tensor([self.floor_of(p.frame.frame_id) for p in chunk], dtype=torch.float32)
-        obs = Observation(points, torch.from_numpy(conf_np.copy()), fmt, up, floor, self._intervals(chunk))
+        noise = None if math.isnan(self.settings.keypoint_noise_cm) else torch.tensor(self.settings.keypoint_noise_cm / 100)
+        obs = Observation(points, torch.from_numpy(conf_np.copy()), fmt, up, floor, self._intervals(chunk), noise)
         t0 = time.perf_counter()
         try:
             refined = self.solver(fmt, settings, obs, init)

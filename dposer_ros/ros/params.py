@@ -95,6 +95,16 @@ def build_parameters(solver: RefineSettings = RefineSettings()) -> tuple[ParamSp
                   range=(0.0, 10.0)),
         ParamSpec("hand_keypoint_hold_weight", solver.hand_keypoint_hold_weight,
                   "The same for the keypoints of the hands.", range=(0.0, 10.0)),
+        ParamSpec("keypoint_noise_cm", node.keypoint_noise_cm,
+                  "The keypoint noise of the sensor (cm, standard deviation per axis at detector confidence 1; a "
+                  "keypoint of confidence c counts as noise^2 / c): each track's keypoints then go through a "
+                  "constant-velocity Kalman filter, the solver fits the filtered places and holds a hidden keypoint "
+                  "where its velocity carried it. NaN: unknown, no filter. About 2 for a camera pose lifter, 5-10 "
+                  "for radar.", constraints="a non-negative number of cm, or NaN: unknown"),
+        ParamSpec("keypoint_motion_psd", solver.keypoint_motion_psd,
+                  "How fast a keypoint may change its velocity, for that filter: the spectral density of its "
+                  "white-noise acceleration [m^2/s^3]. Larger follows fast motion sooner and smooths less.",
+                  range=(0.01, 1.0e3)),
         ParamSpec("hidden_prior_weight", solver.hidden_prior_weight,
                   "The prior's pull on a joint no keypoint sees is this many times stronger (it has nothing else).",
                   range=(0.0, 1.0e3)),
@@ -253,6 +263,8 @@ def check_value(spec: ParamSpec, value: Any) -> str | None:
         return f"{spec.name} must be one of {', '.join(spec.choices)}, got {value!r}"
     if spec.range is not None and not (spec.range[0] <= value <= spec.range[1]):
         return f"{spec.name} must lie in [{spec.range[0]}, {spec.range[1]}], got {value!r}"
+    if spec.name == "keypoint_noise_cm" and (math.isinf(value) or value < 0):
+        return f"keypoint_noise_cm must be a non-negative noise in cm (NaN: unknown), got {value!r}"
     if spec.name == "floor_height" and math.isinf(value):
         return f"floor_height must be a finite height in metres (NaN: unknown), got {value!r}"
     if spec.name == "up_vector" and (len(value) != 3 or not all(math.isfinite(v) for v in value)):

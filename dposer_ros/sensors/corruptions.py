@@ -172,6 +172,12 @@ class Corruption:
         return resolve_format(self.format_name)
 
     @property
+    def stated_noise_m(self) -> float:
+        """The noise the sensor states (metres per axis): the middle of `noise_cm`, as a user would configure the
+        node for it (`keypoint_noise_cm`); each clip draws its own level."""
+        return 0.005 * (self.noise_cm[0] + self.noise_cm[1])
+
+    @property
     def rate_hz(self) -> float:
         return self.fps / self.stride
 

@@ -27,6 +27,7 @@ instead of the prior's denoised pose (`motion_legs`).
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, fields
 from typing import cast
 
@@ -49,6 +50,7 @@ from .calibration import calibrate, empty_calibration
 from .gauss_newton import Pull, gauss_newton_step
 from .history import History, at_lags
 from .history import capacity as history_capacity
+from .keypoint_filter import KeypointFilter, filter_keypoints
 from .types import BodyState, Observation, Refined
 from .upright import Upright
 
@@ -121,6 +123,11 @@ class RefineSettings:
     keypoint_hold_weight: float = 0.2  # a hidden keypoint is held where it was last seen, as an observation of this
     # confidence times hold_decay^(frames hidden - 1) (0: no memory): feet stand still while the joints above them turn
     hand_keypoint_hold_weight: float = 1.0  # ... and a hidden hand keypoint (fingers move little in a frame or two)
+    keypoint_filter: bool = True  # where the observation tells the sensor's noise (`Observation.noise`), each track's
+    # keypoints go through a Kalman filter (solvers/keypoint_filter.py): the data term fits the filtered places, and
+    # the keypoint memory holds a hidden keypoint at its last filtered place
+    keypoint_motion_psd: float = 3.0  # ... the keypoints' white-noise acceleration, spectral density (m^2/s^3)
+    keypoint_velocity_s: float = 0.5  # ... and how long a keypoint keeps its velocity (s)
     floor_contact_weight: float = 0.3  # a person standing upright (as for the tilt pull, with
     # `floor_contact_min_height`) with legs no keypoint sees stands on a known floor: the shape calibration lengthens
     # or shortens the legs so that the lower foot joint is SOLE_HEIGHT above it (solvers/calibration.py; 0: off;
@@ -334,6 +341,7 @@ class FewStepRefiner:
     def __call__(self, obs: Observation, init: BodyState | None = None) -> Refined:
         s = self.settings
         batch = obs.points.shape[0]
+        obs, kfilter = self._filtered(obs, init)
         gen = torch.Generator().manual_seed(s.seed)
         schedule = self.schedule.timesteps(s.steps, gen).tolist()
         calib = init.calibration if init is not None and init.calibration is not None else None
@@ -405,9 +413,23 @@ class FewStepRefiner:
             history = history.remember(local, transl, 1.0 / cast(LegMotion, self.motion).fps)
         return Refined(pose, transl, posed.joints, observed, completed, network_evals=evals, hidden_frames=hidden,
                        betas=betas, keypoint_memory=memory, keypoint_age=age, calibration=calib, rest_joints=rest,
-                       keypoint_offsets=used_offsets, history=history)
+                       keypoint_offsets=used_offsets, history=history, keypoint_filter=kfilter)
 
     evals_per_step = 1
+
+    def _filtered(self, obs: Observation, init: BodyState | None) -> tuple[Observation, KeypointFilter | None]:
+        """The observation with its seen keypoints through each track's Kalman filter, and the filter's next state
+        (None without `keypoint_filter` or where the observation does not tell the sensor's noise)."""
+        if not self.settings.keypoint_filter or obs.noise is None:
+            return obs, None
+        interval = self._elapsed(obs)[:, 0] / self.settings.hold_rate_hz
+        state = None if init is None else init.keypoint_filter
+        sure = (obs.confidence / self.kp_weight).clamp(0, 1)  # the detector's confidence (the format's weight out)
+        points, state = filter_keypoints(state, obs.points, sure, interval, torch.nan_to_num(obs.noise, nan=0.0),
+                                         self.settings.keypoint_motion_psd, self.settings.keypoint_velocity_s)
+        obs = copy.copy(obs)  # (not dataclasses.replace: the checks, which scale the confidences, ran once)
+        obs.points = points
+        return obs, state
 
     def _prior_factor(self, obs: Observation, seen: torch.Tensor, by_data: torch.Tensor, faded: torch.Tensor,
                       warm: bool, calibrated_frames: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,7 @@ import torch
 
 from ..keypoints import KeypointFormat
 from .history import History
+from .keypoint_filter import KeypointFilter
 
 
 @dataclass
@@ -25,6 +26,9 @@ class Observation:
     up: torch.Tensor | None = None  # (B, 3) or (3,) direction (normalised here); None or a zero row: unknown
     floor: torch.Tensor | None = None  # (B,) or () metres along the unit up; None or NaN: unknown (so where up is)
     interval: torch.Tensor | None = None  # (B,) or () seconds since the person's previous frame; None or NaN: unknown
+    # (B,) or () metres: the sensor's keypoint noise (standard deviation per axis at detector confidence 1); None: not
+    # told (no keypoint filter, solvers/keypoint_filter.py), NaN: unknown for that person
+    noise: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         k = self.format.num_keypoints
@@ -58,6 +62,11 @@ class Observation:
             if (interval <= 0).any() or torch.isinf(interval).any():
                 raise ValueError(f"interval must be positive finite seconds (NaN: unknown), got {interval.tolist()}")
             self.interval = interval
+        if self.noise is not None:
+            noise = torch.as_tensor(self.noise, dtype=torch.float32).expand(self.points.shape[0]).clone()
+            if (noise < 0).any() or torch.isinf(noise).any():
+                raise ValueError(f"noise must be non-negative finite metres (NaN: unknown), got {noise.tolist()}")
+            self.noise = noise
         self.confidence = conf * usable * torch.tensor(self.format.weights, dtype=torch.float32)
 
 
@@ -78,6 +87,8 @@ class BodyState:
     keypoint_age: torch.Tensor | None = field(default=None, kw_only=True)
     history: History | None = field(default=None, kw_only=True)  # the track's recent answers (solvers/history.py;
     # kept for a refiner with a motion model)
+    keypoint_filter: KeypointFilter | None = field(default=None, kw_only=True)  # its keypoints' Kalman filter
+    # (solvers/keypoint_filter.py; kept where the sensor's noise is told)
 
     _PER_PERSON = ("pose", "transl", "hidden_frames", "betas", "keypoint_memory", "keypoint_age")
 
@@ -87,7 +98,9 @@ class BodyState:
                                  for k in self._PER_PERSON}
         calibration = None if self.calibration is None else self.calibration.select(i)
         history = None if self.history is None else self.history.select(i)
-        return BodyState(parts.pop("pose"), parts.pop("transl"), **parts, calibration=calibration, history=history)
+        kfilter = None if self.keypoint_filter is None else self.keypoint_filter.select(i)
+        return BodyState(parts.pop("pose"), parts.pop("transl"), **parts, calibration=calibration, history=history,
+                         keypoint_filter=kfilter)
 
     def split(self) -> list[BodyState]:
         """Every person as a one-person state: the values of `select(i)` for each i, with one copy per field for the
@@ -97,9 +110,11 @@ class BodyState:
                                  getattr(self, k).detach().clone().split(1) for k in self._PER_PERSON}
         calibrations: list[Any] = [None] * batch if self.calibration is None else self.calibration.split()
         histories: list[Any] = [None] * batch if self.history is None else self.history.split()
+        filters: list[Any] = [None] * batch if self.keypoint_filter is None else self.keypoint_filter.split()
         return [BodyState(parts["pose"][i], parts["transl"][i], hidden_frames=parts["hidden_frames"][i],
                           betas=parts["betas"][i], keypoint_memory=parts["keypoint_memory"][i],
-                          keypoint_age=parts["keypoint_age"][i], calibration=calibrations[i], history=histories[i])
+                          keypoint_age=parts["keypoint_age"][i], calibration=calibrations[i], history=histories[i],
+                          keypoint_filter=filters[i])
                 for i in range(batch)]
 
     @staticmethod
@@ -112,11 +127,13 @@ class BodyState:
             return torch.cat(values)
         calibrations = [s.calibration for s in states if s.calibration is not None]
         histories = [s.history for s in states if s.history is not None]
+        filters = [s.keypoint_filter for s in states if s.keypoint_filter is not None]
         same = len(calibrations) == len(states) and all(c.offsets.shape[1:] == calibrations[0].offsets.shape[1:] for c in calibrations)
         return BodyState(joined("pose"), joined("transl"), hidden_frames=joined("hidden_frames"),
                          betas=joined("betas"), keypoint_memory=joined("keypoint_memory"),
                          keypoint_age=joined("keypoint_age"), calibration=Calibration.cat(calibrations) if same else None,
-                         history=History.cat(histories) if len(histories) == len(states) else None)
+                         history=History.cat(histories) if len(histories) == len(states) else None,
+                         keypoint_filter=KeypointFilter.cat(filters) if len(filters) == len(states) else None)
 
 
 @dataclass
