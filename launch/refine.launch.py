@@ -2,6 +2,7 @@
 
     ros2 launch dposer_ros refine.launch.py
     ros2 launch dposer_ros refine.launch.py format:=coco_wholebody133 steps:=2 keypoints_topic:=/camera/keypoints
+    ros2 launch dposer_ros refine.launch.py format:=h36m17 keypoint_noise_cm:=2.0   # a camera lifter's 2 cm noise
     ros2 launch dposer_ros refine.launch.py input_type:=marker_array keypoints_topic:=/body_tracking_data
     ros2 launch dposer_ros refine.launch.py lifecycle:=true                 # managed node, configured + activated
     ros2 launch dposer_ros refine.launch.py lifecycle:=true autostart:=false  # ... left unconfigured for a manager
@@ -36,6 +37,8 @@ PARAMETER_ARGUMENTS = {
     "prior_weight": ("prior_weight", float, "strength of the prior's pull on the body"),
     "hand_prior_weight": ("hand_prior_weight", float, "strength of the prior's pull on the fingers"),
     "sigma_cm": ("sigma_cm", float, "robust scale of keypoint residuals [cm], about the sensor's noise"),
+    "keypoint_noise_cm": ("keypoint_noise_cm", float, "the sensor's keypoint noise [cm per axis] (empty: the parameters "
+                          "file's, unknown by default): each track's keypoints are then Kalman-filtered"),
     "person_timeout": ("person_timeout", float, "seconds before an unseen person's track is dropped"),
     "fixed_frame": ("fixed_frame", str, "frame fixed in the world to track people in, e.g. odom for a camera on a "
                     "moving robot (empty: each message's own frame)"),

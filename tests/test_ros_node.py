@@ -380,6 +380,7 @@ def test_malformed_input_is_dropped_counted_and_the_node_keeps_serving(client, n
         assert key in values, key
     assert values["backend"].startswith("torch") and int(values["active_tracks"]) >= 2
     assert values["motion_model"].endswith("motion.pt")
+    assert values["keypoint_filter"].startswith("off")  # keypoint_noise_cm unknown by default
     assert status.name.startswith("dposer_ros")
     assert "malformed" in node_process[1].read_text()  # logged (throttled)
 

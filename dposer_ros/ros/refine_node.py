@@ -28,6 +28,7 @@ Run: `refine_node --ros-args --params-file config/refine.yaml -p input_format:=c
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import sys
@@ -610,6 +611,8 @@ class RefineNodeMixin:
             **{f"up_learnt.{frame}": np.round(up, 3).tolist() for frame, (up, _) in self.core.learnt_scenes().items()
                if up is not None},
             **{f: getattr(s, f) for f in SOLVER_FIELDS},
+            "keypoint_filter": "off (keypoint_noise_cm unknown)" if math.isnan(s.keypoint_noise_cm) else
+                               f"on, noise {s.keypoint_noise_cm:g} cm",
         }
         self.pub_diag.publish(convert.diagnostic_array(
             self.get_clock().now().to_msg(), snap, name=f"dposer_ros: {self.get_fully_qualified_name()}",
