@@ -241,6 +241,7 @@ OPTICAL_SUFFIXES = ("_optical_frame", "_optical")  # REP 103 camera optical fram
 FRAME_SHARE = 0.8
 LEARNT_SCENES = 16  # input frames whose floor and up direction are learnt at once (a robot has a few cameras)
 OVERHEAD_CYCLES = 32  # cycles whose cost beyond the solver is remembered (their median is used)
+COST_CALLS = 8  # solver calls whose cost per person and step is remembered (their median is used)
 
 
 @dataclass
@@ -452,7 +453,9 @@ class RefineCore:
         self._lock = threading.Lock()
         self._pending: OrderedDict[str, _Pending] = OrderedDict()
         self._tracks: dict[str, Track] = {}
-        self._cost: dict[tuple[str, bool], float] = {}  # ms per person and prior step, by (format, warm start)
+        # ms per person and prior step of the last solver calls, by (format, warm start); their median counts: one
+        # slow call (a first call's warm-up, a pause of the machine) must not cost the next batches their steps
+        self._cost: dict[tuple[str, bool], deque[float]] = {}
         # ms per person the last cycles spent beyond the solver (their median counts: a one-off cost, such as a new
         # body's URDF, must not starve the next cycles of steps)
         self._overhead: dict[tuple[str, bool], deque[float]] = {}
@@ -777,9 +780,10 @@ class RefineCore:
         between two frames of its most frequent person (a stream faster than the refinement gets fewer steps, not
         dropped frames), the cycle's measured cost beyond the solver included."""
         budget, full = self.settings.latency_budget_ms, self.settings.steps
-        cost = self._cost.get(group)
-        if budget <= 0 or cost is None:
+        costs = self._cost.get(group)
+        if budget <= 0 or not costs:
             return None
+        cost = float(_median(np.fromiter(costs, float)))
         left = budget - (now - min(p.frame.received for p, _ in chunk)) * 1000.0
         periods = [t.period for p, _ in chunk if p.track_key is not None
                    and (t := self._tracks.get(p.track_key)) is not None and t.period is not None]
@@ -826,7 +830,7 @@ class RefineCore:
         self.stats.steps(used, self.settings.steps, len(chunk))
         group = (fmt.name, init is not None)
         unit = ms / (len(chunk) * used)
-        self._cost[group] = unit if group not in self._cost else 0.8 * self._cost[group] + 0.2 * unit
+        self._cost.setdefault(group, deque(maxlen=COST_CALLS)).append(unit)
         kp_part = _keypoint_parts(fmt.name)  # (K, 4) one-hot
         conf = np.clip(conf_np, 0, 1)
         confident = conf > CONFIDENT
