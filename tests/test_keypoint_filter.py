@@ -97,7 +97,7 @@ def test_observation_noise_is_checked():
     conf = torch.ones(2, fmt.num_keypoints)
     assert Observation(pts, conf, fmt, noise=torch.tensor(0.02)).noise.shape == (2,)
     assert math.isnan(float(Observation(pts, conf, fmt, noise=torch.tensor([0.02, float("nan")])).noise[1]))
-    for bad in (-0.01, float("inf")):
+    for bad in (-0.01, float("inf"), 1e20):
         with pytest.raises(ValueError, match="noise"):
             Observation(pts, conf, fmt, noise=torch.tensor(bad))
 
@@ -140,3 +140,11 @@ def test_the_refiner_filters_where_the_noise_is_told(prior):  # noqa: F811 (the 
     assert told < 0.9 * untold
     seen = conf[-1, 0] > 0.1  # the memory keeps the filtered places: a keypoint hidden next is held there
     assert torch.equal(state.keypoint_memory[0, seen], state.keypoint_filter.position[0, seen])
+
+
+@pytest.mark.parametrize("value", ["-1", "inf", "1e30"])
+def test_the_demo_refuses_a_bad_keypoint_noise_before_it_starts(value, capsys):
+    from dposer_ros.cli import main
+
+    assert main(["demo", "--keypoint-noise-cm", value]) == 2
+    assert "--keypoint-noise-cm" in capsys.readouterr().err

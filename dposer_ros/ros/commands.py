@@ -181,6 +181,12 @@ def run_demo(args) -> int:
         print(f"dposer demo: no prior at {model}. Train one (`dposer train --config config/train/cpu.yaml`) and copy "
               "runs/prior_cpu/prior.pt to models/dposer_cpu/prior.pt, or pass --model PATH.", file=sys.stderr)
         return 2
+    from .params import BY_NAME, check_value
+
+    problem = None if args.keypoint_noise_cm is None else check_value(BY_NAME["keypoint_noise_cm"], args.keypoint_noise_cm)
+    if problem is not None:
+        print(f"dposer demo: --keypoint-noise-cm: {problem}", file=sys.stderr)
+        return 2
     stream = _load_stream(args)
     print(f"take {stream.take.name} ({stream.take.split} split, {len(stream.take)} frames), corruption "
           f"{stream.corruption}: {stream.format_name} at {stream.rate_hz:.0f} Hz, {len(stream.frames)} frames")
@@ -210,9 +216,6 @@ def run_demo(args) -> int:
 
     noise_cm = 100.0 * get_corruption(args.corruption).stated_noise_m if args.keypoint_noise_cm is None \
         else args.keypoint_noise_cm
-    if noise_cm < 0 or math.isinf(noise_cm):
-        print(f"--keypoint-noise-cm must be a non-negative noise in cm (nan: unknown), got {noise_cm}", file=sys.stderr)
-        return 2
     if math.isfinite(noise_cm):
         params["keypoint_noise_cm"] = float(noise_cm)
     print(f"keypoint_noise_cm: {params.get('keypoint_noise_cm', 'unknown')}")

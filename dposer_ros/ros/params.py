@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from ..solvers.refine import RefineSettings
+from ..solvers.types import MAX_NOISE_M
 from .core import CoreSettings
 
 INPUT_TYPES = ("keypoints_array", "marker_array", "pointcloud2", "zed_objects", "yolo_detections")
@@ -263,8 +264,8 @@ def check_value(spec: ParamSpec, value: Any) -> str | None:
         return f"{spec.name} must be one of {', '.join(spec.choices)}, got {value!r}"
     if spec.range is not None and not (spec.range[0] <= value <= spec.range[1]):
         return f"{spec.name} must lie in [{spec.range[0]}, {spec.range[1]}], got {value!r}"
-    if spec.name == "keypoint_noise_cm" and (math.isinf(value) or value < 0):
-        return f"keypoint_noise_cm must be a non-negative noise in cm (NaN: unknown), got {value!r}"
+    if spec.name == "keypoint_noise_cm" and not (math.isnan(value) or 0 <= value <= 100 * MAX_NOISE_M):
+        return f"keypoint_noise_cm must be a non-negative noise in cm, at most {100 * MAX_NOISE_M:g} (NaN: unknown), got {value!r}"
     if spec.name == "floor_height" and math.isinf(value):
         return f"floor_height must be a finite height in metres (NaN: unknown), got {value!r}"
     if spec.name == "up_vector" and (len(value) != 3 or not all(math.isfinite(v) for v in value)):

@@ -12,6 +12,8 @@ from ..keypoints import KeypointFormat
 from .history import History
 from .keypoint_filter import KeypointFilter
 
+MAX_NOISE_M = 10.0  # a stated keypoint noise beyond this is a unit mistake (its square would overflow float32 at 1e19)
+
 
 @dataclass
 class Observation:
@@ -64,8 +66,8 @@ class Observation:
             self.interval = interval
         if self.noise is not None:
             noise = torch.as_tensor(self.noise, dtype=torch.float32).expand(self.points.shape[0]).clone()
-            if (noise < 0).any() or torch.isinf(noise).any():
-                raise ValueError(f"noise must be non-negative finite metres (NaN: unknown), got {noise.tolist()}")
+            if (noise < 0).any() or (noise > MAX_NOISE_M).any():  # (NaN compares False: unknown)
+                raise ValueError(f"noise must lie in [0, {MAX_NOISE_M}] metres (NaN: unknown), got {noise.tolist()}")
             self.noise = noise
         self.confidence = conf * usable * torch.tensor(self.format.weights, dtype=torch.float32)
 
