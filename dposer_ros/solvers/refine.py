@@ -19,6 +19,8 @@ the up direction is pulled towards the training data's mean (`pelvis_tilt_weight
 alike).
 A hidden keypoint the track has seen is an observation at its last seen place (`keypoint_hold_weight`); the holds
 fade with the time the person has been hidden (`hold_decay` per 1/`hold_rate_hz` s, `Observation.interval`).
+Where the observation tells the sensor's noise (`Observation.noise`), the keypoints first go through the track's
+Kalman filter (`solvers.keypoint_filter`): the fit and the memory use the filtered places.
 The prior is queried mirror-symmetrically (`prior.symmetric`), and keypoints come through the track's calibrated
 body shape and keypoint offsets (`solvers.calibration`). With a motion model (`prior.motion`), the hidden legs of a
 moving person are pulled towards the model's answer from the track's last second of answers (`solvers.history`)
