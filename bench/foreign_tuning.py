@@ -7,7 +7,8 @@ motion model of hidden legs that `few_step` uses, else the shipped one; the spli
 foreign corruptions (config/eval/corruptions_foreign.yaml), the clips (`clips` body clips; `hand_clips` windows of the
 two-hand takes for the hand corruptions, default 4; `takes`: body clips only from takes whose id holds one of these
 strings), and the variants: name -> {method, settings}
-(a method of `dposer eval` and RefineSettings overrides). Every variant streams the same clips. Written beside the
+(a method of `dposer eval` and RefineSettings overrides; optional `engine`: {backend, int8} of `select_engine` for
+the prior's network, default the torch checkpoint itself). Every variant streams the same clips. Written beside the
 config: results.json (every metric of every variant and corruption) and results.md (primary error per corruption:
 hidden keypoints under occlusion, all keypoints otherwise; score = mean of the ratios to the first variant). An
 experiment that already has results is never overwritten: make a new folder.
@@ -40,6 +41,10 @@ def _run(job: tuple[str, dict, dict]) -> tuple[str, dict]:
     from dposer_ros.prior.model import PosePrior
 
     prior = PosePrior.load(ROOT / cfg["prior"])
+    if "engine" in variant:  # the network on an inference backend instead of the checkpoint's torch module
+        from dposer_ros.backends import select_engine
+
+        prior = select_engine(ROOT / cfg["prior"], threads=1, **variant["engine"])
     corruptions = load_corruptions(config_path("eval/corruptions_foreign.yaml"))
     corruptions = {c: corruptions[c] for c in cfg["corruptions"]}
     formats = tuple(sorted({c.format_name for c in corruptions.values()}))

@@ -324,7 +324,10 @@ def build_parser() -> argparse.ArgumentParser:
     be = commands.add_parser("bench", help="latency/throughput of the few-step refiner per inference backend")
     be.add_argument("--prior", type=Path, default=None, help="prior checkpoint (default: models/dposer_cpu, runs/prior_cpu)")
     be.add_argument("--onnx", type=Path, default=None, help="exported file (default: beside the prior, else exported)")
-    be.add_argument("--backends", default="torch,onnxruntime,tensorrt", help="comma-separated; unavailable ones are skipped")
+    from .backends.bench import BENCH_BACKENDS
+
+    be.add_argument("--backends", default=",".join(BENCH_BACKENDS),
+                    help="comma-separated (onnxruntime-int8: int8 weights); unavailable ones are skipped")
     be.add_argument("--persons", default="1,4,16,64", help="people per call, comma-separated")
     be.add_argument("--steps", default="1,2,4,8", help="refinement steps, comma-separated")
     be.add_argument("--formats", default="coco17", help="keypoint formats of the grid (1-person profile: coco17, smplx55)")

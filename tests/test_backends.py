@@ -412,3 +412,48 @@ def test_gpu_check_script_is_valid_bash():
     script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench", "gpu_check.sh")
     done = subprocess.run(["bash", "-n", script], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
+
+
+def test_int8_weights_are_cached_close_and_named(files, tmp_path, caplog):
+    from dposer_ros.backends.quantize import int8_path, quantize_int8
+
+    _, onnx_path, _ = files
+    source = tmp_path / "prior.onnx"
+    source.write_bytes(onnx_path.read_bytes())
+    info = quantize_int8(source)
+    assert info.path == int8_path(read_onnx(source)) and info.quantized and "int8" in info.quantized
+    assert info.meta.prior_sha256 == read_onnx(source).meta.prior_sha256  # the metadata survives
+    mtime = info.path.stat().st_mtime_ns
+    assert quantize_int8(source).path.stat().st_mtime_ns == mtime  # cached, not written again
+    fp32, int8 = OnnxRuntimeEngine(source, threads=1), OnnxRuntimeEngine(info.path, threads=1)
+    assert fp32.name == "onnxruntime-cpu" and int8.name == "onnxruntime-cpu-int8"
+    x, t, m = random_inputs(16, seed=5)
+    ref, got = fp32.eps(x, t, m), int8.eps(x, t, m)
+    assert not torch.equal(ref, got)  # really another network
+    assert float((got - ref).norm() / ref.norm()) < 0.05
+    info.path.write_bytes(b"\x08\x07truncated")  # a broken cache file is quantized again, with a warning
+    caplog.set_level(logging.WARNING, logger="dposer_ros.backends")
+    assert quantize_int8(source).quantized
+    assert any("quantizing again" in r.getMessage() for r in caplog.records)
+
+
+def test_select_engine_int8_on_cpu_and_refiner_close(files, tmp_path):
+    prior_path, onnx_path, _ = files
+    fmt = get_format("coco17")
+    obs, init = _stream(fmt)
+    settings = RefineSettings(steps=2)
+    fp32 = select_engine(prior_path, "onnxruntime", onnx_path=onnx_path, device="cpu", threads=1)
+    int8 = select_engine(prior_path, "onnxruntime", onnx_path=onnx_path, device="cpu", threads=1, int8=True)
+    assert int8.name == "onnxruntime-cpu-int8" and fp32.name == "onnxruntime-cpu"
+    assert select_engine(prior_path, "torch", device="cpu", int8=True).name == "torch-cpu"  # torch ignores it
+    a, b = (FewStepRefiner(e, fmt, settings)(obs, init) for e in (fp32, int8))
+    assert (a.joints - b.joints).norm(dim=-1).max() < 0.01  # metres
+
+
+def test_eval_refuses_int8_without_onnxruntime(tmp_path, capsys):
+    from dposer_ros.cli import main
+
+    assert main(["eval", "--prior", "models/dposer_cpu/prior.pt", "--int8", "--clips", "1", "--frames", "2",
+                 "--methods", "no_prior", "--out", str(tmp_path / "out")]) == 2
+    assert not (tmp_path / "out").exists()
+    assert "--int8 needs --backend onnxruntime" in capsys.readouterr().err

@@ -155,3 +155,15 @@ def _state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (FileNotFoundError, IndexError):
         return "gone"
+
+
+def test_the_child_loads_int8_weights_when_asked(prior_path, tmp_path, monkeypatch):
+    monkeypatch.setenv("DPOSER_ENGINE_DIR", str(tmp_path))  # the child exports and quantizes here
+    proc = SolverProcess(prior_path, "onnxruntime", 1, int8=True)
+    try:
+        assert proc.backend == "onnxruntime-cpu-int8"
+        out = proc(FMT, RefineSettings(steps=2), observation(), None)
+        assert torch.isfinite(out.joints).all()
+    finally:
+        proc.close()
+    assert any(p.name.endswith(".onnx") and "-int8-" in p.name for p in tmp_path.iterdir())

@@ -26,6 +26,7 @@ LOG = logging.getLogger("dposer_ros.backends")
 INPUT_NAMES = ("x", "t", "part_mask")
 OUTPUT_NAME = "eps"
 META_KEY = "dposer_ros.prior"  # ONNX metadata_props key holding PriorMeta as JSON
+QUANT_KEY = "dposer_ros.quantized"  # ONNX metadata_props key: how the weights were quantized (backends/quantize.py)
 META_FORMAT = "dposer_ros.onnx/1"
 
 

@@ -31,13 +31,14 @@ from ..solvers.types import BodyState, Observation
 from .base import LOG, BackendError
 
 ROOT = Path(__file__).resolve().parents[2]
+BENCH_BACKENDS = ("torch", "onnxruntime", "onnxruntime-int8", "tensorrt")  # onnxruntime-int8: int8 weights
 
 
 @dataclass
 class BenchConfig:
     prior: Path
     onnx: Path | None = None
-    backends: tuple[str, ...] = ("torch", "onnxruntime", "tensorrt")
+    backends: tuple[str, ...] = BENCH_BACKENDS
     persons: tuple[int, ...] = (1, 4, 16, 64)
     steps: tuple[int, ...] = (1, 2, 4, 8)
     formats: tuple[str, ...] = ("coco17",)
@@ -155,8 +156,11 @@ def make_engines(cfg: BenchConfig) -> dict:
         try:
             if name == "torch":
                 engines[name] = TorchEngine(prior, device="cpu")
-            elif name == "onnxruntime":
-                engines[name] = OnnxRuntimeEngine(onnx_path, threads=cfg.threads or torch.get_num_threads())
+            elif name in ("onnxruntime", "onnxruntime-int8"):
+                from .quantize import quantize_int8
+
+                path = quantize_int8(onnx_path).path if name.endswith("int8") else onnx_path
+                engines[name] = OnnxRuntimeEngine(path, threads=cfg.threads or torch.get_num_threads())
             elif name == "tensorrt":
                 from .tensorrt_engine import TensorRTEngine, import_tensorrt
 

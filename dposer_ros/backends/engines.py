@@ -108,6 +108,9 @@ class OnnxRuntimeEngine:
             raise BackendError(f"{info.path}: onnxruntime cannot load it ({type(err).__name__}: {err})") from err
         self.providers = self.session.get_providers()
         self.name = "onnxruntime-" + ("cuda" if self.providers[0] == "CUDAExecutionProvider" else "cpu")
+        self.quantized = info.quantized
+        if info.quantized:
+            self.name += "-int8"
 
     def eps(self, x: torch.Tensor, t: torch.Tensor, part_mask: torch.Tensor) -> torch.Tensor:
         feeds = {name: v.detach().to("cpu", torch.float32).contiguous().numpy()

@@ -21,7 +21,7 @@ import torch
 
 from ..prior.layout import DIM, PARTS
 from ..prior.model import CheckpointError, PosePrior, file_sha256
-from .base import INPUT_NAMES, LOG, META_KEY, OUTPUT_NAME, BackendError, PriorMeta, graph_friendly_network, part_index
+from .base import INPUT_NAMES, LOG, META_KEY, OUTPUT_NAME, QUANT_KEY, BackendError, PriorMeta, graph_friendly_network, part_index
 
 if TYPE_CHECKING:
     import onnx
@@ -50,6 +50,7 @@ class OnnxInfo:
     sha256: str
     opset: int
     meta: PriorMeta
+    quantized: str | None = None  # how its weights were quantized (backends/quantize.py), None: float32
 
 
 def _load_prior(prior: PosePrior | str | Path) -> PosePrior:
@@ -184,7 +185,7 @@ def read_onnx(path: str | Path) -> OnnxInfo:
     meta = PriorMeta.from_json(props[META_KEY], str(path))
     opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
     LOG.debug("%s: opset %d, prior sha256 %s", path, opset, meta.prior_sha256)
-    return OnnxInfo(path, file_sha256(path), opset, meta)
+    return OnnxInfo(path, file_sha256(path), opset, meta, props.get(QUANT_KEY))
 
 
 def to_mixed_precision(model: onnx.ModelProto) -> onnx.ModelProto:

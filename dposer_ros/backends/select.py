@@ -40,6 +40,7 @@ def select_engine(
     engine_dir: str | Path | None = None,
     fp16: bool = True,
     max_batch: int | None = None,
+    int8: bool = False,
 ) -> Engine:
     """An engine for the prior, by preference: auto/tensorrt -> tensorrt, onnxruntime, torch;
     onnxruntime -> onnxruntime, torch; torch -> torch.
@@ -47,8 +48,10 @@ def select_engine(
     tensorrt needs the `tensorrt` package and a CUDA GPU; onnxruntime and tensorrt run `onnx_path` (default: see
     `default_onnx_path`; exported on first use when the prior is given); torch needs `prior_path`. When an
     ONNX file and a prior are both given, the file must have been exported from that prior (sha256 recorded in
-    its metadata). Each skipped backend is logged on logger `dposer_ros.backends` with the reason (INFO when
-    `auto` merely finds tensorrt absent, WARNING otherwise); BackendError when none works.
+    its metadata). `int8`: ONNX Runtime on a CPU runs the network with int8 weights (`quantize_int8`, cached
+    beside the ONNX file; TensorRT and torch ignore it). Each skipped backend is logged on logger
+    `dposer_ros.backends` with the reason (INFO when `auto` merely finds tensorrt absent, WARNING otherwise);
+    BackendError when none works.
     """
     if backend not in FALLBACKS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {sorted(FALLBACKS)}")
@@ -84,7 +87,7 @@ def select_engine(
     for i, name in enumerate(order):
         nxt = order[i + 1] if i + 1 < len(order) else None
         try:
-            engine = _make(name, prior_path, resolve_onnx, device, threads, engine_dir, fp16, max_batch)
+            engine = _make(name, prior_path, resolve_onnx, device, threads, engine_dir, fp16, max_batch, int8)
         except BackendError as err:
             expected = backend == "auto" and name == "tensorrt" and getattr(err, "unavailable", False)
             level = 20 if expected else 30
@@ -102,7 +105,7 @@ def _unavailable(message: str) -> BackendError:
     return err
 
 
-def _make(name, prior_path, resolve_onnx, device, threads, engine_dir, fp16, max_batch) -> Engine:
+def _make(name, prior_path, resolve_onnx, device, threads, engine_dir, fp16, max_batch, int8) -> Engine:
     if name == "tensorrt":
         from .tensorrt_engine import DEFAULT_MAX_BATCH, TensorRTEngine, import_tensorrt
 
@@ -123,6 +126,12 @@ def _make(name, prior_path, resolve_onnx, device, threads, engine_dir, fp16, max
         except ImportError as err:
             raise _unavailable(f"onnxruntime is not importable ({err})") from err
         info = resolve_onnx()
+        if int8 and device == "cpu":
+            from .quantize import quantize_int8
+
+            info = quantize_int8(info.path)
+        elif int8:
+            LOG.warning("int8 weights are for ONNX Runtime on a CPU; running float32 on %s", device)
         return OnnxRuntimeEngine(info.path, device=device, threads=threads)
     if name == "torch":
         from .engines import TorchEngine

@@ -74,13 +74,14 @@ class SolverProcessError(RuntimeError):
 
 class SolverProcess:
     """The refiner in a child process: `prior` (a checkpoint path) on `backend` with `threads` torch / ONNX Runtime
-    threads, and the motion model at `motion` (None: none). Raises `SolverProcessError` with the child's own message
-    when it cannot load them. Calls are serialised (one worker thread is the expected caller)."""
+    threads (`int8`: ONNX Runtime on a CPU with int8 weights), and the motion model at `motion` (None: none).
+    Raises `SolverProcessError` with the child's own message when it cannot load them. Calls are serialised (one
+    worker thread is the expected caller)."""
 
     def __init__(self, prior: Path, backend: str = "auto", threads: int = 1, motion: Path | None = None,
-                 start_timeout: float = START_TIMEOUT_S) -> None:
+                 start_timeout: float = START_TIMEOUT_S, int8: bool = False) -> None:
         self.spec = {"prior": str(prior), "backend": backend, "threads": int(threads),
-                     "motion": None if motion is None else str(motion)}
+                     "motion": None if motion is None else str(motion), "int8": bool(int8)}
         self.start_timeout = start_timeout
         self._lock = threading.Lock()
         self._proc: subprocess.Popen | None = None
@@ -224,7 +225,8 @@ def _load(spec: dict) -> tuple[RefinerCache, str, bool, list[tuple[int, str]]]:
     try:
         if spec["threads"] > 0:
             torch.set_num_threads(spec["threads"])
-        engine = select_engine(Path(spec["prior"]), spec["backend"], threads=spec["threads"] or None)
+        engine = select_engine(Path(spec["prior"]), spec["backend"], threads=spec["threads"] or None,
+                               int8=spec.get("int8", False))
         motion = None
         if spec["motion"] is not None:
             from ..prior.motion import LegMotion

@@ -20,6 +20,8 @@ def run_eval(args: argparse.Namespace) -> int:
     from .runner import evaluate
 
     torch.set_num_threads(args.threads)
+    if args.int8 and args.backend != "onnxruntime":
+        raise ValueError("--int8 needs --backend onnxruntime (int8 weights are ONNX Runtime's)")
     names = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [n for n in names if n not in METHODS]
     if unknown or not names:  # before anything slow
@@ -32,9 +34,14 @@ def run_eval(args: argparse.Namespace) -> int:
             raise ValueError(f"unknown corruption(s) {', '.join(unknown)}; defined: {', '.join(corruptions)}")
         corruptions = {c: corruptions[c] for c in wanted}
     prior = PosePrior.load(args.prior)
+    engine = None
+    if args.backend is not None:  # the refiners' network on an inference backend, as the node runs it
+        from ..backends import select_engine
+
+        engine = select_engine(args.prior, args.backend, device="cpu", threads=args.threads, int8=args.int8)
     overrides = _overrides(args.set)
     factories, errors = build_methods(names, prior, {"baselines_dir": args.baselines_dir, "settings": overrides,
-                                                    "motion": args.motion})
+                                                    "motion": args.motion, "engine": engine})
     if not factories:
         raise MethodError("no method could be built: " + "; ".join(f"{n}: {m}" for n, m in errors.items()))
     for name, message in errors.items():
@@ -50,6 +57,7 @@ def run_eval(args: argparse.Namespace) -> int:
         "command": " ".join(["dposer", *sys.argv[1:]]),  # as `dposer`, however it was started
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
         "prior": {"path": str(args.prior), "sha256": prior.meta.get("sha256"), "steps": prior.meta.get("steps")},
+        "engine": "checkpoint (torch)" if engine is None else getattr(engine, "name", type(engine).__name__),
         "methods_failed_to_build": errors,
         "settings": overrides,  # --set: refiner settings instead of config/solvers/refine.yaml's
         "torch_threads": torch.get_num_threads(),
@@ -165,6 +173,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="motion model of hidden legs for few_step (default: models/dposer_cpu/motion.pt, see "
                              "`dposer motion`; `--set motion_legs=false`: without it)")
     parser.add_argument("--seed", type=int, default=0, help="seed of clip selection and corruptions")
+    from ..backends.select import BACKENDS
+
+    parser.add_argument("--backend", choices=BACKENDS, default=None,
+                        help="run the refiners' network on this inference backend, as the node does (default: the "
+                             "checkpoint's torch module; the full optimisation always uses it: it needs gradients)")
+    parser.add_argument("--int8", action="store_true", help="with --backend onnxruntime: int8 weights (the node's `int8`)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (latency is measured with these)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--out", type=Path, required=True, help="folder for results.md, results.json and the plot")

@@ -39,13 +39,16 @@ def method_settings(name: str, path: Path = METHOD_SETTINGS, **overrides):
 
 def _solver(module: str, cls: str, settings: str | None = None, **kwargs) -> Builder:
     """Builder of `Class(prior, fmt, **kwargs)` from `dposer_ros.<module>`, imported when the method is built;
-    with `settings`, a refiner given `method_settings(settings, **options["settings"])`."""
+    with `settings`, a refiner given `method_settings(settings, **options["settings"])` and the network on
+    `options["engine"]` where given (an inference engine: no gradients, so only refiners take it)."""
     def build(prior, options: dict | None = None) -> MethodFactory:
         solver_cls = getattr(import_module(f"dposer_ros.{module}"), cls)
         extra = dict(kwargs)
+        network = prior
         if settings is not None:
             extra["settings"] = method_settings(settings, **(options or {}).get("settings", {}))
-        return lambda fmt: solver_cls(prior, fmt, **extra)
+            network = (options or {}).get("engine") or prior
+        return lambda fmt: solver_cls(network, fmt, **extra)
     return build
 
 

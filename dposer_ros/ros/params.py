@@ -64,6 +64,10 @@ def build_parameters(solver: RefineSettings = RefineSettings()) -> tuple[ParamSp
                   "else onnxruntime (ONNX file beside the prior, or exported once into models/engines/), else torch; "
                   "onnxruntime = onnxruntime, else torch; torch. Fallbacks are logged.",
                   choices=BACKENDS, read_only=True, constraints="one of " + ", ".join(BACKENDS)),
+        ParamSpec("int8", False,
+                  "ONNX Runtime on a CPU runs the prior's network with int8 weights (quantized once, cached beside "
+                  "the ONNX file): 2-3x faster a call, validation errors within 1.1 % (bench/RESULTS.md). TensorRT and "
+                  "torch ignore it.", read_only=True),
         ParamSpec("steps", solver.steps, "Prior evaluations (refinement steps) per frame.", range=(1, 8), step=1),
         ParamSpec("t_max", solver.t_max, "Diffusion time of the first refinement step (truncated schedule).",
                   range=(0.001, 1.0)),

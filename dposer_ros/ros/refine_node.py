@@ -104,16 +104,17 @@ def default_model_path() -> Path:
     return candidates[-1]
 
 
-def load_engine(model_path: Path, backend: str, threads: int = 0):
+def load_engine(model_path: Path, backend: str, threads: int = 0, int8: bool = False):
     """The prior the solver evaluates, and the backend's name. THE single call site of the inference backend.
 
     `dposer_ros.backends.select_engine`: auto/tensorrt -> TensorRT (CUDA GPU), else ONNX Runtime (the ONNX file
     beside the prior, or exported once into the engine folder), else torch; each fallback is logged by
-    `dposer_ros.backends`. onnxruntime -> ONNX Runtime, else torch; torch -> torch.
+    `dposer_ros.backends`. onnxruntime -> ONNX Runtime, else torch; torch -> torch. `int8`: ONNX Runtime on a CPU
+    with int8 weights.
     """
     from ..backends import select_engine
 
-    engine = select_engine(model_path, backend, threads=threads or None)
+    engine = select_engine(model_path, backend, threads=threads or None, int8=int8)
     return engine, getattr(engine, "name", type(engine).__name__)
 
 
@@ -189,7 +190,7 @@ class RefineNodeMixin:
         self.get_logger().info(f"loading prior {self.model_path} (backend {p['backend']}) {where}")
         if p["solver_process"]:
             self.solver_process = SolverProcess(self.model_path, p["backend"], p["threads"],
-                                                self.motion_path if use_motion else None)
+                                                self.motion_path if use_motion else None, int8=p["int8"])
             for level, text in self.solver_process.messages:
                 (self.get_logger().warning if level >= logging.WARNING else self.get_logger().info)(text)
             self.backend, self.motion_loaded = self.solver_process.backend, self.solver_process.motion_loaded
@@ -197,7 +198,7 @@ class RefineNodeMixin:
         else:
             self.solver_process = None
             _forward_backend_log(self.get_logger())
-            prior, self.backend = load_engine(self.model_path, p["backend"], p["threads"])
+            prior, self.backend = load_engine(self.model_path, p["backend"], p["threads"], p["int8"])
             motion = None
             if use_motion:
                 from ..prior.motion import LegMotion
