@@ -7,7 +7,8 @@
 # Needs torch with CUDA in the environment (scripts/bootstrap.sh installs the CPU build: on a GPU machine install
 # the CUDA build of the same version first) and, for the TensorRT rows, the `tensorrt` package. What is missing is
 # reported in the output, not hidden: the tests say why they skip, the bench leaves out backends it cannot build.
-# Writes $OUT/gpu_check.md (machine, test summary, bench tables) and $OUT/bench.json; takes under 8 minutes.
+# Writes $OUT/gpu_check.md (machine, test summary, bench tables, few_step accuracy with the network on the GPU against
+# the torch checkpoint on 4 validation clips) and $OUT/bench.json; takes under 8 minutes.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT="${OUT:-$ROOT/out/gpu_check}"
@@ -51,5 +52,19 @@ if python -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)
 fi
 dposer bench --backends "$BACKENDS" --persons 1,16,256 --steps 4 --formats coco17 --no-full --budget "$BUDGET" \
     --json "$OUT/bench.json" --figure "$OUT/bench.png" 2>&1 | tee -a "$REPORT"
+# accuracy on the GPU backend against the torch checkpoint: the same validation streams (few_step; a few clips)
+GPU_BACKEND=""
+if [[ "$BACKENDS" == *tensorrt* ]]; then GPU_BACKEND=tensorrt; elif [[ "$BACKENDS" == *torch-cuda* ]]; then GPU_BACKEND=torch; fi
+if [[ -n "$GPU_BACKEND" ]]; then
+    {
+        echo
+        echo "## Accuracy: few_step with the network on $GPU_BACKEND (GPU) against the torch checkpoint (CPU), validation"
+        echo
+    } >>"$REPORT"
+    EVAL=(--prior models/dposer_cpu/prior.pt --split val --clips 4 --frames 20 --methods few_step --quiet
+          --corruptions cam_noise_2cm,cam_occl_limb,cam_occl_legs,cam_occl_random30)
+    { dposer eval "${EVAL[@]}" --out "$OUT/eval_checkpoint" | head -n 8; } 2>&1 | tee -a "$REPORT"
+    { dposer eval "${EVAL[@]}" --backend "$GPU_BACKEND" --out "$OUT/eval_$GPU_BACKEND" | head -n 8; } 2>&1 | tee -a "$REPORT"
+fi
 echo
 echo "gpu check: $REPORT"

@@ -703,3 +703,31 @@ def test_the_floor_of_each_source_is_known_where_its_capture_has_one():
 
     assert source_floor("bandai") == 0.0 and source_floor("cmu") == 0.0 and source_floor("hdm05") == 0.0
     assert source_floor("reactidle") is None and source_floor("no_such_source") is None
+
+
+def test_eval_runs_the_refiners_network_on_a_backend(tmp_path, monkeypatch):
+    """`--backend onnxruntime --int8`: the refiners' network as the node runs it (recorded), the results close to
+    the checkpoint's; the baselines and the full optimisation keep the checkpoint."""
+    from dposer_ros.prior.layout import DIM
+    from dposer_ros.prior.model import Normalizer, PosePrior
+    from dposer_ros.prior.network import ScoreNet
+    from dposer_ros.prior.sde import SubVPSDE
+
+    monkeypatch.setenv("DPOSER_ENGINE_DIR", str(tmp_path / "engines"))
+    torch.manual_seed(0)
+    PosePrior(ScoreNet(hidden=64, blocks=1, time_dim=16, groups=8, dropout=0.0), SubVPSDE(),
+              Normalizer(torch.zeros(DIM), torch.full((DIM,), 0.5))).save(tmp_path / "prior.pt")
+    fmt = get_format("h36m17")
+    pose, transl = hand_made_poses(12)
+    np.savez(tmp_path / "mine.npz", keypoints=fmt.from_posed(ForwardKinematics()(pose.double(), transl.double())).numpy(),
+             clip=np.repeat(["walk"], 12))
+    args = ["eval", "--prior", str(tmp_path / "prior.pt"), "--keypoints", str(tmp_path / "mine.npz"), "--format", "h36m17",
+            "--frames", "12", "--methods", "few_step,no_prior", "--corruptions", "cam_occl_legs", "--quiet"]
+    runs = {}
+    for name, extra in (("checkpoint", []), ("int8", ["--backend", "onnxruntime", "--int8"])):
+        assert main(args + extra + ["--out", str(tmp_path / name)]) == 0
+        runs[name] = json.loads((tmp_path / name / "results.json").read_text())
+    assert runs["checkpoint"]["engine"] == "checkpoint (torch)" and runs["int8"]["engine"] == "onnxruntime-cpu-int8"
+    errors = {name: {r["method"]: r["metrics"]["mpjpe_occluded"] for r in run["results"]} for name, run in runs.items()}
+    assert errors["int8"]["no_prior"] == errors["checkpoint"]["no_prior"]  # no network: the same
+    assert errors["int8"]["few_step"] == pytest.approx(errors["checkpoint"]["few_step"], rel=0.05)

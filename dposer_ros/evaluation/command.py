@@ -38,7 +38,8 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.backend is not None:  # the refiners' network on an inference backend, as the node runs it
         from ..backends import select_engine
 
-        engine = select_engine(args.prior, args.backend, device="cpu", threads=args.threads, int8=args.int8)
+        engine = select_engine(args.prior, args.backend, device="cpu" if args.int8 else "auto", threads=args.threads,
+                               int8=args.int8)
     overrides = _overrides(args.set)
     factories, errors = build_methods(names, prior, {"baselines_dir": args.baselines_dir, "settings": overrides,
                                                     "motion": args.motion, "engine": engine})
