@@ -63,8 +63,13 @@ if [[ -n "$GPU_BACKEND" ]]; then
     } >>"$REPORT"
     EVAL=(--prior models/dposer_cpu/prior.pt --split val --clips 4 --frames 20 --methods few_step --quiet
           --corruptions cam_noise_2cm,cam_occl_limb,cam_occl_legs,cam_occl_random30)
-    { dposer eval "${EVAL[@]}" --out "$OUT/eval_checkpoint" | head -n 8; } 2>&1 | tee -a "$REPORT"
-    { dposer eval "${EVAL[@]}" --backend "$GPU_BACKEND" --out "$OUT/eval_$GPU_BACKEND" | head -n 8; } 2>&1 | tee -a "$REPORT"
+    for RUN in checkpoint "$GPU_BACKEND"; do
+        ARGS=("${EVAL[@]}" --out "$OUT/eval_$RUN")
+        [[ "$RUN" == checkpoint ]] || ARGS+=(--backend "$RUN")
+        dposer eval "${ARGS[@]}" >"$OUT/eval_$RUN.txt" 2>&1 || echo "dposer eval ($RUN) failed: see $OUT/eval_$RUN.txt" >>"$REPORT"
+        grep '^|' "$OUT/eval_$RUN.txt" | head -n 6 | tee -a "$REPORT" || true
+        echo >>"$REPORT"
+    done
 fi
 echo
 echo "gpu check: $REPORT"
