@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from .dataset.poses import default_dataset_path
@@ -187,6 +188,28 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compile(args: argparse.Namespace) -> int:
+    from .keypoints import get_format
+    from .solvers.compiled_step import CompiledStep
+    from .solvers.refine import FREE_JOINTS, RefineSettings
+
+    defaults = RefineSettings()
+    damping = defaults.damping if args.damping is None else args.damping
+    sigma_cm = defaults.sigma_cm if args.sigma_cm is None else args.sigma_cm
+    weak_cm = defaults.weak_dof_cm if args.weak_dof_cm is None else args.weak_dof_cm
+    formats = [get_format(name.strip()) for name in args.format.split(",") if name.strip()]  # unknown: KeyError, exit 2
+    if not formats:
+        raise ValueError("--format needs at least one keypoint format name (e.g. coco17)")
+    for fmt in formats:
+        path = CompiledStep.package_path(fmt, FREE_JOINTS, damping, sigma_cm, weak_cm, args.cache_dir)
+        cached = path.is_file()
+        start = time.perf_counter()
+        step = CompiledStep.load(fmt, FREE_JOINTS, damping, sigma_cm, weak_cm, args.cache_dir)
+        assert step is not None
+        print(f"{fmt.name}: {step.path} ({'cached' if cached else f'compiled in {time.perf_counter() - start:.0f} s'})")
+    return 0
+
+
 def _default_prior() -> Path | None:
     root = Path(__file__).resolve().parents[1]
     for candidate in (root / "models" / "dposer_cpu" / "prior.pt", root / "runs" / "prior_cpu" / "prior.pt"):
@@ -207,7 +230,7 @@ def _bench(args: argparse.Namespace) -> int:
     ints = lambda text: tuple(int(v) for v in text.split(","))  # noqa: E731
     cfg = BenchConfig(prior=prior, onnx=args.onnx, backends=tuple(args.backends.split(",")), persons=ints(args.persons),
                       steps=ints(args.steps), formats=tuple(args.formats.split(",")), budget_s=args.budget,
-                      threads=args.threads, full=not args.no_full)
+                      threads=args.threads, full=not args.no_full, compiled_step=args.compiled_step)
     try:
         result = run_bench(cfg)
     except BackendError as err:
@@ -310,6 +333,16 @@ def build_parser() -> argparse.ArgumentParser:
     compare_arguments(cmp)
     cmp.set_defaults(func=run_compare)
 
+    co = commands.add_parser("compile", help="compile the refiner's step ahead of time (AOTInductor) into the cache")
+    co.add_argument("--format", required=True, help="keypoint format(s), comma-separated (e.g. coco17,h36m17)")
+    co.add_argument("--damping", type=float, default=None, help="the refiner's damping (default: its default)")
+    co.add_argument("--sigma-cm", type=float, default=None, help="the refiner's robust scale (default: its default)")
+    co.add_argument("--weak-dof-cm", type=float, default=None, help="the refiner's weak hold scale (default: its default)")
+    co.add_argument("--cache-dir", type=Path, default=None,
+                    help="package folder (default: $DPOSER_ENGINE_DIR, else models/engines in a writable checkout, "
+                         "else ~/.cache/dposer_ros/engines)")
+    co.set_defaults(func=_compile)
+
     ex = commands.add_parser("export", help="export the prior's score network to ONNX and check it against torch")
     ex.add_argument("--prior", type=Path, required=True, help="prior checkpoint (prior.pt)")
     ex.add_argument("--out", type=Path, required=True, help="ONNX file to write")
@@ -335,6 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--threads", type=int, default=1,
                     help="torch and onnxruntime intra-op threads (default 1: with 2 on the 2-core dev machine, torch's "
                          "network call took ~70x longer while another process was busy)")
+    be.add_argument("--compiled-step", action="store_true",
+                    help="the refiners' step compiled ahead of time (the node's `compiled_step`; `dposer compile`)")
     be.add_argument("--no-full", action="store_true", help="skip timing the full DPoser optimisation")
     be.add_argument("--json", type=Path, default=Path("out/bench/backends.json"), help="raw results")
     be.add_argument("--figure", type=Path, default=Path("bench/figures/backends.png"), help="plot (PNG)")

@@ -265,7 +265,7 @@ def test_the_node_keeps_answering_under_a_flood_of_messages(tmp_path):
     from dposer_ros.ros.refine_node import default_model_path
 
     # the shipped prior: a solve of its size is what the flood starved (a tiny network's frame has too few operations)
-    node = NodeProcess({"model_path": default_model_path(), "latency_budget_ms": 50.0},
+    node = NodeProcess({"model_path": default_model_path(), "latency_budget_ms": 50.0, "compiled_step": False},
                        tmp_path / "node.log", domain)
     ctx = rclpy.Context()
     rclpy.init(context=ctx, domain_id=domain)

@@ -123,7 +123,7 @@ def prior_path(tmp_path_factory):
 @pytest.fixture(scope="module")
 def node_process(prior_path, domain_id, tmp_path_factory):
     log = tmp_path_factory.mktemp("ros_node_log") / "refine_node.log"
-    node = NodeProcess({"model_path": prior_path, "backend": "torch", "person_timeout": 60.0,
+    node = NodeProcess({"model_path": prior_path, "backend": "torch", "compiled_step": False, "person_timeout": 60.0,
                         "diagnostics_period": 0.25, "log_throttle": 0.0}, log, domain_id, config=CONFIG)
     yield node.proc, log
     node.stop()
@@ -437,7 +437,8 @@ def test_node_declares_parameters_with_descriptions_and_ranges(prior_path, domai
     try:
         node = RefineNode(context=ctx, node_name="param_probe",
                           parameter_overrides=[Parameter("model_path", value=str(prior_path)),
-                                               Parameter("backend", value="torch")])
+                                               Parameter("backend", value="torch"),
+                                               Parameter("compiled_step", value=False)])
         described = {d.name: d for d in node.describe_parameters([s.name for s in PARAMETERS])}
         assert described["steps"].integer_range[0].from_value == 1 and described["steps"].integer_range[0].to_value == 8
         assert described["t_max"].floating_point_range and described["model_path"].read_only
@@ -477,6 +478,7 @@ def test_lifecycle_node_loads_on_configure_serves_when_active_and_releases_on_cl
         node = RefineLifecycleNode(context=ctx, node_name="lifecycle_probe", namespace="/lc",
                                    parameter_overrides=[Parameter("model_path", value=str(prior_path)),
                                                         Parameter("backend", value="torch"),
+                                                        Parameter("compiled_step", value=False),
                                                         Parameter("solver_process", value=solver_process)])
         client = rclpy.create_node("lifecycle_client", namespace="/lc", context=ctx)
         executor = SingleThreadedExecutor(context=ctx)
@@ -817,7 +819,7 @@ def _fixed_frame_node(prior_path, domain_id, name: str, transform=None):
     ctx = rclpy.Context()
     rclpy.init(context=ctx, domain_id=domain_id)
     overrides = [Parameter("model_path", value=str(prior_path)), Parameter("backend", value="torch"),
-                 Parameter("fixed_frame", value="odom"), Parameter("hri_output", value=False),
+                 Parameter("compiled_step", value=False), Parameter("fixed_frame", value="odom"), Parameter("hri_output", value=False),
                  Parameter("publish_overlay", value=True)]
     if transform is not None:
         overrides.append(Parameter("fixed_transform", value=transform))

@@ -26,6 +26,7 @@ from ..body.skeleton import NUM_JOINTS, smplx_neutral
 from ..keypoints import get_format
 from ..prior.engine import Engine
 from ..prior.layout import DIM, PARTS
+from ..solvers.compiled_step import CompiledStep
 from ..solvers.refine import FewStepRefiner, RefineSettings
 from ..solvers.types import BodyState, Observation
 from .base import LOG, BackendError
@@ -50,6 +51,7 @@ class BenchConfig:
     full: bool = True  # also time the full DPoser optimisation (solvers/full.py) for the ratio
     full_reps: int = 2
     seed: int = 0
+    compiled_step: bool = False  # the refiners' step compiled ahead of time (solvers/compiled_step.py)
 
 
 @dataclass
@@ -199,7 +201,9 @@ def _run(cfg: BenchConfig, progress) -> dict:
     def refiner(name, fmt, steps):
         key = (name, fmt.name, steps)
         if key not in refiners:
-            refiners[key] = FewStepRefiner(timed[name], fmt, RefineSettings(steps=steps))
+            settings = RefineSettings(steps=steps)
+            compiled = CompiledStep.for_refiner(fmt, settings) if cfg.compiled_step else None
+            refiners[key] = FewStepRefiner(timed[name], fmt, settings, compiled=compiled)
         return refiners[key]
 
     def add_refine_rows(fmt, persons, steps, results):

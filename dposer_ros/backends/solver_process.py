@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from ..keypoints.format import KeypointFormat
+from ..solvers.compiled_step import BackgroundCompiler
 from ..solvers.refine import FewStepRefiner, RefineSettings
 from ..solvers.types import BodyState, Observation, Refined
 
@@ -47,10 +48,11 @@ class Solver(Protocol):
 
 
 class RefinerCache:
-    """In-process: one `FewStepRefiner` per format and settings, built on first use."""
+    """In-process: one `FewStepRefiner` per format and settings, built on first use. With `compiler`, each takes
+    the step compiled ahead of time as soon as its package is there (compiled in the background meanwhile)."""
 
-    def __init__(self, prior, motion=None) -> None:
-        self.prior, self.motion = prior, motion
+    def __init__(self, prior, motion=None, compiler: BackgroundCompiler | None = None) -> None:
+        self.prior, self.motion, self.compiler = prior, motion, compiler
         self._refiners: dict[tuple[str, RefineSettings], FewStepRefiner] = {}
         self._lock = threading.Lock()
 
@@ -61,7 +63,21 @@ class RefinerCache:
             ref = self._refiners.get((fmt.name, settings))
             if ref is None:
                 ref = self._refiners[(fmt.name, settings)] = FewStepRefiner(self.prior, fmt, settings, motion=self.motion)
+            if self.compiler is not None and ref.compiled is None:
+                ref.use_compiled(self.compiler.get(fmt, settings))
             return ref
+
+    def step_status(self) -> str:
+        """What runs the solver's step: 'eager', or the formats whose step is compiled ahead of time."""
+        if self.compiler is None:
+            return "eager"
+        with self._lock:
+            compiled = sorted({name for (name, _), ref in self._refiners.items() if ref.compiled is not None})
+        return "compiled: " + ", ".join(compiled) if compiled else "eager (compiling in the background)"
+
+    def close(self) -> None:
+        if self.compiler is not None:
+            self.compiler.close()
 
     def __call__(self, fmt: KeypointFormat, settings: RefineSettings, obs: Observation,
                  init: BodyState | None) -> Refined:
@@ -74,14 +90,16 @@ class SolverProcessError(RuntimeError):
 
 class SolverProcess:
     """The refiner in a child process: `prior` (a checkpoint path) on `backend` with `threads` torch / ONNX Runtime
-    threads (`int8`: ONNX Runtime on a CPU with int8 weights), and the motion model at `motion` (None: none).
+    threads (`int8`: ONNX Runtime on a CPU with int8 weights; `compiled_step`: the solver's step compiled ahead of
+    time, `solvers.compiled_step.BackgroundCompiler`), and the motion model at `motion` (None: none).
     Raises `SolverProcessError` with the child's own message when it cannot load them. Calls are serialised (one
     worker thread is the expected caller)."""
 
     def __init__(self, prior: Path, backend: str = "auto", threads: int = 1, motion: Path | None = None,
-                 start_timeout: float = START_TIMEOUT_S, int8: bool = False) -> None:
+                 start_timeout: float = START_TIMEOUT_S, int8: bool = False, compiled_step: bool = False) -> None:
         self.spec = {"prior": str(prior), "backend": backend, "threads": int(threads),
-                     "motion": None if motion is None else str(motion), "int8": bool(int8)}
+                     "motion": None if motion is None else str(motion), "int8": bool(int8),
+                     "compiled_step": bool(compiled_step)}
         self.start_timeout = start_timeout
         self._lock = threading.Lock()
         self._proc: subprocess.Popen | None = None
@@ -234,7 +252,9 @@ def _load(spec: dict) -> tuple[RefinerCache, str, bool, list[tuple[int, str]]]:
             motion = LegMotion.load(Path(spec["motion"]))
     finally:
         backends.removeHandler(collect)
-    return RefinerCache(engine, motion), getattr(engine, "name", type(engine).__name__), motion is not None, collect.records
+    compiler = BackgroundCompiler() if spec.get("compiled_step") else None
+    return (RefinerCache(engine, motion, compiler), getattr(engine, "name", type(engine).__name__), motion is not None,
+            collect.records)
 
 
 def serve(fd: int) -> int:

@@ -42,7 +42,8 @@ def run_eval(args: argparse.Namespace) -> int:
                                int8=args.int8)
     overrides = _overrides(args.set)
     factories, errors = build_methods(names, prior, {"baselines_dir": args.baselines_dir, "settings": overrides,
-                                                    "motion": args.motion, "engine": engine})
+                                                    "motion": args.motion, "engine": engine,
+                                                    "compiled_step": args.compiled_step})
     if not factories:
         raise MethodError("no method could be built: " + "; ".join(f"{n}: {m}" for n, m in errors.items()))
     for name, message in errors.items():
@@ -59,6 +60,7 @@ def run_eval(args: argparse.Namespace) -> int:
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
         "prior": {"path": str(args.prior), "sha256": prior.meta.get("sha256"), "steps": prior.meta.get("steps")},
         "engine": "checkpoint (torch)" if engine is None else getattr(engine, "name", type(engine).__name__),
+        "solver_step": "compiled ahead of time" if args.compiled_step else "eager",
         "methods_failed_to_build": errors,
         "settings": overrides,  # --set: refiner settings instead of config/solvers/refine.yaml's
         "torch_threads": torch.get_num_threads(),
@@ -180,6 +182,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run the refiners' network on this inference backend, as the node does (default: the "
                              "checkpoint's torch module; the full optimisation always uses it: it needs gradients)")
     parser.add_argument("--int8", action="store_true", help="with --backend onnxruntime: int8 weights (the node's `int8`)")
+    parser.add_argument("--compiled-step", action="store_true",
+                        help="the refiners' Gauss-Newton step compiled ahead of time (the node's `compiled_step`; "
+                             "compiled on first use, `dposer compile`)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (latency is measured with these)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--out", type=Path, required=True, help="folder for results.md, results.json and the plot")

@@ -40,7 +40,8 @@ def method_settings(name: str, path: Path = METHOD_SETTINGS, **overrides):
 def _solver(module: str, cls: str, settings: str | None = None, **kwargs) -> Builder:
     """Builder of `Class(prior, fmt, **kwargs)` from `dposer_ros.<module>`, imported when the method is built;
     with `settings`, a refiner given `method_settings(settings, **options["settings"])` and the network on
-    `options["engine"]` where given (an inference engine: no gradients, so only refiners take it)."""
+    `options["engine"]` where given (an inference engine: no gradients, so only refiners take it); refiners take the
+    step compiled ahead of time with `options["compiled_step"]`."""
     def build(prior, options: dict | None = None) -> MethodFactory:
         solver_cls = getattr(import_module(f"dposer_ros.{module}"), cls)
         extra = dict(kwargs)
@@ -48,7 +49,14 @@ def _solver(module: str, cls: str, settings: str | None = None, **kwargs) -> Bui
         if settings is not None:
             extra["settings"] = method_settings(settings, **(options or {}).get("settings", {}))
             network = (options or {}).get("engine") or prior
-        return lambda fmt: solver_cls(network, fmt, **extra)
+        def make(fmt):
+            solver = solver_cls(network, fmt, **extra)
+            if (options or {}).get("compiled_step") and hasattr(solver, "use_compiled"):
+                from ..solvers.compiled_step import CompiledStep
+
+                solver.use_compiled(CompiledStep.for_refiner(fmt, solver.settings))
+            return solver
+        return make
     return build
 
 

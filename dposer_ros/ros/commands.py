@@ -219,6 +219,16 @@ def run_demo(args) -> int:
     if math.isfinite(noise_cm):
         params["keypoint_noise_cm"] = float(noise_cm)
     print(f"keypoint_noise_cm: {params.get('keypoint_noise_cm', 'unknown')}")
+    from ..keypoints import get_format
+    from ..solvers.compiled_step import CompiledStep
+    from ..solvers.refine import RefineSettings
+
+    started = time.monotonic()  # the node's step compiled ahead of time (its default compiled_step): made once here
+    step = CompiledStep.for_refiner(get_format(stream.format_name), RefineSettings(), compile_missing=False)
+    if step is None:
+        print("compiling the solver's step ahead of time (first run only, about half a minute)", flush=True)
+        step = CompiledStep.for_refiner(get_format(stream.format_name), RefineSettings())
+    print(f"solver step: {step.path} ({time.monotonic() - started:.1f} s)")
     node = NodeProcess(params, log_path, domain, localhost_only=False)
     ctx = rclpy.Context()
     rclpy.init(context=ctx, domain_id=domain)
@@ -258,7 +268,8 @@ def run_demo(args) -> int:
         node.stop()
     print(_summary_text(summary))
     if diag:
-        print(f"node /diagnostics: backend {diag.get('backend')}, {diag.get('frames_in')} frames in, "
+        print(f"node /diagnostics: backend {diag.get('backend')}, solver step {diag.get('solver_step')}, "
+              f"{diag.get('frames_in')} frames in, "
               f"{diag.get('frames_out')} out, {diag.get('drops')} dropped (latest wins), "
               f"{diag.get('malformed_total')} malformed")
     picture = demo_figure(stream, results, args.out / "demo_refine.png")

@@ -30,6 +30,7 @@ from ..body import NUM_JOINTS, ForwardKinematics, smplx_neutral
 from ..body.shape import rest_joints
 from ..keypoints import KeypointFormat, KeypointFormatError, get_format, known_formats
 from ..prior.motion import LegMotion
+from ..solvers.compiled_step import BackgroundCompiler
 from ..solvers.refine import RefineSettings, keypoint_parts
 from ..solvers.scene import FEET, SceneEstimate, feet_seen
 from ..solvers.types import BodyState, Observation
@@ -444,10 +445,12 @@ class RefineCore:
     """Tracks, checks and batched refinement; thread-safe between one submitter and one refining thread."""
 
     def __init__(self, prior, settings: CoreSettings = CoreSettings(), stats: Stats | None = None,
-                 motion: LegMotion | None = None, solver: Solver | None = None) -> None:
+                 motion: LegMotion | None = None, solver: Solver | None = None,
+                 compiler: BackgroundCompiler | None = None) -> None:
         """`prior` and `motion` (the motion model of hidden legs, prior/motion.py, used with `motion_legs`) make the
-        in-process solver; or `solver` is given (then both are ignored)."""
-        self.solver: Solver = solver if solver is not None else RefinerCache(prior, motion)
+        in-process solver, with the solver's step compiled ahead of time by `compiler` where given; or `solver` is
+        given (then the three are ignored)."""
+        self.solver: Solver = solver if solver is not None else RefinerCache(prior, motion, compiler)
         self.settings = settings
         self.stats = stats or Stats()
         self._lock = threading.Lock()

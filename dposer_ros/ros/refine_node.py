@@ -190,7 +190,8 @@ class RefineNodeMixin:
         self.get_logger().info(f"loading prior {self.model_path} (backend {p['backend']}) {where}")
         if p["solver_process"]:
             self.solver_process = SolverProcess(self.model_path, p["backend"], p["threads"],
-                                                self.motion_path if use_motion else None, int8=p["int8"])
+                                                self.motion_path if use_motion else None, int8=p["int8"],
+                                                compiled_step=p["compiled_step"])
             for level, text in self.solver_process.messages:
                 (self.get_logger().warning if level >= logging.WARNING else self.get_logger().info)(text)
             self.backend, self.motion_loaded = self.solver_process.backend, self.solver_process.motion_loaded
@@ -205,7 +206,12 @@ class RefineNodeMixin:
 
                 motion = LegMotion.load(self.motion_path)
             self.motion_loaded = motion is not None
-            self.core = RefineCore(prior, self._core_settings(p), motion=motion)
+            compiler = None
+            if p["compiled_step"]:
+                from ..solvers.compiled_step import BackgroundCompiler
+
+                compiler = BackgroundCompiler()
+            self.core = RefineCore(prior, self._core_settings(p), motion=motion, compiler=compiler)
         if self.motion_loaded:
             self.get_logger().info(f"loaded motion model {self.motion_path} (hidden legs of moving people)")
         else:
@@ -306,6 +312,9 @@ class RefineNodeMixin:
         if self.solver_process is not None:
             self.solver_process.close()
             self.solver_process = None
+        close = getattr(self.core.solver, "close", None)  # stops a compilation still running
+        if close is not None:
+            close()
         self.core = None
 
 
@@ -603,6 +612,7 @@ class RefineNodeMixin:
             "backend": self.backend,
             "model": str(self.model_path),
             "motion_model": str(self.motion_path) if self.motion_loaded else "none",
+            "solver_step": getattr(self.core.solver, "step_status", lambda: "in the solver process")(),
             "solver_process": "none" if self.solver_process is None else
                               f"pid {self.solver_process.pid}, restarted {self.solver_process.restarts} times",
             "input_type": self.input_type,

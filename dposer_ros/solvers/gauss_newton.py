@@ -63,14 +63,17 @@ def _blocks(blocks: torch.Tensor, size: int) -> torch.Tensor:
     return torch.nn.functional.pad(dense, (0, size - 3 * n, 0, size - 3 * n))
 
 
-def _spd_solve(a: torch.Tensor, b: torch.Tensor, exportable: bool) -> torch.Tensor:
+def _spd_solve(a: torch.Tensor, b: torch.Tensor, exportable: bool, fallback: bool = True) -> torch.Tensor:
     """x with a x = b for symmetric positive definite a (..., n, n), b (..., n, m): LAPACK (Cholesky, LU should it
-    fail; LU at once for the many 3 x 3 systems, one call), or with `exportable` the unrolled Cholesky."""
+    fail unless not `fallback`: then NaN, no branch on data; LU at once for the many 3 x 3 systems, one call), or with
+    `exportable` the unrolled Cholesky."""
     if exportable:
         return cholesky_solve_unrolled(a.reshape(-1, *a.shape[-2:]), b.reshape(-1, *b.shape[-2:])).reshape_as(b)
     if a.shape[-1] == 3:
         return torch.linalg.solve(a, b)
     chol, info = torch.linalg.cholesky_ex(a)  # Cholesky: half the cost of LU
+    if not fallback:
+        return torch.cholesky_solve(b, chol)
     return torch.cholesky_solve(b, chol) if not info.any() else torch.linalg.solve(a, b)
 
 
@@ -89,6 +92,7 @@ def gauss_newton_step(
     offsets: torch.Tensor | None = None,
     exportable: bool = False,
     pose: torch.Tensor | None = None,
+    fallback: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One step for a batch: local (B, J, 3, 3), transl (B, 3), target (B, K, 3) metres, weight (B, K);
     `rest_joints` (B, J, 3) the people's own rest joints (None: the mean shape), `offsets` (B, K, 3) their
@@ -98,7 +102,9 @@ def gauss_newton_step(
     A free joint that moves no point (a finger under a body format) meets the others only through pulls; unless a
     pull couples joints (`precision`), its update is solved on its own (a 3 x 3 system) and the joint system keeps
     only the rest: the same step, with a much smaller factorisation. With `exportable`, every linear solve is the
-    unrolled Cholesky of `solvers.linear` (no LAPACK call, no branch on data): the step traces into an ONNX graph."""
+    unrolled Cholesky of `solvers.linear` (no LAPACK call, no branch on data): the step traces into an ONNX graph.
+    Without `fallback`, a failed Cholesky factorisation gives NaN instead of an LU solve (no branch on data either:
+    the step compiled by `solvers.compiled_step`)."""
     posed = posed or fk.from_rotmat(local, transl, rest_joints)
     kp = points.positions(posed, offsets)
     diff = (kp - target) * 100.0  # cm
@@ -154,7 +160,7 @@ def gauss_newton_step(
     g = g + torch.cat([gb_moved.flatten(1), torch.zeros_like(g[:, 3 * hb_moved.shape[1] :, 0])], 1)[..., None]
     eye = torch.eye(h.shape[1], dtype=h.dtype, device=h.device)
     h = h + eye * (h.diagonal(dim1=1, dim2=2) * damping + damping)[:, None, :]  # h + damping * diag(diag(h) + 1)
-    solved = -_spd_solve(h, g, exportable)[..., 0]
+    solved = -_spd_solve(h, g, exportable, fallback)[..., 0]
     delta = solved
     if split:  # the joints no point moves: each its own damped 3 x 3 system
         hd = hb[:, points.unmoved] * (1.0 + damping * torch.eye(3)) + damping * torch.eye(3)

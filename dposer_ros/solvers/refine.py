@@ -49,6 +49,7 @@ from ..prior.motion import LegMotion
 from ..prior.schedule import TruncatedSchedule, UniformSchedule
 from ..prior.symmetric import MirrorSymmetric
 from .calibration import calibrate, empty_calibration
+from .compiled_step import CompiledStep
 from .gauss_newton import Pull, gauss_newton_step
 from .history import History, at_lags
 from .history import capacity as history_capacity
@@ -250,9 +251,11 @@ class FewStepRefiner:
     """
 
     def __init__(self, prior: Engine, fmt: KeypointFormat, settings: RefineSettings = RefineSettings(),
-                 completion=None, motion: LegMotion | None = None) -> None:
+                 completion=None, motion: LegMotion | None = None, compiled: CompiledStep | None = None) -> None:
         self.prior = MirrorSymmetric(prior) if settings.mirror_symmetric else prior
         self.format, self.settings = fmt, settings
+        self.compiled: CompiledStep | None = None  # the step compiled ahead of time; None: eager torch
+        self.use_compiled(compiled)
         self.completion = completion  # a `prior.completion.Completion`: the target of hidden body joints
         self.motion = motion if settings.motion_legs else None  # the target of a moving person's hidden legs
         if self.motion is not None:
@@ -388,25 +391,34 @@ class FewStepRefiner:
         use_prior = use_prior and bool(carry["groups"])
         # the tilt pull's strength once a frame: it changes little within one
         tilt = self._tilt_scale(self.upright.tilt_strength(obs, by_data, local, transl, rest))
+        rotvec: torch.Tensor | None = None  # the axis-angle of `local` (the compiled step returns the next one)
         for t in schedule:
-            rotvec = roma.rotmat_to_rotvec(local) if use_prior else None  # the prior's input, and the pulls' in the step
+            # the prior's input, and the pulls' in the step (the compiled step always takes it)
+            if rotvec is None and (use_prior or self.compiled is not None):
+                rotvec = roma.rotmat_to_rotvec(local)
             carry["local"] = local  # ... as matrices (the gravity condition, the motion model)
             pulls = [_scaled(p, factor) for p in self.prior_pulls(cast(torch.Tensor, rotvec), t, gen, carry)] if use_prior else []
             pulls.append(self._rest_pull(zero, local, obs.up, tilt, rotvec))
             if previous is not None and (s.temporal_weight > 0 or s.hold_weight > 0):
                 pulls.append(Pull(previous, hold))
-            if weak is not None:
-                pulls.append(weak)
-            local, transl = gauss_newton_step(self.fk, self.points, local, transl, target_points, target_conf,
-                                              pulls, s.damping, s.sigma_cm, rest_joints=rest, offsets=calib.offsets,
-                                              pose=rotvec)
+            stepped = None
+            if self.compiled is not None and all(p.precision is None and p.weak_cm is None for p in pulls):
+                stepped = self.compiled(local, transl, target_points, target_conf, pulls, weak, rest, calib.offsets,
+                                        cast(torch.Tensor, rotvec))
+            if stepped is None:
+                local, transl = gauss_newton_step(self.fk, self.points, local, transl, target_points, target_conf,
+                                                  pulls + ([weak] if weak is not None else []), s.damping, s.sigma_cm,
+                                                  rest_joints=rest, offsets=calib.offsets, pose=rotvec)
+                rotvec = None
+            else:
+                local, transl, rotvec = stepped
         evals += len(schedule) if use_prior else 0
         posed = self.fk.from_rotmat(local, transl, rest)
         # for the next frame: this one is answered with the shape and offsets it was solved with
         used_offsets = calib.offsets
         calib = calibrate(self.fk, self.points, posed, local, obs.points, obs.confidence, calib, s,
                           self.upright.floor_contact(obs, by_data, posed.joints, rest))
-        pose = roma.rotmat_to_rotvec(local)
+        pose = roma.rotmat_to_rotvec(local) if rotvec is None else rotvec
         completed = ~observed
         completed[:, POSE_PARTS.index("face")] = False  # no face prior: the face is neither observed nor completed
         evals *= self.evals_per_step
@@ -418,6 +430,15 @@ class FewStepRefiner:
                        keypoint_offsets=used_offsets, history=history, keypoint_filter=kfilter)
 
     evals_per_step = 1
+
+    def use_compiled(self, compiled: CompiledStep | None) -> None:
+        """Take the step compiled ahead of time (`CompiledStep.for_refiner` of this format and settings), or None."""
+        if compiled is not None:
+            mine = {"format": self.format.name, "damping": self.settings.damping, "sigma_cm": self.settings.sigma_cm,
+                    "weak_dof_cm": self.settings.weak_dof_cm}
+            if compiled.constants != mine:
+                raise ValueError(f"the compiled step was made for {compiled.constants}, this refiner needs {mine}")
+        self.compiled = compiled
 
     def _filtered(self, obs: Observation, init: BodyState | None) -> tuple[Observation, KeypointFilter | None]:
         """The observation with its seen keypoints through each track's Kalman filter, and the filter's next state

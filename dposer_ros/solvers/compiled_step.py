@@ -1,0 +1,227 @@
+"""The refiner's warm Gauss-Newton step compiled ahead of time: `torch.export` + AOTInductor, one package per keypoint
+format and step constants, the batch dimension dynamic.
+
+Eager torch spends most of a small step in Python and op dispatch (about 3,000 small operations a frame); the
+compiled step is one call into generated C++ (LAPACK's Cholesky stays a library call). It is the step of
+`gauss_newton.gauss_newton_step` with the refiner's warm pull structure fixed: three diagonal pulls (the prior's,
+the rest pull with the tilt, the hold; an absent one is passed at zero strength, which adds exact zeros) and the weak
+hold. The solve is Cholesky without the LU fallback (no branch on data in a graph); a step whose factorisation
+fails comes back non-finite, and the caller runs the eager step instead. Compiling takes tens of seconds, once:
+the package is cached on disk (`dposer compile`), keyed by everything that shapes the graph (format, constants, the
+solver's source, torch's version). bench/RESULTS.md, "The solver compiled ahead of time", has the measurements.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import numpy as np
+import roma
+import torch
+
+from ..body.jacobian import AttachedPoints
+from ..body.kinematics import ForwardKinematics
+from ..keypoints.format import KeypointFormat
+from .gauss_newton import Pull, gauss_newton_step
+
+LOG = logging.getLogger("dposer_ros.solvers")
+DIAGONAL_PULLS = 3  # the prior's, the rest (with the root's tilt), the hold
+MAX_BATCH = 256
+# the modules whose code is in the graph: a change to any of them is another package
+SOURCES = ("solvers/gauss_newton.py", "solvers/linear.py", "body/jacobian.py", "body/kinematics.py",
+           "solvers/compiled_step.py")
+
+
+class WarmStep(torch.nn.Module):
+    """The step as a module of tensors only: the graph `torch.export` traces."""
+
+    def __init__(self, fmt: KeypointFormat, free: tuple[int, ...], damping: float, sigma_cm: float,
+                 weak_cm: float) -> None:
+        super().__init__()
+        self.fk = ForwardKinematics()
+        self.points = AttachedPoints(self.fk, fmt.joints, fmt.offsets, free)
+        self.damping, self.sigma_cm, self.weak_cm = damping, sigma_cm, weak_cm
+
+    def forward(self, local, transl, target, weight, pull_targets, pull_scales, weak_target, weak_scale, rest,
+                offsets, pose):
+        pulls = [Pull(pull_targets[i], pull_scales[i]) for i in range(DIAGONAL_PULLS)]
+        pulls.append(Pull(weak_target, weak_scale, weak_cm=self.weak_cm))
+        local, transl = gauss_newton_step(self.fk, self.points, local, transl, target, weight, pulls, self.damping,
+                                          self.sigma_cm, rest_joints=rest, offsets=offsets, pose=pose, fallback=False)
+        return local, transl, roma.rotmat_to_rotvec(local)  # the next step's axis-angle, at no extra call
+
+
+def package_key(fmt: KeypointFormat, free: tuple[int, ...], damping: float, sigma_cm: float, weak_cm: float) -> str:
+    """sha256 of what the compiled graph depends on."""
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    digest.update(json.dumps({"format": fmt.name, "joints": [int(j) for j in fmt.joints],
+                              "offsets": np.asarray(fmt.offsets).tolist(), "free": list(free),
+                              "damping": damping, "sigma_cm": sigma_cm, "weak_cm": weak_cm,
+                              "torch": torch.__version__, "max_batch": MAX_BATCH}, sort_keys=True).encode())
+    for source in SOURCES:
+        digest.update((root / source).read_bytes())
+    return digest.hexdigest()
+
+
+def example_inputs(fmt: KeypointFormat, free: tuple[int, ...], batch: int) -> tuple[torch.Tensor, ...]:
+    """Inputs of `WarmStep` for `batch` people (a rest pose; shapes and dtypes are what matter)."""
+    f, k = len(free), fmt.num_keypoints
+    fk = ForwardKinematics()
+    return (torch.eye(3).repeat(batch, fk.skeleton.num_joints, 1, 1), torch.zeros(batch, 3), torch.zeros(batch, k, 3),
+            torch.ones(batch, k), torch.zeros(DIAGONAL_PULLS, batch, f, 3), torch.ones(DIAGONAL_PULLS, batch, f, 3),
+            torch.zeros(batch, f, 3), torch.ones(batch, f, 1), fk.rest_joints.float().expand(batch, -1, -1).clone(),
+            torch.zeros(batch, k, 3), torch.zeros(batch, fk.skeleton.num_joints, 3))
+
+
+class CompiledStep:
+    """The compiled warm step of one format and its constants; `load` compiles it on first use (and caches it)."""
+
+    def __init__(self, runner, path: Path, constants: dict) -> None:
+        self.runner, self.path, self.constants = runner, path, constants
+        self.calls = 0
+        self.fallbacks = 0  # calls the eager step answered (a failed factorisation)
+
+    @classmethod
+    def for_refiner(cls, fmt: KeypointFormat, settings, cache_dir: str | Path | None = None,
+                    compile_missing: bool = True) -> CompiledStep | None:
+        """The step of `FewStepRefiner(..., fmt, settings)`: its free joints, damping, robust scale and weak hold."""
+        from .refine import FREE_JOINTS
+
+        return cls.load(fmt, FREE_JOINTS, settings.damping, settings.sigma_cm, settings.weak_dof_cm, cache_dir,
+                        compile_missing)
+
+    @staticmethod
+    def package_path(fmt: KeypointFormat, free: tuple[int, ...], damping: float, sigma_cm: float, weak_cm: float,
+                     cache_dir: str | Path | None = None) -> Path:
+        key = package_key(fmt, free, damping, sigma_cm, weak_cm)
+        return (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / f"step-{fmt.name}-{key[:16]}.pt2"
+
+    @classmethod
+    def load(cls, fmt: KeypointFormat, free: tuple[int, ...], damping: float, sigma_cm: float, weak_cm: float,
+             cache_dir: str | Path | None = None, compile_missing: bool = True) -> CompiledStep | None:
+        """The cached package, else (with `compile_missing`) a new one; None when there is none and none is made."""
+        path = cls.package_path(fmt, free, damping, sigma_cm, weak_cm, cache_dir)
+        if not path.is_file():
+            if not compile_missing:
+                return None
+            compile_package(WarmStep(fmt, free, damping, sigma_cm, weak_cm), example_inputs(fmt, free, 2), path)
+        constants = {"format": fmt.name, "damping": damping, "sigma_cm": sigma_cm, "weak_dof_cm": weak_cm}
+        return cls(torch._inductor.aoti_load_package(str(path)), path, constants)
+
+    def __call__(self, local: torch.Tensor, transl: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
+                 diagonal: list[Pull], weak: Pull | None, rest: torch.Tensor, offsets: torch.Tensor,
+                 pose: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """The step: local rotations, translation and the new pose's axis-angle (B, J, 3); None where it failed (run
+        the eager one). `diagonal`: at most three diagonal pulls; `pose` the axis-angle of `local`."""
+        batch, free = pose.shape[0], weak.target.shape[1] if weak is not None else diagonal[0].target.shape[1]
+        if len(diagonal) > DIAGONAL_PULLS or batch > MAX_BATCH:
+            return None
+        shape = (batch, free, 3)
+        targets = torch.zeros((DIAGONAL_PULLS, *shape))
+        scales = torch.zeros((DIAGONAL_PULLS, *shape))
+        for i, pull in enumerate(diagonal):
+            targets[i] = pull.target
+            scales[i] = torch.as_tensor(pull.scale).expand(shape)
+        weak_target = weak.target if weak is not None else torch.zeros(shape)
+        weak_scale = torch.as_tensor(weak.scale).expand(batch, free, 1) if weak is not None else torch.zeros(batch, free, 1)
+        self.calls += 1
+        local_out, transl_out, pose_out = self.runner(local.contiguous(), transl.contiguous(), target.contiguous(),
+                                            weight.contiguous(), targets, scales, weak_target.contiguous(),
+                                            weak_scale.contiguous(), rest.contiguous(), offsets.contiguous(),
+                                            pose.contiguous())
+        if not (torch.isfinite(local_out).all() and torch.isfinite(transl_out).all()):
+            self.fallbacks += 1
+            return None
+        return local_out, transl_out, pose_out
+
+
+def default_cache_dir() -> Path:
+    """$DPOSER_ENGINE_DIR, else the checkout's models/engines (when writable), else ~/.cache/dposer_ros/engines."""
+    if os.environ.get("DPOSER_ENGINE_DIR"):
+        return Path(os.environ["DPOSER_ENGINE_DIR"])
+    checkout = Path(__file__).resolve().parents[2] / "models"
+    if checkout.is_dir() and os.access(checkout, os.W_OK):
+        return checkout / "engines"
+    return Path.home() / ".cache" / "dposer_ros" / "engines"
+
+
+def compile_package(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], path: Path) -> Path:
+    """Export `module` with a dynamic batch (dimension 0 of every input; the pulls' dimension 1) and compile it with
+    AOTInductor into `path` (written atomically)."""
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    dynamic = tuple({1: batch} if x.dim() == 4 and x.shape[0] == DIAGONAL_PULLS and i in (4, 5) else {0: batch}
+                    for i, x in enumerate(inputs))
+    LOG.info("compiling the solver's step ahead of time into %s (first use; tens of seconds)", path)
+    program = torch.export.export(module, inputs, dynamic_shapes=dynamic, strict=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        staged = Path(tmp) / path.name
+        torch._inductor.aoti_compile_and_package(program, package_path=str(staged))
+        os.replace(staged, path)
+    return path
+
+
+class BackgroundCompiler:
+    """Compiled steps for a serving process that must not wait: `get` returns the cached package's step, or None
+    while `dposer compile` makes it in a child process (started once per format and constants; eager meanwhile).
+    A child that fails is logged and not started again."""
+
+    def __init__(self, cache_dir: str | Path | None = None) -> None:
+        self.cache_dir = cache_dir
+        self._loaded: dict[Path, CompiledStep] = {}
+        self._children: dict[Path, subprocess.Popen] = {}
+        self._failed: set[Path] = set()
+        self._lock = threading.Lock()
+
+    def get(self, fmt: KeypointFormat, settings) -> CompiledStep | None:
+        from .refine import FREE_JOINTS
+
+        path = CompiledStep.package_path(fmt, FREE_JOINTS, settings.damping, settings.sigma_cm, settings.weak_dof_cm,
+                                         self.cache_dir)
+        with self._lock:
+            if path in self._loaded:
+                return self._loaded[path]
+            child = self._children.get(path)
+            if child is not None and child.poll() is None:
+                return None  # still compiling
+            if child is not None and child.returncode != 0 and path not in self._failed:
+                self._failed.add(path)
+                LOG.warning("compiling the solver's step for %s failed (exit %s): eager steps", fmt.name, child.returncode)
+            if path in self._failed:
+                return None
+            if path.is_file():
+                step = CompiledStep.for_refiner(fmt, settings, self.cache_dir, compile_missing=False)
+                if step is not None:
+                    self._loaded[path] = step
+                    LOG.info("solver step compiled ahead of time: %s", path)
+                return step
+            command = [sys.executable, "-m", "dposer_ros.cli", "compile", "--format", fmt.name,
+                       "--damping", repr(settings.damping), "--sigma-cm", repr(settings.sigma_cm),
+                       "--weak-dof-cm", repr(settings.weak_dof_cm)]
+            if self.cache_dir is not None:
+                command += ["--cache-dir", str(self.cache_dir)]
+            LOG.info("compiling the solver's step for %s in the background (%s); eager steps until it is ready",
+                     fmt.name, path)
+            self._children[path] = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            return None
+
+    def close(self) -> None:
+        """Stop compilations still running (their packages are not written)."""
+        with self._lock:
+            for child in self._children.values():
+                if child.poll() is None:
+                    child.terminate()
+            for child in self._children.values():
+                try:
+                    child.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    child.kill()
