@@ -261,6 +261,7 @@ def serve(fd: int) -> int:
     """The child's loop: load what the spec names, then answer calls until the parent closes the socket."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     conn = Connection(fd)
+    solve: RefinerCache | None = None
     try:
         spec = pickle.loads(conn.recv_bytes())
         try:
@@ -277,6 +278,8 @@ def serve(fd: int) -> int:
                 reply = ("raised", f"{type(err).__name__}: {err}")
             conn.send_bytes(pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL))
     except (EOFError, OSError):
+        if solve is not None:
+            solve.close()  # a compilation of the solver's step still running ends with it
         return 0  # the parent closed the socket, or went away
 
 
