@@ -218,6 +218,11 @@ class RefineNodeMixin:
             self.get_logger().info(f"no motion model beside the prior ({self.motion_path}): hidden legs from the prior alone")
         if self.input_type == "marker_array" and not p["input_format"]:
             self.core.settings.input_format = adapters.AZURE_KINECT_FORMAT
+        if p["compiled_step"] and self.core.settings.input_format and self.solver_process is None:
+            # the compiled step loaded now (about 2 s), or its compilation started: not at the first message
+            from ..keypoints import get_format
+
+            self.core.solver.refiner(get_format(self.core.settings.input_format), self.core.refine_settings())
         self._loggers: dict[str, object] = {}
         self._errors: dict[str, int] = {}
         self._last_diag = {"malformed_total": 0, "drops": 0, "failed": 0, "intake_waits": 0}
