@@ -221,14 +221,17 @@ def run_demo(args) -> int:
     print(f"keypoint_noise_cm: {params.get('keypoint_noise_cm', 'unknown')}")
     from ..keypoints import get_format
     from ..solvers.compiled_step import CompiledStep
-    from ..solvers.refine import RefineSettings
+    from ..solvers.refine import FREE_JOINTS, RefineSettings
 
-    started = time.monotonic()  # the node's step compiled ahead of time (its default compiled_step): made once here
-    step = CompiledStep.for_refiner(get_format(stream.format_name), RefineSettings(), compile_missing=False)
-    if step is None:
+    # the node's step compiled ahead of time (its default compiled_step): made here once, before the node starts
+    solver, fmt = RefineSettings(), get_format(stream.format_name)
+    path = CompiledStep.package_path(fmt, FREE_JOINTS, solver.damping, solver.sigma_cm, solver.weak_dof_cm)
+    if not path.is_file():
         print("compiling the solver's step ahead of time (first run only, about half a minute)", flush=True)
-        step = CompiledStep.for_refiner(get_format(stream.format_name), RefineSettings())
-    print(f"solver step: {step.path} ({time.monotonic() - started:.1f} s)")
+        started = time.monotonic()
+        CompiledStep.for_refiner(fmt, solver)
+        print(f"compiled in {time.monotonic() - started:.0f} s")
+    print(f"solver step: {path}")
     node = NodeProcess(params, log_path, domain, localhost_only=False)
     ctx = rclpy.Context()
     rclpy.init(context=ctx, domain_id=domain)
