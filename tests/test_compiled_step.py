@@ -149,3 +149,31 @@ def test_dposer_compile_reports_a_cached_package_and_refuses_unknown_formats(cac
     assert "coco17: " in (out := capsys.readouterr().out) and "(cached)" in out
     assert main(["compile", "--format", "coco17,no_such_format", "--cache-dir", str(cache)]) == 2
     assert "unknown keypoint format 'no_such_format'" in capsys.readouterr().err
+
+
+def test_the_solve_without_fallback_is_nan_where_the_factorisation_fails():
+    from dposer_ros.solvers.gauss_newton import _spd_solve
+
+    good = torch.eye(6) * 2.0
+    bad = torch.eye(6)
+    bad[4, 4] = -1.0  # not positive definite
+    b = torch.ones(2, 6, 1)
+    x = _spd_solve(torch.stack([good, bad]), b, exportable=False, fallback=False)
+    assert torch.allclose(x[0], b[0] / 2.0) and torch.isnan(x[1]).all()
+    assert torch.isfinite(_spd_solve(torch.stack([good, bad]), b, exportable=False)).all()  # with the LU fallback
+
+
+def test_the_solver_process_loads_the_compiled_step_it_is_told_to_prepare(cache, prior, tmp_path, monkeypatch):
+    from dposer_ros.backends.solver_process import SolverProcess
+
+    monkeypatch.setenv("DPOSER_ENGINE_DIR", str(cache))  # the child finds the package there
+    path = tmp_path / "prior.pt"
+    prior.save(path)
+    obs, init = synthetic_stream(FMT, 2, seed=4)
+    proc = SolverProcess(path, "torch", 1, compiled_step=True, prepare=(("coco17", SETTINGS),))
+    try:
+        out = proc(FMT, SETTINGS, obs, init)
+    finally:
+        proc.close()
+    reference = FewStepRefiner(PosePrior.load(path), FMT, SETTINGS)(obs, init)
+    assert (out.joints - reference.joints).norm(dim=-1).max() < 1e-4

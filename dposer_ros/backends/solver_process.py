@@ -91,15 +91,17 @@ class SolverProcessError(RuntimeError):
 class SolverProcess:
     """The refiner in a child process: `prior` (a checkpoint path) on `backend` with `threads` torch / ONNX Runtime
     threads (`int8`: ONNX Runtime on a CPU with int8 weights; `compiled_step`: the solver's step compiled ahead of
-    time, `solvers.compiled_step.BackgroundCompiler`), and the motion model at `motion` (None: none).
+    time, `solvers.compiled_step.BackgroundCompiler`, loaded at start for the (format name, settings) of `prepare`),
+    and the motion model at `motion` (None: none).
     Raises `SolverProcessError` with the child's own message when it cannot load them. Calls are serialised (one
     worker thread is the expected caller)."""
 
     def __init__(self, prior: Path, backend: str = "auto", threads: int = 1, motion: Path | None = None,
-                 start_timeout: float = START_TIMEOUT_S, int8: bool = False, compiled_step: bool = False) -> None:
+                 start_timeout: float = START_TIMEOUT_S, int8: bool = False, compiled_step: bool = False,
+                 prepare: tuple[tuple[str, RefineSettings], ...] = ()) -> None:
         self.spec = {"prior": str(prior), "backend": backend, "threads": int(threads),
                      "motion": None if motion is None else str(motion), "int8": bool(int8),
-                     "compiled_step": bool(compiled_step)}
+                     "compiled_step": bool(compiled_step), "prepare": tuple(prepare)}
         self.start_timeout = start_timeout
         self._lock = threading.Lock()
         self._proc: subprocess.Popen | None = None
@@ -253,8 +255,13 @@ def _load(spec: dict) -> tuple[RefinerCache, str, bool, list[tuple[int, str]]]:
     finally:
         backends.removeHandler(collect)
     compiler = BackgroundCompiler() if spec.get("compiled_step") else None
-    return (RefinerCache(engine, motion, compiler), getattr(engine, "name", type(engine).__name__), motion is not None,
-            collect.records)
+    cache = RefinerCache(engine, motion, compiler)
+    if compiler is not None:
+        from ..keypoints import get_format
+
+        for name, settings in spec.get("prepare", ()):  # the compiled step loaded now, not at the first call
+            cache.refiner(get_format(name), settings)
+    return cache, getattr(engine, "name", type(engine).__name__), motion is not None, collect.records
 
 
 def serve(fd: int) -> int:

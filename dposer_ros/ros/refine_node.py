@@ -189,9 +189,12 @@ class RefineNodeMixin:
         where = "in a solver process" if p["solver_process"] else "in this process"
         self.get_logger().info(f"loading prior {self.model_path} (backend {p['backend']}) {where}")
         if p["solver_process"]:
+            known = p["input_format"] or (adapters.AZURE_KINECT_FORMAT if self.input_type == "marker_array" else "")
             self.solver_process = SolverProcess(self.model_path, p["backend"], p["threads"],
                                                 self.motion_path if use_motion else None, int8=p["int8"],
-                                                compiled_step=p["compiled_step"])
+                                                compiled_step=p["compiled_step"],
+                                                prepare=((known, self._core_settings(p).refine_settings()),)
+                                                if known else ())
             for level, text in self.solver_process.messages:
                 (self.get_logger().warning if level >= logging.WARNING else self.get_logger().info)(text)
             self.backend, self.motion_loaded = self.solver_process.backend, self.solver_process.motion_loaded

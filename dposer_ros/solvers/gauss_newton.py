@@ -72,8 +72,8 @@ def _spd_solve(a: torch.Tensor, b: torch.Tensor, exportable: bool, fallback: boo
     if a.shape[-1] == 3:
         return torch.linalg.solve(a, b)
     chol, info = torch.linalg.cholesky_ex(a)  # Cholesky: half the cost of LU
-    if not fallback:
-        return torch.cholesky_solve(b, chol)
+    if not fallback:  # NaN where the factorisation failed (LAPACK leaves the rest of the matrix in its place)
+        return torch.where((info == 0)[..., None, None], torch.cholesky_solve(b, chol), float("nan"))
     return torch.cholesky_solve(b, chol) if not info.any() else torch.linalg.solve(a, b)
 
 
