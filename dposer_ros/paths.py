@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -19,3 +20,14 @@ def config_path(relative: str) -> Path:
 def default_mocap_dir() -> Path:
     """shared/data/mocap beside the checkout (where CI and the developers keep it)."""
     return _CHECKOUT.parent / "shared" / "data" / "mocap"
+
+
+def default_engine_dir() -> Path:
+    """Where exported and compiled files are cached (ONNX, TensorRT engines, solver packages): $DPOSER_ENGINE_DIR,
+    else the checkout's models/engines (when writable), else ~/.cache/dposer_ros/engines."""
+    if os.environ.get("DPOSER_ENGINE_DIR"):
+        return Path(os.environ["DPOSER_ENGINE_DIR"])
+    checkout = _CHECKOUT / "models"
+    if checkout.is_dir() and os.access(checkout, os.W_OK):
+        return checkout / "engines"
+    return Path.home() / ".cache" / "dposer_ros" / "engines"

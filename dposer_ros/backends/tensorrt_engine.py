@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from ..paths import default_engine_dir
 from ..prior.layout import DIM, PARTS
 from .base import INPUT_NAMES, LOG, OUTPUT_NAME, BackendError, PriorMeta
 from .onnx_export import random_inputs, read_onnx, to_mixed_precision
@@ -32,17 +33,6 @@ from .onnx_export import random_inputs, read_onnx, to_mixed_precision
 ENGINE_FORMAT = "dposer_ros.trt/1"
 DEFAULT_MAX_BATCH = 128  # rows: the refiner asks the prior twice per person (body, hands), so 64 people
 DEFAULT_OPT_BATCH = 8
-_CHECKOUT = Path(__file__).resolve().parents[2]
-
-
-def default_engine_dir() -> Path:
-    """$DPOSER_ENGINE_DIR, else the checkout's models/engines (when writable), else ~/.cache/dposer_ros/engines."""
-    if os.environ.get("DPOSER_ENGINE_DIR"):
-        return Path(os.environ["DPOSER_ENGINE_DIR"])
-    checkout = _CHECKOUT / "models"
-    if checkout.is_dir() and os.access(checkout, os.W_OK):
-        return checkout / "engines"
-    return Path.home() / ".cache" / "dposer_ros" / "engines"
 
 
 def _slug(text: str) -> str:

@@ -30,6 +30,7 @@ import torch
 from ..body.jacobian import AttachedPoints
 from ..body.kinematics import ForwardKinematics
 from ..keypoints.format import KeypointFormat
+from ..paths import default_engine_dir
 from .gauss_newton import Pull, gauss_newton_step
 
 LOG = logging.getLogger("dposer_ros.solvers")
@@ -103,7 +104,7 @@ class CompiledStep:
     def package_path(fmt: KeypointFormat, free: tuple[int, ...], damping: float, sigma_cm: float, weak_cm: float,
                      cache_dir: str | Path | None = None) -> Path:
         key = package_key(fmt, free, damping, sigma_cm, weak_cm)
-        return (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / f"step-{fmt.name}-{key[:16]}.pt2"
+        return (Path(cache_dir) if cache_dir is not None else default_engine_dir()) / f"step-{fmt.name}-{key[:16]}.pt2"
 
     @classmethod
     def load(cls, fmt: KeypointFormat, free: tuple[int, ...], damping: float, sigma_cm: float, weak_cm: float,
@@ -147,16 +148,6 @@ class CompiledStep:
             self.fallbacks += 1
             return None
         return local_out, transl_out, pose_out
-
-
-def default_cache_dir() -> Path:
-    """$DPOSER_ENGINE_DIR, else the checkout's models/engines (when writable), else ~/.cache/dposer_ros/engines."""
-    if os.environ.get("DPOSER_ENGINE_DIR"):
-        return Path(os.environ["DPOSER_ENGINE_DIR"])
-    checkout = Path(__file__).resolve().parents[2] / "models"
-    if checkout.is_dir() and os.access(checkout, os.W_OK):
-        return checkout / "engines"
-    return Path.home() / ".cache" / "dposer_ros" / "engines"
 
 
 def compile_package(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], path: Path) -> Path:
