@@ -119,7 +119,8 @@ def load_engine(model_path: Path, backend: str, threads: int = 0, int8: bool = F
 
 
 def _forward_backend_log(logger) -> None:
-    """Show the `dposer_ros.backends` messages (chosen backend, fallbacks and why) in the node's log."""
+    """Show the `dposer_ros.backends` and `dposer_ros.solvers` messages (chosen backend, fallbacks and why, the
+    solver's compiled step) in the node's log."""
 
     class _ToRos(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
@@ -128,10 +129,11 @@ def _forward_backend_log(logger) -> None:
             else:
                 logger.info(record.getMessage())
 
-    log = logging.getLogger("dposer_ros.backends")
-    if not any(isinstance(h, _ToRos) for h in log.handlers):
-        log.addHandler(_ToRos())
-        log.setLevel(logging.INFO)
+    for name in ("dposer_ros.backends", "dposer_ros.solvers"):
+        log = logging.getLogger(name)
+        if not any(isinstance(h, _ToRos) for h in log.handlers):
+            log.addHandler(_ToRos())
+            log.setLevel(logging.INFO)
 
 
 def _descriptor(spec) -> ParameterDescriptor:

@@ -13,6 +13,7 @@ solver's source, torch's version). bench/RESULTS.md, "The solver compiled ahead 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -60,16 +61,23 @@ class WarmStep(torch.nn.Module):
         return local, transl, roma.rotmat_to_rotvec(local)  # the next step's axis-angle, at no extra call
 
 
+@functools.cache
+def _sources_sha256() -> str:
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for source in SOURCES:
+        digest.update((root / source).read_bytes())
+    return digest.hexdigest()
+
+
 def package_key(fmt: KeypointFormat, free: tuple[int, ...], damping: float, sigma_cm: float, weak_cm: float) -> str:
     """sha256 of what the compiled graph depends on."""
-    root = Path(__file__).resolve().parents[1]
     digest = hashlib.sha256()
     digest.update(json.dumps({"format": fmt.name, "joints": [int(j) for j in fmt.joints],
                               "offsets": np.asarray(fmt.offsets).tolist(), "free": list(free),
                               "damping": damping, "sigma_cm": sigma_cm, "weak_cm": weak_cm,
                               "torch": torch.__version__, "max_batch": MAX_BATCH}, sort_keys=True).encode())
-    for source in SOURCES:
-        digest.update((root / source).read_bytes())
+    digest.update(_sources_sha256().encode())
     return digest.hexdigest()
 
 
@@ -176,13 +184,18 @@ class BackgroundCompiler:
         self._loaded: dict[Path, CompiledStep] = {}
         self._children: dict[Path, subprocess.Popen] = {}
         self._failed: set[Path] = set()
+        self._paths: dict[tuple, Path] = {}
         self._lock = threading.Lock()
 
     def get(self, fmt: KeypointFormat, settings) -> CompiledStep | None:
         from .refine import FREE_JOINTS
 
-        path = CompiledStep.package_path(fmt, FREE_JOINTS, settings.damping, settings.sigma_cm, settings.weak_dof_cm,
-                                         self.cache_dir)
+        constants = (fmt.name, settings.damping, settings.sigma_cm, settings.weak_dof_cm)
+        with self._lock:  # the path once per format and constants (the serving side asks at every call meanwhile)
+            path = self._paths.get(constants)
+            if path is None:
+                path = self._paths[constants] = CompiledStep.package_path(fmt, FREE_JOINTS, *constants[1:],
+                                                                          self.cache_dir)
         with self._lock:
             if path in self._loaded:
                 return self._loaded[path]
