@@ -204,7 +204,13 @@ def _compile(args: argparse.Namespace) -> int:
         path = CompiledStep.package_path(fmt, FREE_JOINTS, damping, sigma_cm, weak_cm, args.cache_dir)
         cached = path.is_file()
         start = time.perf_counter()
-        step = CompiledStep.load(fmt, FREE_JOINTS, damping, sigma_cm, weak_cm, args.cache_dir)
+        try:
+            step = CompiledStep.load(fmt, FREE_JOINTS, damping, sigma_cm, weak_cm, args.cache_dir)
+        except Exception as err:  # noqa: BLE001 - torch.export / AOTInductor / the C++ compiler, in their words
+            print(f"dposer: error: could not compile the solver's step for {fmt.name} ({type(err).__name__}: "
+                  f"{str(err)[:500]}); AOTInductor needs a C++ compiler (g++) and a writable cache folder; the "
+                  "refiner runs the eager step without it", file=sys.stderr)
+            return 1
         assert step is not None
         print(f"{fmt.name}: {step.path} ({'cached' if cached else f'compiled in {time.perf_counter() - start:.0f} s'})")
     return 0

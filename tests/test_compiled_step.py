@@ -177,3 +177,12 @@ def test_the_solver_process_loads_the_compiled_step_it_is_told_to_prepare(cache,
         proc.close()
     reference = FewStepRefiner(PosePrior.load(path), FMT, SETTINGS)(obs, init)
     assert (out.joints - reference.joints).norm(dim=-1).max() < 1e-4
+
+
+def test_dposer_compile_says_what_is_wrong_when_compilation_fails(tmp_path, capsys):
+    from dposer_ros.cli import main
+
+    blocked = tmp_path / "not_a_folder"
+    blocked.write_text("a file where the cache folder should be")
+    assert main(["compile", "--format", "coco17", "--cache-dir", str(blocked)]) == 1
+    assert "could not compile the solver's step for coco17" in capsys.readouterr().err
