@@ -189,10 +189,14 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _compile(args: argparse.Namespace) -> int:
+    import signal
+
     from .keypoints import get_format
     from .solvers.compiled_step import CompiledStep
     from .solvers.refine import FREE_JOINTS, RefineSettings
 
+    # stopped by a node that shuts down (BackgroundCompiler.close): leave no half-written temporary folder behind
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     defaults = RefineSettings()
     damping = defaults.damping if args.damping is None else args.damping
     sigma_cm = defaults.sigma_cm if args.sigma_cm is None else args.sigma_cm
