@@ -62,7 +62,7 @@ def test_the_compiled_step_is_the_eager_step_at_any_batch(cache):
     step = CompiledStep.for_refiner(FMT, SETTINGS, cache, compile_missing=False)
     assert step is not None
     module = WarmStep(FMT, FREE_JOINTS, SETTINGS.damping, SETTINGS.sigma_cm, SETTINGS.weak_dof_cm)
-    for batch in (1, 3, 17):  # one package, the batch dynamic
+    for batch in (1, 3, 17, 64):  # one package, the batch dynamic (not the example's 2 baked in anywhere)
         local, transl, target, weight, diagonal, weak, rest, offsets = _pulls(batch, batch)
         pose = roma.rotmat_to_rotvec(local)
         got = step(local, transl, target, weight, diagonal, weak, rest, offsets, pose)
