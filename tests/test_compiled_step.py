@@ -81,7 +81,7 @@ def test_the_refiner_answers_as_without_it(cache, prior):
     obs, init = synthetic_stream(FMT, 3, seed=1)  # a hidden leg: the prior is asked at every step
     eager, compiled = FewStepRefiner(prior, FMT, SETTINGS), FewStepRefiner(prior, FMT, SETTINGS, compiled=step)
     a, b = eager(obs, init), compiled(obs, init)
-    assert step.calls == SETTINGS.steps and step.fallbacks == 0
+    assert step.calls == SETTINGS.steps and step.fallbacks == 0 and 3 in step.verified
     assert (a.joints - b.joints).norm(dim=-1).max() < 1e-4  # metres
     assert (a.pose - b.pose).abs().max() < 1e-4
     new_a, new_b = eager(obs, None), compiled(obs, None)  # a new track: the cold start eager, its steps compiled
@@ -186,3 +186,20 @@ def test_dposer_compile_says_what_is_wrong_when_compilation_fails(tmp_path, caps
     blocked.write_text("a file where the cache folder should be")
     assert main(["compile", "--format", "coco17", "--cache-dir", str(blocked)]) == 1
     assert "could not compile the solver's step for coco17" in capsys.readouterr().err
+
+
+def test_a_batch_size_whose_compiled_answer_differs_runs_eagerly(cache, prior, caplog):
+    """The first call of each batch size is checked against the eager step: a package that answers wrongly but
+    finitely (a size baked into a graph) is refused for that size, and the refiner answers as the eager one."""
+    step = CompiledStep.for_refiner(FMT, SETTINGS, cache, compile_missing=False)
+    runner = step.runner
+    step.runner = lambda *args: tuple(x + 0.01 for x in runner(*args))  # off by 0.01 everywhere, finite
+    obs, init = synthetic_stream(FMT, 5, seed=5)
+    caplog.set_level(logging.WARNING, logger="dposer_ros.solvers")
+    refiner = FewStepRefiner(prior, FMT, SETTINGS, compiled=step)
+    out = refiner(obs, init)
+    assert 5 in step.refused and 5 not in step.verified and step.calls == 1  # refused at once, not asked again
+    assert torch.equal(out.joints, FewStepRefiner(prior, FMT, SETTINGS)(obs, init).joints)
+    assert any("differs from the eager one" in r.getMessage() for r in caplog.records)
+    refiner(obs, init)
+    assert step.calls == 1

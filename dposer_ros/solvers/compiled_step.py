@@ -6,7 +6,8 @@ compiled step is one call into generated C++ (LAPACK's Cholesky stays a library 
 `gauss_newton.gauss_newton_step` with the refiner's warm pull structure fixed: three diagonal pulls (the prior's,
 the rest pull with the tilt, the hold; an absent one is passed at zero strength, which adds exact zeros) and the weak
 hold. The solve is Cholesky without the LU fallback (no branch on data in a graph); a step whose factorisation
-fails comes back non-finite, and the caller runs the eager step instead. Compiling takes tens of seconds, once:
+fails comes back non-finite, and the caller runs the eager step instead. The first call of each batch size is
+checked against the eager step (`confirm`): a size whose answer differs runs eagerly from then on. Compiling takes tens of seconds, once:
 the package is cached on disk (`dposer compile`), keyed by everything that shapes the graph (format, constants, the
 solver's source, torch's version). bench/RESULTS.md, "The solver compiled ahead of time", has the measurements.
 """
@@ -98,6 +99,20 @@ class CompiledStep:
         self.runner, self.path, self.constants = runner, path, constants
         self.calls = 0
         self.fallbacks = 0  # calls the eager step answered (a failed factorisation)
+        # batch sizes whose first call matched the eager step, and those that did not (eager for them from then on)
+        self.verified: set[int] = set()
+        self.refused: set[int] = set()
+
+    def confirm(self, batch: int, local: torch.Tensor, reference: torch.Tensor, tolerance: float = 1e-3) -> bool:
+        """Check a batch size's first compiled answer (rotations) against the eager step's; False refuses the size."""
+        difference = float((local - reference).abs().max())
+        if difference <= tolerance:
+            self.verified.add(batch)
+            return True
+        self.refused.add(batch)
+        LOG.warning("compiled step differs from the eager one by %.3g at batch %d: eager steps for that batch size",
+                    difference, batch)
+        return False
 
     @classmethod
     def for_refiner(cls, fmt: KeypointFormat, settings, cache_dir: str | Path | None = None,
@@ -132,7 +147,7 @@ class CompiledStep:
         """The step: local rotations, translation and the new pose's axis-angle (B, J, 3); None where it failed (run
         the eager one). `diagonal`: at most three diagonal pulls; `pose` the axis-angle of `local`."""
         batch, free = pose.shape[0], weak.target.shape[1] if weak is not None else diagonal[0].target.shape[1]
-        if len(diagonal) > DIAGONAL_PULLS or batch > MAX_BATCH:
+        if len(diagonal) > DIAGONAL_PULLS or batch > MAX_BATCH or batch in self.refused:
             return None
         shape = (batch, free, 3)
         targets = torch.zeros((DIAGONAL_PULLS, *shape))

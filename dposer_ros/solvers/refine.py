@@ -405,13 +405,17 @@ class FewStepRefiner:
             if self.compiled is not None and all(p.precision is None and p.weak_cm is None for p in pulls):
                 stepped = self.compiled(local, transl, target_points, target_conf, pulls, weak, rest, calib.offsets,
                                         cast(torch.Tensor, rotvec))
-            if stepped is None:
-                local, transl = gauss_newton_step(self.fk, self.points, local, transl, target_points, target_conf,
-                                                  pulls + ([weak] if weak is not None else []), s.damping, s.sigma_cm,
-                                                  rest_joints=rest, offsets=calib.offsets, pose=rotvec)
-                rotvec = None
-            else:
+            eager = None
+            if stepped is None or batch not in cast(CompiledStep, self.compiled).verified:
+                eager = gauss_newton_step(self.fk, self.points, local, transl, target_points, target_conf,
+                                          pulls + ([weak] if weak is not None else []), s.damping, s.sigma_cm,
+                                          rest_joints=rest, offsets=calib.offsets, pose=rotvec)
+            # a batch size's first compiled answer is checked against the eager one (then trusted, or refused)
+            if stepped is not None and (eager is None or cast(CompiledStep, self.compiled).confirm(batch, stepped[0],
+                                                                                                    eager[0])):
                 local, transl, rotvec = stepped
+            else:
+                (local, transl), rotvec = cast(tuple, eager), None
         evals += len(schedule) if use_prior else 0
         posed = self.fk.from_rotmat(local, transl, rest)
         # for the next frame: this one is answered with the shape and offsets it was solved with
