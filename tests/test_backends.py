@@ -24,11 +24,9 @@ from dposer_ros.backends import (
     select_engine,
     to_mixed_precision,
 )
-from dposer_ros.backends.base import gather_dim_mask, graph_friendly_network
 from dposer_ros.backends.onnx_export import random_inputs
 from dposer_ros.keypoints import get_format
-from dposer_ros.prior import network
-from dposer_ros.prior.layout import DIM, PARTS, dim_mask
+from dposer_ros.prior.layout import DIM, PART_DIMS, PARTS, dim_mask
 from dposer_ros.prior.model import Normalizer, PosePrior
 from dposer_ros.prior.network import ScoreNet
 from dposer_ros.prior.sde import SubVPSDE
@@ -195,13 +193,10 @@ def test_mixed_precision_model_stays_close(files):
         assert np.abs(got - prior.eps(x, t, m).numpy()).max() < 1e-2
 
 
-def test_graph_friendly_mask_is_identical():
+def test_dim_mask_expands_each_part_over_its_entries():
     m = (torch.rand(9, len(PARTS)) < 0.5).float()
-    assert torch.equal(gather_dim_mask(m), dim_mask(m))
-    original = network.dim_mask
-    with graph_friendly_network():
-        assert network.dim_mask is gather_dim_mask
-    assert network.dim_mask is original
+    sizes = torch.tensor([PART_DIMS[p] for p in PARTS])
+    assert torch.equal(dim_mask(m), torch.repeat_interleave(m, sizes, dim=-1))
 
 
 def test_export_cli_checks_and_fails_above_tolerance(files, tmp_path, capsys):

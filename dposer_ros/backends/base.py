@@ -10,8 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -98,39 +96,3 @@ class PriorMeta:
             if value.shape != (DIM,) or not torch.isfinite(value).all():
                 raise BackendError(f"{source}: normalisation '{key}' must be {DIM} finite numbers, got shape {tuple(value.shape)}")
         return meta
-
-
-# --- a capture- and export-friendly stand-in for prior.layout.dim_mask --------------------------------------
-# `dim_mask` expands the (B, 4) part mask with repeat_interleave over a tensor of sizes, which needs the sizes'
-# sum on the host: a device sync that CUDA graph capture forbids, and a clumsy Split/Expand chain in ONNX.
-# Gathering with a constant index gives bit-identical values (each entry is copied), so while tracing or
-# capturing, the network's module-level `dim_mask` is swapped for this one.
-
-_PART_INDEX: dict[torch.device, torch.Tensor] = {}
-
-
-def part_index(device: torch.device | str = "cpu") -> torch.Tensor:
-    """(DIM,) long: the part of each entry of the pose vector (cached per device)."""
-    device = torch.device(device)
-    if device not in _PART_INDEX:
-        sizes = torch.tensor([PART_DIMS[p] for p in PARTS])
-        _PART_INDEX[device] = torch.repeat_interleave(torch.arange(len(PARTS)), sizes).to(device)
-    return _PART_INDEX[device]
-
-
-def gather_dim_mask(part_mask: torch.Tensor) -> torch.Tensor:
-    """Same values as `prior.layout.dim_mask`, as one gather."""
-    return part_mask.to(torch.float32).index_select(-1, part_index(part_mask.device))
-
-
-@contextmanager
-def graph_friendly_network() -> Iterator[None]:
-    """Within the block, `ScoreNet.forward` masks with `gather_dim_mask` (same values, no host sync)."""
-    from ..prior import network
-
-    original = network.dim_mask
-    network.dim_mask = gather_dim_mask
-    try:
-        yield
-    finally:
-        network.dim_mask = original

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import torch
 
-from ..prior.layout import DIM
+from ..prior.layout import DIM, part_index
 from ..prior.model import PosePrior
-from .base import LOG, OUTPUT_NAME, BackendError, PriorMeta, graph_friendly_network, part_index
+from .base import LOG, OUTPUT_NAME, BackendError, PriorMeta
 from .onnx_export import read_onnx
 
 
@@ -48,7 +48,7 @@ class TorchEngine:
         dev = self.device
         static = (torch.zeros(batch, DIM, device=dev), torch.full((batch,), 0.5, device=dev),
                   torch.ones(batch, 4, device=dev))
-        with torch.no_grad(), graph_friendly_network():
+        with torch.no_grad():
             # warm up on a side stream (cuBLAS handles, allocator pools), as torch.cuda.graphs requires
             side = torch.cuda.Stream(dev)
             side.wait_stream(torch.cuda.current_stream(dev))

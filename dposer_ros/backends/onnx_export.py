@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from ..prior.layout import DIM, PARTS
+from ..prior.layout import DIM, PARTS, part_index
 from ..prior.model import CheckpointError, PosePrior, file_sha256
-from .base import INPUT_NAMES, LOG, META_KEY, OUTPUT_NAME, QUANT_KEY, BackendError, PriorMeta, graph_friendly_network, part_index
+from .base import INPUT_NAMES, LOG, META_KEY, OUTPUT_NAME, QUANT_KEY, BackendError, PriorMeta
 
 if TYPE_CHECKING:
     import onnx
@@ -71,7 +71,7 @@ def onnx_bytes(prior: PosePrior, opset: int = DEFAULT_OPSET) -> bytes:
     buf = io.BytesIO()
     batch = {0: "batch"}
     part_index("cpu")  # made outside the trace, so it is one plain constant (and the bytes do not vary)
-    with graph_friendly_network(), warnings.catch_warnings(), torch.no_grad():
+    with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
         # dynamo=False: the TorchScript-based exporter, which needs no onnxscript and gives a plain Gemm graph
         torch.onnx.export(

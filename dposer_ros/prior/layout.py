@@ -37,13 +37,27 @@ def part_slices() -> dict[str, slice]:
 SLICES = part_slices()
 
 
+_PART_INDEX: dict[torch.device, torch.Tensor] = {}
+
+
+def part_index(device: torch.device | str = "cpu") -> torch.Tensor:
+    """(DIM,) long: the part of each entry of the vector (cached per device: made before a trace or a CUDA graph
+    capture, it is one plain constant there)."""
+    device = torch.device(device)
+    if device not in _PART_INDEX:
+        sizes = torch.tensor([PART_DIMS[p] for p in PARTS])
+        _PART_INDEX[device] = torch.repeat_interleave(torch.arange(len(PARTS)), sizes).to(device)
+    return _PART_INDEX[device]
+
+
 def dim_mask(part_mask: torch.Tensor) -> torch.Tensor:
-    """(..., len(PARTS)) part mask -> (..., DIM) mask over the vector's entries."""
-    sizes = torch.tensor([PART_DIMS[p] for p in PARTS], device=part_mask.device)
-    return torch.repeat_interleave(part_mask.to(torch.float32), sizes, dim=-1)
+    """(..., len(PARTS)) part mask -> (..., DIM) mask over the vector's entries: one gather with a constant index (no
+    host sync, which CUDA graph capture forbids; one Gather in ONNX)."""
+    return part_mask.to(torch.float32).index_select(-1, part_index(part_mask.device))
 
 
 DIFFUSED = dim_mask(torch.tensor([p not in CONDITION_PARTS for p in PARTS]))  # (DIM,) 1 where the prior diffuses
+_BODY, _LEFT, _RIGHT = (torch.tensor(PART_JOINTS[p]) for p in ("body", "left_hand", "right_hand"))
 
 
 def with_conditions(pose_mask: torch.Tensor, up_known: torch.Tensor | bool) -> torch.Tensor:
@@ -65,9 +79,9 @@ def to_vector(pose: torch.Tensor, expression: torch.Tensor | None = None, up: to
     """(..., 55, 3) axis-angle pose [+ (..., 100) expression] [+ (..., 3) up direction in the pose's frame] ->
     (..., DIM) prior vector (left hand mirrored; gravity entries zero without `up`; `root` (..., 3, 3): the root's
     rotation matrix where the caller has it)."""
-    body = pose[..., list(PART_JOINTS["body"]), :].flatten(-2)
-    left = (pose[..., list(PART_JOINTS["left_hand"]), :] * _MIRROR_SIGN.to(pose)).flatten(-2)
-    right = pose[..., list(PART_JOINTS["right_hand"]), :].flatten(-2)
+    body = pose[..., _BODY.to(pose.device), :].flatten(-2)
+    left = (pose[..., _LEFT.to(pose.device), :] * _MIRROR_SIGN.to(pose)).flatten(-2)
+    right = pose[..., _RIGHT.to(pose.device), :].flatten(-2)
     jaw = pose[..., PART_JOINTS["jaw"][0], :]
     expr = pose.new_zeros(*pose.shape[:-2], NUM_EXPRESSION) if expression is None else expression
     grav = pose.new_zeros(*pose.shape[:-2], 3) if up is None else gravity(pose, up.expand(*pose.shape[:-2], 3), root)
@@ -78,9 +92,9 @@ def from_vector(vec: torch.Tensor, pose: torch.Tensor | None = None) -> tuple[to
     """(..., DIM) -> ((..., 55, 3) pose, (..., 100) expression). Joints the vector does not hold (global orientation,
     eyes) come from `pose` when given, else zero."""
     out = vec.new_zeros(*vec.shape[:-1], 55, 3) if pose is None else pose.clone()
-    out[..., list(PART_JOINTS["body"]), :] = vec[..., SLICES["body"]].unflatten(-1, (21, 3))
-    out[..., list(PART_JOINTS["left_hand"]), :] = vec[..., SLICES["left_hand"]].unflatten(-1, (15, 3)) * _MIRROR_SIGN.to(vec)
-    out[..., list(PART_JOINTS["right_hand"]), :] = vec[..., SLICES["right_hand"]].unflatten(-1, (15, 3))
+    out[..., _BODY.to(vec.device), :] = vec[..., SLICES["body"]].unflatten(-1, (21, 3))
+    out[..., _LEFT.to(vec.device), :] = vec[..., SLICES["left_hand"]].unflatten(-1, (15, 3)) * _MIRROR_SIGN.to(vec)
+    out[..., _RIGHT.to(vec.device), :] = vec[..., SLICES["right_hand"]].unflatten(-1, (15, 3))
     face = vec[..., SLICES["face"]]  # the gravity entries say nothing of the pose
     out[..., PART_JOINTS["jaw"][0], :] = face[..., :3]
     return out, face[..., 3:]

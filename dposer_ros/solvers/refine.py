@@ -183,13 +183,16 @@ def prior_targets(prior, pose: torch.Tensor, t: float, generator: torch.Generato
     mean, std = prior.sde.mean_std(tt)
     if eps is None:
         eps = torch.randn(x.shape, generator=generator) if noise else torch.zeros_like(x)
-    diffused = DIFFUSED.bool()  # condition entries go in as they are
-    x_t = torch.where(diffused, mean[:, None] * x + std[:, None] * eps, x)
+    x_t = torch.where(_DIFFUSED, mean[:, None] * x + std[:, None] * eps, x)  # condition entries go in as they are
     eps_hat = torch.as_tensor(prior.eps(x_t, tt, masks))
-    x0 = torch.where(diffused, (x_t - std[:, None] * eps_hat) / mean[:, None], x)
-    x0 = (x0 * dim_mask(masks)).reshape(len(groups), batch, -1).sum(0)
-    x0 = torch.where(dim_mask(masks).reshape(len(groups), batch, -1).sum(0) > 0, x0, x[:batch])  # others: as they are
+    x0 = torch.where(_DIFFUSED, (x_t - std[:, None] * eps_hat) / mean[:, None], x)
+    entries = dim_mask(masks).reshape(len(groups), batch, -1)
+    x0 = (x0.reshape(len(groups), batch, -1) * entries).sum(0)
+    x0 = torch.where(entries.sum(0) > 0, x0, x[:batch])  # others: as they are
     return from_vector(x0 * prior.std + prior.mean, pose)[0], eps_hat
+
+
+_DIFFUSED = DIFFUSED.bool()
 
 
 # joints whose keypoints say where the torso is (spine_from_prior)
@@ -401,21 +404,8 @@ class FewStepRefiner:
             pulls.append(self._rest_pull(zero, local, obs.up, tilt, rotvec))
             if previous is not None and (s.temporal_weight > 0 or s.hold_weight > 0):
                 pulls.append(Pull(previous, hold))
-            stepped = None
-            if self.compiled is not None and all(p.precision is None and p.weak_cm is None for p in pulls):
-                stepped = self.compiled(local, transl, target_points, target_conf, pulls, weak, rest, calib.offsets,
-                                        cast(torch.Tensor, rotvec))
-            eager = None
-            if stepped is None or batch not in cast(CompiledStep, self.compiled).verified:
-                eager = gauss_newton_step(self.fk, self.points, local, transl, target_points, target_conf,
-                                          pulls + ([weak] if weak is not None else []), s.damping, s.sigma_cm,
-                                          rest_joints=rest, offsets=calib.offsets, pose=rotvec)
-            # a batch size's first compiled answer is checked against the eager one (then trusted, or refused)
-            if stepped is not None and (eager is None or cast(CompiledStep, self.compiled).confirm(batch, stepped[0],
-                                                                                                    eager[0])):
-                local, transl, rotvec = stepped
-            else:
-                (local, transl), rotvec = cast(tuple, eager), None
+            local, transl, rotvec = self._step(local, transl, rotvec, pulls, weak, target_points, target_conf, rest,
+                                               calib.offsets)
         evals += len(schedule) if use_prior else 0
         posed = self.fk.from_rotmat(local, transl, rest)
         # for the next frame: this one is answered with the shape and offsets it was solved with
@@ -434,6 +424,27 @@ class FewStepRefiner:
                        keypoint_offsets=used_offsets, history=history, keypoint_filter=kfilter)
 
     evals_per_step = 1
+
+    def _step(self, local: torch.Tensor, transl: torch.Tensor, rotvec: torch.Tensor | None, pulls: list[Pull],
+              weak: Pull | None, target: torch.Tensor, weight: torch.Tensor, rest: torch.Tensor,
+              offsets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """One Gauss-Newton step: compiled where it can be (a batch size's first compiled answer is checked against
+        the eager one, then trusted or refused), else eager. -> local rotations, translation, their axis-angle (None
+        where the eager step answered)."""
+        s, batch = self.settings, local.shape[0]
+        stepped = None
+        if self.compiled is not None and all(p.precision is None and p.weak_cm is None for p in pulls):
+            stepped = self.compiled(local, transl, target, weight, pulls, weak, rest, offsets, cast(torch.Tensor, rotvec))
+        eager = None
+        if stepped is None or batch not in cast(CompiledStep, self.compiled).verified:
+            eager = gauss_newton_step(self.fk, self.points, local, transl, target, weight,
+                                      pulls + ([weak] if weak is not None else []), s.damping, s.sigma_cm,
+                                      rest_joints=rest, offsets=offsets, pose=rotvec)
+        if stepped is not None and (eager is None or cast(CompiledStep, self.compiled).confirm(batch, stepped[0],
+                                                                                                eager[0])):
+            return stepped
+        local, transl = cast(tuple, eager)
+        return local, transl, None
 
     def use_compiled(self, compiled: CompiledStep | None) -> None:
         """Take the step compiled ahead of time (`CompiledStep.for_refiner` of this format and settings), or None."""
