@@ -2,14 +2,15 @@
 format and step constants, the batch dimension dynamic.
 
 Eager torch spends most of a small step in Python and op dispatch (about 3,000 small operations a frame); the
-compiled step is one call into generated C++ (LAPACK's Cholesky stays a library call). It is the step of
-`gauss_newton.gauss_newton_step` with the refiner's warm pull structure fixed: three diagonal pulls (the prior's,
-the rest pull with the tilt, the hold; an absent one is passed at zero strength, which adds exact zeros) and the weak
-hold. The solve is Cholesky without the LU fallback (no branch on data in a graph); a step whose factorisation
-fails comes back non-finite, and the caller runs the eager step instead. The first call of each batch size is
-checked against the eager step (`confirm`): a size whose answer differs runs eagerly from then on. Compiling takes tens of seconds, once:
-the package is cached on disk (`dposer compile`), keyed by everything that shapes the graph (format, constants, the
-solver's source, torch's version). bench/RESULTS.md, "The solver compiled ahead of time", has the measurements.
+compiled step is one call into generated C++ (LAPACK's Cholesky of the joint system stays a library call; the 3 x 3
+systems are unrolled). It is the step of `gauss_newton.gauss_newton_step` with the refiner's warm pull structure
+fixed: three diagonal pulls (the prior's, the rest pull with the tilt, the hold; an absent one is passed at zero
+strength, which adds exact zeros) and the weak hold. The solve is Cholesky without the LU fallback (no branch on
+data in a graph); a step whose factorisation fails comes back non-finite, and the caller runs the eager step
+instead. The first call of each batch size is checked against the eager step (`confirm`): a size whose answer
+differs runs eagerly from then on. Compiling takes tens of seconds, once: the package is cached on disk (`dposer
+compile`), keyed by everything that shapes the graph (format, constants, the solver's source, torch's version).
+bench/RESULTS.md, "The solver compiled ahead of time", has the measurements.
 """
 
 from __future__ import annotations
@@ -163,7 +164,7 @@ class CompiledStep:
                 local.contiguous(), transl.contiguous(), target.contiguous(), weight.contiguous(), targets, scales,
                 weak_target.contiguous(), weak_scale.contiguous(), rest.contiguous(), offsets.contiguous(),
                 pose.contiguous())
-        except RuntimeError as err:  # the graph's own checks (a singular 3 x 3 system): the eager step decides
+        except RuntimeError as err:  # a check inside the graph (an index out of range): the eager step decides
             LOG.warning("compiled step failed (%s); eager step instead", err)
             self.fallbacks += 1
             return None
