@@ -3,11 +3,12 @@
     python bench/compiled_frame.py --budget 60
 
 The frame of `dposer bench` (a warm-started synthetic stream with a hidden leg, so the prior is asked at every step;
-4 steps, one thread): the torch engine with the eager step (the reference), ONNX Runtime float32 and int8 with the
-eager step, and both with the step compiled by AOTInductor (`dposer compile`; compiled here first when it is not
-cached). Every variant runs round-robin call by call on the same frame, so the machine's load hits all alike.
-Recorded per variant: p50 and p99, the ratio of p50 to the reference's, person-frames per second, and the largest
-joint difference to the reference's answer. Writes bench/eval/compiled_frame.json.
+4 steps, one thread), and a new track's first frame (the same keypoints without a warm start: rigid alignment,
+data-only steps, the prior's cold steps, then the frame's): the torch engine with the eager step (the reference), ONNX
+Runtime float32 and int8 with the eager step, and both with the step compiled by AOTInductor (`dposer compile`;
+compiled here first when it is not cached). Every variant runs round-robin call by call on the same frame, so the
+machine's load hits all alike. Recorded per variant: p50 and p99, the ratio of p50 to the reference's, person-frames
+per second, and the largest joint difference to the reference's answer. Writes bench/eval/compiled_frame.json.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-CASES = (("coco17", 1), ("coco17", 10), ("coco17", 64), ("coco_wholebody133", 10))
+CASES = (("coco17", 1, "warm"), ("coco17", 10, "warm"), ("coco17", 64, "warm"), ("coco_wholebody133", 10, "warm"),
+         ("coco17", 1, "new track"), ("coco17", 10, "new track"))
 
 
 def main() -> None:
@@ -41,7 +43,7 @@ def main() -> None:
                "onnxruntime int8": select_engine(prior, "onnxruntime", device="cpu", threads=1, int8=True)}
     settings = RefineSettings(steps=4)
     rows = []
-    for name, persons in CASES:
+    for name, persons, frame in CASES:
         fmt = get_format(name)
         start = time.perf_counter()
         compiled = CompiledStep.for_refiner(fmt, settings)
@@ -55,20 +57,21 @@ def main() -> None:
                                                               compiled=compiled),
         }
         obs, init = synthetic_stream(fmt, persons, seed=0)
-        answers = {v: ref(obs, init) for v, ref in variants.items()}  # warm-up, and the answers compared
+        start = init if frame == "warm" else None
+        answers = {v: ref(obs, start) for v, ref in variants.items()}  # warm-up, and the answers compared
         times: dict[str, list[float]] = {v: [] for v in variants}
         deadline = time.perf_counter() + args.budget / len(CASES)
         while time.perf_counter() < deadline or min(len(t) for t in times.values()) < 5:
             for v, ref in variants.items():
                 t0 = time.perf_counter()
-                ref(obs, init)
+                ref(obs, start)
                 times[v].append(time.perf_counter() - t0)
         reference = "torch, eager step"
         base = float(np.median(times[reference]))
         for v, ts in times.items():
             p50 = float(np.median(ts))
             diff = float((answers[v].joints - answers[reference].joints).norm(dim=-1).max()) * 1000.0
-            rows.append({"format": name, "persons": persons, "variant": v, "p50 ms": round(p50 * 1000, 1),
+            rows.append({"format": name, "persons": persons, "frame": frame, "variant": v, "p50 ms": round(p50 * 1000, 1),
                          "p99 ms": round(float(np.percentile(ts, 99)) * 1000, 1), "p50 / torch eager": round(p50 / base, 2),
                          "person-frames/s": round(persons / p50), "largest joint difference mm": round(diff, 4),
                          "calls": len(ts)})

@@ -199,17 +199,16 @@ def _compile(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     defaults = RefineSettings()
     damping = defaults.damping if args.damping is None else args.damping
-    sigma_cm = defaults.sigma_cm if args.sigma_cm is None else args.sigma_cm
     weak_cm = defaults.weak_dof_cm if args.weak_dof_cm is None else args.weak_dof_cm
     formats = [get_format(name.strip()) for name in args.format.split(",") if name.strip()]  # unknown: KeyError, exit 2
     if not formats:
         raise ValueError("--format needs at least one keypoint format name (e.g. coco17)")
     for fmt in formats:
-        path = CompiledStep.package_path(fmt, FREE_JOINTS, damping, sigma_cm, weak_cm, args.cache_dir)
+        path = CompiledStep.package_path(fmt, FREE_JOINTS, damping, weak_cm, args.cache_dir)
         cached = path.is_file()
         start = time.perf_counter()
         try:
-            step = CompiledStep.load(fmt, FREE_JOINTS, damping, sigma_cm, weak_cm, args.cache_dir)
+            step = CompiledStep.load(fmt, FREE_JOINTS, damping, weak_cm, args.cache_dir)
         except Exception as err:  # noqa: BLE001 - torch.export / AOTInductor / the C++ compiler, in their words
             print(f"dposer: error: could not compile the solver's step for {fmt.name} ({type(err).__name__}: "
                   f"{str(err)[:500]}); AOTInductor needs a C++ compiler (g++) and a writable cache folder; the "
@@ -346,7 +345,6 @@ def build_parser() -> argparse.ArgumentParser:
     co = commands.add_parser("compile", help="compile the refiner's step ahead of time (AOTInductor) into the cache")
     co.add_argument("--format", required=True, help="keypoint format(s), comma-separated (e.g. coco17,h36m17)")
     co.add_argument("--damping", type=float, default=None, help="the refiner's damping (default: its default)")
-    co.add_argument("--sigma-cm", type=float, default=None, help="the refiner's robust scale (default: its default)")
     co.add_argument("--weak-dof-cm", type=float, default=None, help="the refiner's weak hold scale (default: its default)")
     co.add_argument("--cache-dir", type=Path, default=None,
                     help="package folder (default: $DPOSER_ENGINE_DIR, else models/engines in a writable checkout, "

@@ -61,17 +61,18 @@ def _pulls(batch: int, seed: int):
 def test_the_compiled_step_is_the_eager_step_at_any_batch(cache):
     step = CompiledStep.for_refiner(FMT, SETTINGS, cache, compile_missing=False)
     assert step is not None
-    module = WarmStep(FMT, FREE_JOINTS, SETTINGS.damping, SETTINGS.sigma_cm, SETTINGS.weak_dof_cm)
+    module = WarmStep(FMT, FREE_JOINTS, SETTINGS.damping, SETTINGS.weak_dof_cm)
     for batch in (1, 3, 17, 64):  # one package, the batch dynamic (not the example's 2 baked in anywhere)
         local, transl, target, weight, diagonal, weak, rest, offsets = _pulls(batch, batch)
         pose = roma.rotmat_to_rotvec(local)
-        got = step(local, transl, target, weight, diagonal, weak, rest, offsets, pose)
-        assert got is not None
         from dposer_ros.solvers.gauss_newton import gauss_newton_step
 
-        ref = gauss_newton_step(module.fk, module.points, local, transl, target, weight, [*diagonal, weak],
-                                SETTINGS.damping, SETTINGS.sigma_cm, rest_joints=rest, offsets=offsets, pose=pose)
-        assert (got[0] - ref[0]).abs().max() < 1e-4 and (got[1] - ref[1]).abs().max() < 1e-5
+        for sigma in (SETTINGS.sigma_cm, 4 * SETTINGS.sigma_cm):  # the robust scale is an input (a new track's wider)
+            got = step(local, transl, target, weight, diagonal, weak, rest, offsets, pose, sigma)
+            assert got is not None
+            ref = gauss_newton_step(module.fk, module.points, local, transl, target, weight, [*diagonal, weak],
+                                    SETTINGS.damping, sigma, rest_joints=rest, offsets=offsets, pose=pose)
+            assert (got[0] - ref[0]).abs().max() < 1e-4 and (got[1] - ref[1]).abs().max() < 1e-5
         assert (got[2] - roma.rotmat_to_rotvec(got[0])).abs().max() < 1e-5  # the next step's axis-angle
         assert not torch.allclose(got[0], local)  # it moved
 
@@ -84,7 +85,9 @@ def test_the_refiner_answers_as_without_it(cache, prior):
     assert step.calls == SETTINGS.steps and step.fallbacks == 0 and 3 in step.verified
     assert (a.joints - b.joints).norm(dim=-1).max() < 1e-4  # metres
     assert (a.pose - b.pose).abs().max() < 1e-4
-    new_a, new_b = eager(obs, None), compiled(obs, None)  # a new track: the cold start eager, its steps compiled
+    calls = step.calls
+    new_a, new_b = eager(obs, None), compiled(obs, None)  # a new track: its data-only and prior steps compiled too
+    assert step.calls - calls == SETTINGS.cold_start_iters + SETTINGS.cold_prior_steps + SETTINGS.steps
     assert (new_a.joints - new_b.joints).norm(dim=-1).max() < 1e-3
 
 
@@ -100,11 +103,13 @@ def test_a_failed_factorisation_falls_back_to_the_eager_step(cache, prior):
 
 
 def test_packages_are_keyed_by_what_shapes_them(cache, tmp_path):
-    key = package_key(FMT, FREE_JOINTS, 0.01, 10.0, 10.0)
-    assert key == package_key(FMT, FREE_JOINTS, 0.01, 10.0, 10.0)
-    assert len({key, package_key(FMT, FREE_JOINTS, 0.02, 10.0, 10.0), package_key(FMT, FREE_JOINTS, 0.01, 5.0, 10.0),
-                package_key(get_format("h36m17"), FREE_JOINTS, 0.01, 10.0, 10.0)}) == 4
-    other = RefineSettings(steps=2, sigma_cm=5.0)
+    key = package_key(FMT, FREE_JOINTS, 0.01, 10.0)
+    assert key == package_key(FMT, FREE_JOINTS, 0.01, 10.0)
+    assert len({key, package_key(FMT, FREE_JOINTS, 0.02, 10.0), package_key(FMT, FREE_JOINTS, 0.01, 5.0),
+                package_key(get_format("h36m17"), FREE_JOINTS, 0.01, 10.0)}) == 4
+    assert CompiledStep.package_path(FMT, FREE_JOINTS, SETTINGS.damping, SETTINGS.weak_dof_cm, cache) == \
+        CompiledStep.for_refiner(FMT, RefineSettings(sigma_cm=5.0), cache, compile_missing=False).path  # an input
+    other = RefineSettings(steps=2, weak_dof_cm=5.0)
     assert CompiledStep.for_refiner(FMT, other, cache, compile_missing=False) is None  # not made: not compiled here
     start = time.perf_counter()
     assert CompiledStep.for_refiner(FMT, SETTINGS, cache) is not None

@@ -225,7 +225,7 @@ def run_demo(args) -> int:
 
     # the node's step compiled ahead of time (its default compiled_step): made here once, before the node starts
     solver, fmt = RefineSettings(), get_format(stream.format_name)
-    path = CompiledStep.package_path(fmt, FREE_JOINTS, solver.damping, solver.sigma_cm, solver.weak_dof_cm)
+    path = CompiledStep.package_path(fmt, FREE_JOINTS, solver.damping, solver.weak_dof_cm)
     if not path.is_file():
         print("compiling the solver's step ahead of time (first run only, about half a minute)", flush=True)
         started = time.monotonic()

@@ -47,19 +47,19 @@ SOURCES = ("solvers/gauss_newton.py", "solvers/linear.py", "body/jacobian.py", "
 class WarmStep(torch.nn.Module):
     """The step as a module of tensors only: the graph `torch.export` traces."""
 
-    def __init__(self, fmt: KeypointFormat, free: tuple[int, ...], damping: float, sigma_cm: float,
-                 weak_cm: float) -> None:
+    def __init__(self, fmt: KeypointFormat, free: tuple[int, ...], damping: float, weak_cm: float) -> None:
         super().__init__()
         self.fk = ForwardKinematics()
         self.points = AttachedPoints(self.fk, fmt.joints, fmt.offsets, free)
-        self.damping, self.sigma_cm, self.weak_cm = damping, sigma_cm, weak_cm
+        self.damping, self.weak_cm = damping, weak_cm
 
     def forward(self, local, transl, target, weight, pull_targets, pull_scales, weak_target, weak_scale, rest,
-                offsets, pose):
+                offsets, pose, sigma_cm):
         pulls = [Pull(pull_targets[i], pull_scales[i]) for i in range(DIAGONAL_PULLS)]
         pulls.append(Pull(weak_target, weak_scale, weak_cm=self.weak_cm))
         local, transl = gauss_newton_step(self.fk, self.points, local, transl, target, weight, pulls, self.damping,
-                                          self.sigma_cm, rest_joints=rest, offsets=offsets, pose=pose, fallback=False)
+                                          sigma_cm[:, None], rest_joints=rest, offsets=offsets, pose=pose,
+                                          fallback=False)
         return local, transl, roma.rotmat_to_rotvec(local)  # the next step's axis-angle, at no extra call
 
 
@@ -72,12 +72,12 @@ def _sources_sha256() -> str:
     return digest.hexdigest()
 
 
-def package_key(fmt: KeypointFormat, free: tuple[int, ...], damping: float, sigma_cm: float, weak_cm: float) -> str:
+def package_key(fmt: KeypointFormat, free: tuple[int, ...], damping: float, weak_cm: float) -> str:
     """sha256 of what the compiled graph depends on."""
     digest = hashlib.sha256()
     digest.update(json.dumps({"format": fmt.name, "joints": [int(j) for j in fmt.joints],
                               "offsets": np.asarray(fmt.offsets).tolist(), "free": list(free),
-                              "damping": damping, "sigma_cm": sigma_cm, "weak_cm": weak_cm,
+                              "damping": damping, "weak_cm": weak_cm,
                               "torch": torch.__version__, "max_batch": MAX_BATCH}, sort_keys=True).encode())
     digest.update(_sources_sha256().encode())
     return digest.hexdigest()
@@ -90,7 +90,7 @@ def example_inputs(fmt: KeypointFormat, free: tuple[int, ...], batch: int) -> tu
     return (torch.eye(3).repeat(batch, fk.skeleton.num_joints, 1, 1), torch.zeros(batch, 3), torch.zeros(batch, k, 3),
             torch.ones(batch, k), torch.zeros(DIAGONAL_PULLS, batch, f, 3), torch.ones(DIAGONAL_PULLS, batch, f, 3),
             torch.zeros(batch, f, 3), torch.ones(batch, f, 1), fk.rest_joints.float().expand(batch, -1, -1).clone(),
-            torch.zeros(batch, k, 3), torch.zeros(batch, fk.skeleton.num_joints, 3))
+            torch.zeros(batch, k, 3), torch.zeros(batch, fk.skeleton.num_joints, 3), torch.full((batch,), 10.0))
 
 
 class CompiledStep:
@@ -121,32 +121,32 @@ class CompiledStep:
         """The step of `FewStepRefiner(..., fmt, settings)`: its free joints, damping, robust scale and weak hold."""
         from .refine import FREE_JOINTS
 
-        return cls.load(fmt, FREE_JOINTS, settings.damping, settings.sigma_cm, settings.weak_dof_cm, cache_dir,
-                        compile_missing)
+        return cls.load(fmt, FREE_JOINTS, settings.damping, settings.weak_dof_cm, cache_dir, compile_missing)
 
     @staticmethod
-    def package_path(fmt: KeypointFormat, free: tuple[int, ...], damping: float, sigma_cm: float, weak_cm: float,
+    def package_path(fmt: KeypointFormat, free: tuple[int, ...], damping: float, weak_cm: float,
                      cache_dir: str | Path | None = None) -> Path:
-        key = package_key(fmt, free, damping, sigma_cm, weak_cm)
+        key = package_key(fmt, free, damping, weak_cm)
         return (Path(cache_dir) if cache_dir is not None else default_engine_dir()) / f"step-{fmt.name}-{key[:16]}.pt2"
 
     @classmethod
-    def load(cls, fmt: KeypointFormat, free: tuple[int, ...], damping: float, sigma_cm: float, weak_cm: float,
+    def load(cls, fmt: KeypointFormat, free: tuple[int, ...], damping: float, weak_cm: float,
              cache_dir: str | Path | None = None, compile_missing: bool = True) -> CompiledStep | None:
         """The cached package, else (with `compile_missing`) a new one; None when there is none and none is made."""
-        path = cls.package_path(fmt, free, damping, sigma_cm, weak_cm, cache_dir)
+        path = cls.package_path(fmt, free, damping, weak_cm, cache_dir)
         if not path.is_file():
             if not compile_missing:
                 return None
-            compile_package(WarmStep(fmt, free, damping, sigma_cm, weak_cm), example_inputs(fmt, free, 2), path)
-        constants = {"format": fmt.name, "damping": damping, "sigma_cm": sigma_cm, "weak_dof_cm": weak_cm}
+            compile_package(WarmStep(fmt, free, damping, weak_cm), example_inputs(fmt, free, 2), path)
+        constants = {"format": fmt.name, "damping": damping, "weak_dof_cm": weak_cm}
         return cls(torch._inductor.aoti_load_package(str(path)), path, constants)
 
     def __call__(self, local: torch.Tensor, transl: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
                  diagonal: list[Pull], weak: Pull | None, rest: torch.Tensor, offsets: torch.Tensor,
-                 pose: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+                 pose: torch.Tensor, sigma_cm: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
         """The step: local rotations, translation and the new pose's axis-angle (B, J, 3); None where it failed (run
-        the eager one). `diagonal`: at most three diagonal pulls; `pose` the axis-angle of `local`."""
+        the eager one). `diagonal`: at most three diagonal pulls; `pose` the axis-angle of `local`; `sigma_cm` the
+        robust scale of the keypoint residuals (an input of the graph: a new track's wider one needs no package)."""
         batch, free = pose.shape[0], weak.target.shape[1] if weak is not None else diagonal[0].target.shape[1]
         if len(diagonal) > DIAGONAL_PULLS or batch > MAX_BATCH or batch in self.refused:
             return None
@@ -163,7 +163,7 @@ class CompiledStep:
             local_out, transl_out, pose_out = self.runner(
                 local.contiguous(), transl.contiguous(), target.contiguous(), weight.contiguous(), targets, scales,
                 weak_target.contiguous(), weak_scale.contiguous(), rest.contiguous(), offsets.contiguous(),
-                pose.contiguous())
+                pose.contiguous(), torch.full((batch,), float(sigma_cm)))
         except RuntimeError as err:  # a check inside the graph (an index out of range): the eager step decides
             LOG.warning("compiled step failed (%s); eager step instead", err)
             self.fallbacks += 1
@@ -206,7 +206,7 @@ class BackgroundCompiler:
     def get(self, fmt: KeypointFormat, settings) -> CompiledStep | None:
         from .refine import FREE_JOINTS
 
-        constants = (fmt.name, settings.damping, settings.sigma_cm, settings.weak_dof_cm)
+        constants = (fmt.name, settings.damping, settings.weak_dof_cm)
         with self._lock:  # the path once per format and constants (the serving side asks at every call meanwhile)
             path = self._paths.get(constants)
             if path is None:
@@ -230,8 +230,7 @@ class BackgroundCompiler:
                     LOG.info("solver step compiled ahead of time: %s", path)
                 return step
             command = [sys.executable, "-m", "dposer_ros.cli", "compile", "--format", fmt.name,
-                       "--damping", repr(settings.damping), "--sigma-cm", repr(settings.sigma_cm),
-                       "--weak-dof-cm", repr(settings.weak_dof_cm)]
+                       "--damping", repr(settings.damping), "--weak-dof-cm", repr(settings.weak_dof_cm)]
             if self.cache_dir is not None:
                 command += ["--cache-dir", str(self.cache_dir)]
             LOG.info("compiling the solver's step for %s in the background (%s); eager steps until it is ready",

@@ -30,6 +30,7 @@ instead of the prior's denoised pose (`motion_legs`).
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import cast
 
@@ -202,10 +203,11 @@ TORSO_JOINTS = ("pelvis", "left_hip", "right_hip", "spine1", "spine2", "spine3",
 
 def cold_start(fk, points: AttachedPoints, obs: Observation, rest_scale: torch.Tensor, s: RefineSettings,
                rest: torch.Tensor | None = None, offsets: torch.Tensor | None = None,
-               rest_target: torch.Tensor | None = None):
+               rest_target: torch.Tensor | None = None, step: Callable | None = None):
     """A new track: rigid (Kabsch) alignment of the rest pose to the keypoints, then data-only Gauss-Newton steps
     with a firm pull towards the rest pose and a wide robust scale. `rest` (B, 55, 3): the people's rest joints (None:
-    the mean shape), `offsets` (B, K, 3) their keypoints' calibrated offsets. Returns local rotations, translation."""
+    the mean shape), `offsets` (B, K, 3) their keypoints' calibrated offsets; `step(local, transl, pulls, sigma_cm)`
+    takes a step (None: the eager `gauss_newton_step`). Returns local rotations, translation."""
     batch = obs.points.shape[0]
     if rest is None:
         rest = fk.rest_joints.float().expand(batch, -1, -1)
@@ -219,9 +221,12 @@ def cold_start(fk, points: AttachedPoints, obs: Observation, rest_scale: torch.T
     local[:, 0] = rot
     target = torch.zeros(len(points.free), 3) if rest_target is None else rest_target
     zero = Pull(target.expand(batch, -1, -1), rest_scale * 10.0)
+    if step is None:
+        def step(local, transl, pulls, sigma_cm):
+            return gauss_newton_step(fk, points, local, transl, obs.points, obs.confidence, pulls, s.damping, sigma_cm,
+                                     rest_joints=rest, offsets=offsets)
     for _ in range(s.cold_start_iters):
-        local, transl = gauss_newton_step(fk, points, local, transl, obs.points, obs.confidence, [zero], s.damping,
-                                          s.sigma_cm * 4, rest_joints=rest, offsets=offsets)
+        local, transl = step(local, transl, [zero], s.sigma_cm * 4)
     return local, transl
 
 
@@ -358,8 +363,11 @@ class FewStepRefiner:
         betas = calib.betas.float()
         rest = shape_rest_joints(betas)
         if init is None:
+            def step(local, transl, pulls, sigma_cm):
+                return self._step(local, transl, None, pulls, None, obs.points, obs.confidence, rest, calib.offsets,
+                                  sigma_cm)[:2]
             local, transl = cold_start(self.fk, self.points, obs, self.rest_scale, s, rest, calib.offsets,
-                                       self.rest_target)
+                                       self.rest_target, step)
             previous = None
         else:
             local, transl = roma.rotvec_to_rotmat(init.pose.float()), init.transl.float().clone()
@@ -427,18 +435,22 @@ class FewStepRefiner:
 
     def _step(self, local: torch.Tensor, transl: torch.Tensor, rotvec: torch.Tensor | None, pulls: list[Pull],
               weak: Pull | None, target: torch.Tensor, weight: torch.Tensor, rest: torch.Tensor,
-              offsets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """One Gauss-Newton step: compiled where it can be (a batch size's first compiled answer is checked against
-        the eager one, then trusted or refused), else eager. -> local rotations, translation, their axis-angle (None
-        where the eager step answered)."""
+              offsets: torch.Tensor, sigma_cm: float | None = None) -> tuple[torch.Tensor, torch.Tensor,
+                                                                             torch.Tensor | None]:
+        """One Gauss-Newton step (`sigma_cm`: the robust scale, None: the settings'): compiled where it can be (a
+        batch size's first compiled answer is checked against the eager one, then trusted or refused), else eager.
+        `rotvec`: `local` as axis-angle where the caller has it. -> local rotations, translation, their axis-angle
+        (None where the eager step answered)."""
         s, batch = self.settings, local.shape[0]
+        sigma = s.sigma_cm if sigma_cm is None else sigma_cm
         stepped = None
         if self.compiled is not None and all(p.precision is None and p.weak_cm is None for p in pulls):
-            stepped = self.compiled(local, transl, target, weight, pulls, weak, rest, offsets, cast(torch.Tensor, rotvec))
+            rotvec = roma.rotmat_to_rotvec(local) if rotvec is None else rotvec
+            stepped = self.compiled(local, transl, target, weight, pulls, weak, rest, offsets, rotvec, sigma)
         eager = None
         if stepped is None or batch not in cast(CompiledStep, self.compiled).verified:
             eager = gauss_newton_step(self.fk, self.points, local, transl, target, weight,
-                                      pulls + ([weak] if weak is not None else []), s.damping, s.sigma_cm,
+                                      pulls + ([weak] if weak is not None else []), s.damping, sigma,
                                       rest_joints=rest, offsets=offsets, pose=rotvec)
         if stepped is not None and (eager is None or cast(CompiledStep, self.compiled).confirm(batch, stepped[0],
                                                                                                 eager[0])):
@@ -449,7 +461,7 @@ class FewStepRefiner:
     def use_compiled(self, compiled: CompiledStep | None) -> None:
         """Take the step compiled ahead of time (`CompiledStep.for_refiner` of this format and settings), or None."""
         if compiled is not None:
-            mine = {"format": self.format.name, "damping": self.settings.damping, "sigma_cm": self.settings.sigma_cm,
+            mine = {"format": self.format.name, "damping": self.settings.damping,
                     "weak_dof_cm": self.settings.weak_dof_cm}
             if compiled.constants != mine:
                 raise ValueError(f"the compiled step was made for {compiled.constants}, this refiner needs {mine}")
@@ -618,13 +630,13 @@ class FewStepRefiner:
         carry: dict = {"seen": rep(seen), "up": None if up is None else rep(up), "groups": PRIOR_GROUPS}
         if n > 1:
             carry.update(eps=torch.randn(2 * local.shape[0], DIM, generator=gen), t=float("inf"))
+        pose: torch.Tensor | None = None
         for t in TruncatedSchedule(s.cold_t_max, s.cold_t_min).timesteps(s.cold_prior_steps).tolist():
-            pose = roma.rotmat_to_rotvec(local)
+            pose = roma.rotmat_to_rotvec(local) if pose is None else pose
             carry["local"] = local
             pulls = [_scaled(p, factor) for p in self.prior_pulls(pose, t, gen, carry)]
             pulls.append(self._rest_pull(zero, local, tilt_up, None if tilt is None else rep(tilt), pose))
-            local, transl = gauss_newton_step(self.fk, self.points, local, transl, points, conf, pulls, s.damping,
-                                              s.sigma_cm, rest_joints=rest, offsets=offsets)
+            local, transl, pose = self._step(local, transl, pose, pulls, None, points, conf, rest, offsets)
         if n == 1:
             return local, transl
         mean = roma.rotmat_to_rotvec(local).reshape(-1, n, *local.shape[1:-2], 3).mean(1)
