@@ -3,6 +3,7 @@ the refiner with it answers as without, packages are cached by what shapes them,
 to the eager step, and the serving side compiles in the background. Compiling takes tens of seconds: once here."""
 
 import logging
+import os
 import shutil
 import sys
 import time
@@ -19,7 +20,7 @@ from dposer_ros.prior.layout import DIM
 from dposer_ros.prior.model import Normalizer, PosePrior
 from dposer_ros.prior.network import ScoreNet
 from dposer_ros.prior.sde import SubVPSDE
-from dposer_ros.solvers.compiled_step import BackgroundCompiler, CompiledStep, WarmStep, package_key
+from dposer_ros.solvers.compiled_step import BackgroundCompiler, CompiledStep, WarmStep, package_key, prune_packages
 from dposer_ros.solvers.gauss_newton import Pull
 from dposer_ros.solvers.refine import FREE_JOINTS, FewStepRefiner, RefineSettings
 
@@ -208,3 +209,19 @@ def test_a_batch_size_whose_compiled_answer_differs_runs_eagerly(cache, prior, c
     assert any("differs from the eager one" in r.getMessage() for r in caplog.records)
     refiner(obs, init)
     assert step.calls == 1
+
+
+def test_old_packages_of_a_format_are_pruned_the_one_in_use_kept(tmp_path):
+    made = []
+    for i in range(7):  # seven solver versions of coco17, oldest first
+        path = tmp_path / f"step-coco17-{i:016x}.pt2"
+        path.write_bytes(b"x")
+        os.utime(path, (1000 + i, 1000 + i))
+        made.append(path)
+    other = tmp_path / "step-coco17_foot-0000000000000000.pt2"  # another format whose name starts alike
+    other.write_bytes(b"x")
+    os.utime(other, (1, 1))
+    removed = prune_packages(made[0], keep=4)  # the oldest is loaded again: it becomes the most recent
+    assert set(removed) == {made[1], made[2], made[3]}
+    assert {p.name for p in tmp_path.iterdir()} == {made[0].name, *(p.name for p in made[4:]), other.name}
+    assert prune_packages(made[0], keep=4) == []

@@ -39,6 +39,7 @@ from .gauss_newton import Pull, gauss_newton_step
 LOG = logging.getLogger("dposer_ros.solvers")
 DIAGONAL_PULLS = 3  # the prior's, the rest (with the root's tilt), the hold
 MAX_BATCH = 256
+KEEP_PACKAGES = 4  # packages kept per keypoint format in a cache folder: the least recently used beyond are removed
 # the modules whose code is in the graph: a change to any of them is another package
 SOURCES = ("solvers/gauss_newton.py", "solvers/linear.py", "body/jacobian.py", "body/kinematics.py",
            "solvers/compiled_step.py")
@@ -118,7 +119,7 @@ class CompiledStep:
     @classmethod
     def for_refiner(cls, fmt: KeypointFormat, settings, cache_dir: str | Path | None = None,
                     compile_missing: bool = True) -> CompiledStep | None:
-        """The step of `FewStepRefiner(..., fmt, settings)`: its free joints, damping, robust scale and weak hold."""
+        """The step of `FewStepRefiner(..., fmt, settings)`: its free joints, damping and weak hold."""
         from .refine import FREE_JOINTS
 
         return cls.load(fmt, FREE_JOINTS, settings.damping, settings.weak_dof_cm, cache_dir, compile_missing)
@@ -132,12 +133,14 @@ class CompiledStep:
     @classmethod
     def load(cls, fmt: KeypointFormat, free: tuple[int, ...], damping: float, weak_cm: float,
              cache_dir: str | Path | None = None, compile_missing: bool = True) -> CompiledStep | None:
-        """The cached package, else (with `compile_missing`) a new one; None when there is none and none is made."""
+        """The cached package, else (with `compile_missing`) a new one; None when there is none and none is made.
+        Loading marks the package used (`prune_packages`)."""
         path = cls.package_path(fmt, free, damping, weak_cm, cache_dir)
         if not path.is_file():
             if not compile_missing:
                 return None
             compile_package(WarmStep(fmt, free, damping, weak_cm), example_inputs(fmt, free, 2), path)
+        prune_packages(path)
         constants = {"format": fmt.name, "damping": damping, "weak_dof_cm": weak_cm}
         return cls(torch._inductor.aoti_load_package(str(path)), path, constants)
 
@@ -188,6 +191,26 @@ def compile_package(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], p
         torch._inductor.aoti_compile_and_package(program, package_path=str(staged))
         os.replace(staged, path)
     return path
+
+
+def prune_packages(path: Path, keep: int = KEEP_PACKAGES) -> list[Path]:
+    """Mark the package `path` used now and remove its format's other packages in its folder beyond the `keep` most
+    recently used (each change of the solver's source, torch or the constants makes a new one: about 2 MB each, which
+    would pile up over a robot's upgrades). A folder that cannot be written keeps everything. -> the removed files."""
+    name = path.name.rsplit("-", 1)[0]  # step-<format>
+    try:
+        os.utime(path)
+        packages = sorted((p for p in path.parent.glob(f"{name}-*.pt2") if p.name.rsplit("-", 1)[0] == name),
+                          key=lambda p: p.stat().st_mtime, reverse=True)
+        removed = [p for p in packages[max(keep, 1):] if p != path]
+        for old in removed:
+            old.unlink()
+    except OSError as err:  # read-only cache, a file removed meanwhile: nothing lost but disk
+        LOG.debug("not pruning solver packages beside %s: %s", path, err)
+        return []
+    if removed:
+        LOG.info("removed %d unused solver step package(s) of %s", len(removed), name[len("step-"):])
+    return removed
 
 
 class BackgroundCompiler:
