@@ -45,6 +45,13 @@ def offset_frames(joints: Sequence[int] | np.ndarray, offsets: np.ndarray, paren
                          for j, is_landmark in zip(joints, landmark)], dtype=torch.long)
 
 
+def diagonal_block_index(n: int, size: int) -> torch.Tensor:
+    """(9n,) where the entries of n 3 x 3 blocks (row-major) go on the diagonal of a flattened (size, size) matrix."""
+    i, j = torch.arange(3), torch.arange(n)
+    rows, cols = 3 * j[:, None, None] + i[None, :, None], 3 * j[:, None, None] + i[None, None, :]
+    return (rows * size + cols).reshape(-1)
+
+
 class AttachedPoints:
     """K points, each attached to a joint of `fk`'s skeleton at an offset in that joint's frame; optionally with a
     per-person extra offset (`positions(posed, extra)`) in the frame of `offset_frames`."""
@@ -86,7 +93,26 @@ class AttachedPoints:
         coord = torch.arange(len(self.joint) * 3)
         self._transl_flat = coord * width + 3 * len(self.free) + coord % 3  # dp / d transl = I: its entries
         self._flat = torch.cat([self._pair_flat, self._transl_flat])
+        # ... and in the matrix of the `moved_columns` only (every pair's joint moves its point's chain: it is there)
+        slot = torch.full((len(self.free),), -1, dtype=torch.long)
+        slot[self.moved] = torch.arange(len(self.moved))
+        narrow = len(self.moved_columns)
+        moved_cols = 3 * slot[pf][:, None, None] + i[None, None, :]
+        self._flat_moved = torch.cat([(rows * narrow + moved_cols).reshape(-1),
+                                      coord * narrow + 3 * len(self.moved) + coord % 3])
         self._gram_plans = {False: self._gram_plan(torch.arange(width)), True: self._gram_plan(self.moved_columns)}
+        # where the normal equations' 3 x 3 diagonal blocks go, for the systems a step solves (made here, outside any
+        # trace: a compiled graph takes them as constants)
+        n_free = len(self.free)
+        self._block_index = {(n, size): diagonal_block_index(n, size) for n, size in
+                             ((len(self.moved), narrow), (n_free, width), (n_free, 3 * n_free))}
+
+    def block_index(self, n: int, size: int) -> torch.Tensor:
+        """`diagonal_block_index(n, size)` (made once)."""
+        index = self._block_index.get((n, size))
+        if index is None:
+            index = self._block_index[(n, size)] = diagonal_block_index(n, size)
+        return index
 
     def _gram_plan(self, columns: torch.Tensor) -> list[list[tuple]] | None:
         """How to form J^T J of a Jacobian restricted to `columns` block by block: the columns of an `APART` part (a
@@ -168,10 +194,11 @@ class AttachedPoints:
         return out
 
     def jacobian(self, posed: Posed, points: torch.Tensor, block: torch.Tensor | None = None,
-                 scale: torch.Tensor | None = None) -> torch.Tensor:
+                 scale: torch.Tensor | None = None, moved_only: bool = False) -> torch.Tensor:
         """(B, K*3, 3F + 3): derivatives of the points w.r.t. the free joints' local increments, then translation
         (from `pair_blocks` when given); with `scale` (B, K) each point's rows times its factor (scaled before the
-        blocks are placed: a tenth of the work of scaling the matrix)."""
+        blocks are placed: a tenth of the work of scaling the matrix). With `moved_only` only the `moved_columns`
+        (the same values as selecting them, without making the others)."""
         batch, k = points.shape[:2]
         block = self.pair_blocks(posed, points) if block is None else block
         transl = points.new_ones(batch, 3 * k)
@@ -179,8 +206,8 @@ class AttachedPoints:
             block = block * scale[:, self.pair_point, None, None]
             transl = scale.repeat_interleave(3, dim=1)
         values = torch.cat([block.reshape(batch, -1), transl], 1)
-        width = 3 * len(self.free) + 3
+        width, flat = (len(self.moved_columns), self._flat_moved) if moved_only else (3 * len(self.free) + 3, self._flat)
         jac = points.new_zeros(batch, 3 * k * width)
         # in place into a fresh tensor (no copy of it); out of place for the ONNX exporter (see gauss_newton_step)
-        jac = jac.index_copy(1, self._flat, values) if torch.onnx.is_in_onnx_export() else jac.index_copy_(1, self._flat, values)
+        jac = jac.index_copy(1, flat, values) if torch.onnx.is_in_onnx_export() else jac.index_copy_(1, flat, values)
         return jac.reshape(batch, k * 3, width)
