@@ -66,7 +66,7 @@ def build_parameters(solver: RefineSettings = RefineSettings()) -> tuple[ParamSp
                   choices=BACKENDS, read_only=True, constraints="one of " + ", ".join(BACKENDS)),
         ParamSpec("compiled_step", True,
                   "Run the solver's Gauss-Newton step compiled ahead of time (torch.export + AOTInductor; "
-                  "`dposer compile`): a frame 0.6-0.8x as long. A package missing from the cache is compiled in a "
+                  "`dposer compile`): a frame 0.6-0.9x as long. A package missing from the cache is compiled in a "
                   "background process (tens of seconds a keypoint format), eager steps meanwhile.", read_only=True),
         ParamSpec("int8", False,
                   "ONNX Runtime on a CPU runs the prior's network with int8 weights (quantized once, cached beside "
