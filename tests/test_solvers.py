@@ -19,7 +19,7 @@ from dposer_ros.prior.sde import SubVPSDE
 from dposer_ros.sensors import resolve_format
 from dposer_ros.solvers.baselines import GMMRefiner
 from dposer_ros.solvers.full import FullOptimizer, FullSettings
-from dposer_ros.solvers.gauss_newton import Pull, gauss_newton_step, inverse_right_jacobian
+from dposer_ros.solvers.gauss_newton import Pull, _blocks, gauss_newton_step, inverse_right_jacobian
 from dposer_ros.solvers.generate import average_pairwise_distance, complete, sample
 from dposer_ros.solvers.refine import FREE_JOINTS as FREE_JOINTS_OF_REFINER
 from dposer_ros.solvers.refine import FewStepRefiner, RefineSettings
@@ -764,3 +764,22 @@ def test_hidden_legs_of_a_person_standing_on_a_known_floor_reach_it():
     assert above_floor(1.0, knee) == pytest.approx(above_floor(0.0, knee), abs=1e-6)
     seated = float(posed.joints[0, 0, 1]) - 0.5  # a floor 0.5 m below the pelvis: not standing on it
     assert above_floor(1.0, floor=seated) == pytest.approx(above_floor(0.0, floor=seated), abs=1e-6)
+
+
+@pytest.mark.parametrize("name", ["coco17", "coco_wholebody133", "mediapipe_hand21_left", "radar14"])
+def test_the_jacobian_of_the_moved_joints_and_the_placed_blocks_are_the_full_ones(name):
+    fk = ForwardKinematics()
+    fmt = get_format(name)
+    from dposer_ros.solvers.refine import FREE_JOINTS
+
+    points = AttachedPoints(fk, fmt.joints, fmt.offsets, FREE_JOINTS)
+    g = torch.Generator().manual_seed(0)
+    posed = fk(torch.randn(4, 55, 3, generator=g) * 0.3, torch.randn(4, 3, generator=g))
+    kp = points.positions(posed)
+    scale = torch.rand(4, fmt.num_keypoints, generator=g)
+    full = points.jacobian(posed, kp, scale=scale)
+    assert torch.equal(points.jacobian(posed, kp, scale=scale, moved_only=True), full[..., points.moved_columns])
+    blocks = torch.randn(4, len(points.moved), 3, 3, generator=g)
+    size = len(points.moved_columns)
+    assert torch.equal(_blocks(blocks, size, points.block_index(len(points.moved), size)), _blocks(blocks, size))
+    assert _blocks(blocks, size).shape == (4, size, size)

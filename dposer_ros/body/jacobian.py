@@ -108,11 +108,10 @@ class AttachedPoints:
                              ((len(self.moved), narrow), (n_free, width), (n_free, 3 * n_free))}
 
     def block_index(self, n: int, size: int) -> torch.Tensor:
-        """`diagonal_block_index(n, size)` (made once)."""
+        """`diagonal_block_index(n, size)`, made once for the systems a step solves (another size: made now, not kept,
+        since inside a trace a kept tensor would be the trace's)."""
         index = self._block_index.get((n, size))
-        if index is None:
-            index = self._block_index[(n, size)] = diagonal_block_index(n, size)
-        return index
+        return diagonal_block_index(n, size) if index is None else index
 
     def _gram_plan(self, columns: torch.Tensor) -> list[list[tuple]] | None:
         """How to form J^T J of a Jacobian restricted to `columns` block by block: the columns of an `APART` part (a
