@@ -15,6 +15,7 @@ bench/RESULTS.md, "The solver compiled ahead of time", has the measurements.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -24,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -184,13 +186,29 @@ def compile_package(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], p
     dynamic = tuple({1: batch} if x.dim() == 4 and x.shape[0] == DIAGONAL_PULLS and i in (4, 5) else {0: batch}
                     for i, x in enumerate(inputs))
     LOG.info("compiling the solver's step ahead of time into %s (first use; tens of seconds)", path)
-    program = torch.export.export(module, inputs, dynamic_shapes=dynamic, strict=False)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+    with _quiet_compiler(), tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        program = torch.export.export(module, inputs, dynamic_shapes=dynamic, strict=False)
         staged = Path(tmp) / path.name
         torch._inductor.aoti_compile_and_package(program, package_path=str(staged))
         os.replace(staged, path)
     return path
+
+
+@contextlib.contextmanager
+def _quiet_compiler():
+    """torch's own notes while exporting and compiling, which say nothing to a user of the step: deprecations inside
+    torch (FutureWarning) and AOTInductor's "missing a c-shim implementation, using proxy executor" for the LAPACK
+    calls (they run as ATen calls). Errors still raise."""
+    inductor = logging.getLogger("torch._inductor")
+    level = inductor.level
+    inductor.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
+    finally:
+        inductor.setLevel(level)
 
 
 def prune_packages(path: Path, keep: int = KEEP_PACKAGES) -> list[Path]:
