@@ -43,7 +43,8 @@ def render(name: str) -> str:
     from dposer_ros.evaluation.compare import keypoint_truth, merge, paired, primary_metric
 
     runs = [json.loads((ROOT / "bench" / "eval" / part / "results.json").read_text()) for part in name.split("+")]
-    result = runs[0] if len(runs) == 1 else {**merge(runs), "clips": runs[0]["clips"], "date": runs[-1].get("date"),
+    dates = " and ".join(dict.fromkeys(str(r.get("date")) for r in runs))  # each run's, once
+    result = runs[0] if len(runs) == 1 else {**merge(runs), "clips": runs[0]["clips"], "date": dates,
                                              "command": " and ".join(r.get("command", "") for r in runs)}
     methods = result["methods"]
     ref = methods[0]

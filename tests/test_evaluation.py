@@ -585,6 +585,21 @@ def test_undefined_keypoints_are_never_shown_and_random_occlusion_counts_the_def
     assert torch.allclose(moved[:, torch.as_tensor(head), 1], torch.tensor(0.05)) and moved[:, ~torch.as_tensor(head)].abs().max() < 1e-6
 
 
+def test_foreign_hidden_hands_hide_the_two_wrists_from_the_first_frame():
+    """`cam_occl_hands` of the foreign protocol: Human3.6M-17 has no finger keypoints, so hiding both hands hides
+    its two wrist keypoints, in every frame, and nothing else."""
+    from dposer_ros.paths import config_path
+
+    cor = load_corruptions(config_path("eval/corruptions_foreign.yaml"))["cam_occl_hands"]
+    fmt = get_format("h36m17")
+    assert cor.format is fmt and cor.clips == "body" and cor.occlusion.kind == "parts"
+    data = cor.apply_keypoints(torch.randn(12, 17, 3, dtype=torch.float64), 5)
+    wrists = [fmt.index("left_wrist"), fmt.index("right_wrist")]
+    assert not data.visible[:, wrists].any() and torch.isnan(data.points[:, wrists]).all()
+    others = [k for k in range(17) if k not in wrists]
+    assert data.visible[:, others].all()
+
+
 @pytest.mark.skipif(not MOCAP.is_dir(), reason="shared/data/mocap is not beside the checkout")
 def test_foreign_clips_are_the_source_skeletons_own_joints():
     from dposer_ros.dataset.build import BuildConfig
