@@ -4,15 +4,15 @@
 
 The config pins what it was run with (`prior` and its `prior_sha256`; `motion` and its `motion_sha256` for the
 motion model of hidden legs that `few_step` uses, else the shipped one; the split is `val`, never `test`), names the
-foreign corruptions (config/eval/corruptions_foreign.yaml), the clips (`clips` body clips; `hand_clips` windows of the
-two-hand takes for the hand corruptions, default 4; `takes`: body clips only from takes whose id holds one of these
-strings), and the variants: name -> {method, settings}
-(a method of `dposer eval` and RefineSettings overrides; optional `engine`: {backend, int8} of `select_engine` for
-the prior's network, default the torch checkpoint itself; optional `compiled_step`: true for the solver's step
-compiled ahead of time). Every variant streams the same clips. Written beside the
-config: results.json (every metric of every variant and corruption) and results.md (primary error per corruption:
-hidden keypoints under occlusion, all keypoints otherwise; score = mean of the ratios to the first variant). An
-experiment that already has results is never overwritten: make a new folder.
+foreign corruptions (config/eval/corruptions_foreign.yaml), the clips (`clips` body clips; `hand_clips` windows of
+the two-hand takes for the hand corruptions, default 4; `takes`: body clips only from takes whose id holds one of
+these strings), and the variants: name -> {method, settings} (a method of `dposer eval` and RefineSettings
+overrides; optional `engine`: {backend, int8} of `select_engine` for the prior's network, default the torch
+checkpoint itself; optional `compiled_step`: true for the solver's step compiled ahead of time; optional
+`frame_graph`: true for few_step's warm frames as one ONNX graph). Every variant streams the same clips. Written
+beside the config: results.json (every metric of every variant and corruption) and results.md (primary error per
+corruption: hidden keypoints under occlusion, all keypoints otherwise; score = mean of the ratios to the first
+variant). An experiment that already has results is never overwritten: make a new folder.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def _run(job: tuple[str, dict, dict]) -> tuple[str, dict]:
         clips += foreign_clips(default_mocap_dir(), cfg.get("hand_clips", 4), cfg["frames"], cfg["split"], cfg["seed"],
                                formats, kind="hands")
     options = {"settings": variant.get("settings", {}), "motion": ROOT / cfg["motion"] if "motion" in cfg else None,
-               "compiled_step": variant.get("compiled_step", False)}
+               "compiled_step": variant.get("compiled_step", False), "frame_graph": variant.get("frame_graph", False)}
     factories, errors = build_methods([variant["method"]], prior, options)
     if errors:
         raise RuntimeError(f"{name}: {errors}")

@@ -71,5 +71,16 @@ if [[ -n "$GPU_BACKEND" ]]; then
         echo >>"$REPORT"
     done
 fi
+# the warm frame as one ONNX graph on the GPU (ONNX Runtime's TensorRT or CUDA execution provider: onnxruntime-gpu)
+PROVIDER="$(python -c 'import onnxruntime as o; p = o.get_available_providers(); print("tensorrt" if "TensorrtExecutionProvider" in p else "cuda" if "CUDAExecutionProvider" in p else "")')"
+{
+    echo
+    echo "## The warm frame as one ONNX graph on ${PROVIDER:-no GPU provider (onnxruntime without CUDA: install onnxruntime-gpu)}"
+    echo
+} >>"$REPORT"
+if [[ -n "$PROVIDER" ]]; then
+    python bench/frame_graph_agreement.py --clips 2 --frames 30 --device "$PROVIDER" \
+        --out "$OUT/frame_graph_$PROVIDER.json" 2>&1 | tail -n 7 | tee -a "$REPORT" || true
+fi
 echo
 echo "gpu check: $REPORT"

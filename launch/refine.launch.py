@@ -32,6 +32,7 @@ PARAMETER_ARGUMENTS = {
     "model_path": ("model_path", str, "prior checkpoint (.pt); empty: the shipped models/dposer_cpu/prior.pt"),
     "backend": ("backend", str, "auto | torch | onnxruntime | tensorrt"),
     "compiled_step": ("compiled_step", bool, "the solver's step compiled ahead of time (true/false)"),
+    "frame_graph": ("frame_graph", bool, "a warm frame's prior steps as one ONNX graph: TensorRT on a GPU (true/false)"),
     "int8": ("int8", bool, "ONNX Runtime on a CPU runs the prior with int8 weights (true/false)"),
     "steps": ("steps", int, "refinement steps per frame (1-8)"),
     "t_max": ("t_max", float, "diffusion time of the first step"),

@@ -167,3 +167,22 @@ def test_the_child_loads_int8_weights_when_asked(prior_path, tmp_path, monkeypat
     finally:
         proc.close()
     assert any(p.name.endswith(".onnx") and "-int8-" in p.name for p in tmp_path.iterdir())
+
+
+def test_the_child_prepares_the_warm_frame_graph_of_its_format_when_asked(prior_path, tmp_path, monkeypatch):
+    """`frame_graph`: the child exports and loads the graph of the format and settings it is prepared for before it
+    says it is ready, and its warm frames answer through it as the eager refiner does here."""
+    pytest.importorskip("onnxruntime")
+    monkeypatch.setenv("DPOSER_ENGINE_DIR", str(tmp_path))  # the child exports the graph here
+    settings = RefineSettings(steps=1)  # one step: a small graph, quick to export and load
+    proc = SolverProcess(prior_path, "torch", 1, frame_graph=True, prepare=((FMT.name, settings),))
+    try:
+        assert any("as one graph" in text for _, text in proc.messages)
+        local = RefinerCache(select_engine(prior_path, "torch", threads=1))
+        far = near = None
+        for _ in range(3):
+            far, near = proc(FMT, settings, observation(), far), local(FMT, settings, observation(), near)
+        assert float((far.joints - near.joints).abs().max()) < 1e-4
+    finally:
+        proc.close()
+    assert any(p.name.startswith("frame-coco17-") and p.suffix == ".onnx" for p in tmp_path.iterdir())

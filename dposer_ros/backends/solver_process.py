@@ -36,10 +36,12 @@ from ..keypoints.format import KeypointFormat
 from ..solvers.compiled_step import BackgroundCompiler
 from ..solvers.refine import FewStepRefiner, RefineSettings
 from ..solvers.types import BodyState, Observation, Refined
+from ..solvers.warm_frame import FrameGraphs
 
 log = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 120.0  # loading torch, the prior and an ONNX Runtime session; a first export takes longest
+FRAME_GRAPH_START_TIMEOUT_S = 900.0  # ... and a warm-frame graph's first export and load (minutes on a 2-core CPU)
 
 
 class Solver(Protocol):
@@ -51,29 +53,46 @@ class RefinerCache:
     """In-process: one `FewStepRefiner` per format and settings, built on first use. With `compiler`, each takes
     the step compiled ahead of time as soon as its package is there (compiled in the background meanwhile)."""
 
-    def __init__(self, prior, motion=None, compiler: BackgroundCompiler | None = None) -> None:
-        self.prior, self.motion, self.compiler = prior, motion, compiler
+    def __init__(self, prior, motion=None, compiler: BackgroundCompiler | None = None,
+                 frames: FrameGraphs | None = None) -> None:
+        self.prior, self.motion, self.compiler, self.frames = prior, motion, compiler, frames
         self._refiners: dict[tuple[str, RefineSettings], FewStepRefiner] = {}
         self._lock = threading.Lock()
 
+    def _refiner(self, fmt: KeypointFormat, settings: RefineSettings) -> FewStepRefiner:
+        if len(self._refiners) > 64:  # settings changed at run time many times over
+            self._refiners.clear()
+        ref = self._refiners.get((fmt.name, settings))
+        if ref is None:
+            ref = self._refiners[(fmt.name, settings)] = FewStepRefiner(self.prior, fmt, settings, motion=self.motion)
+        return ref
+
     def refiner(self, fmt: KeypointFormat, settings: RefineSettings) -> FewStepRefiner:
         with self._lock:
-            if len(self._refiners) > 64:  # settings changed at run time many times over
-                self._refiners.clear()
-            ref = self._refiners.get((fmt.name, settings))
-            if ref is None:
-                ref = self._refiners[(fmt.name, settings)] = FewStepRefiner(self.prior, fmt, settings, motion=self.motion)
+            ref = self._refiner(fmt, settings)
             if self.compiler is not None and ref.compiled is None:
                 ref.use_compiled(self.compiler.get(fmt, settings))
+            if self.frames is not None and ref.frame is None and ref.completion is None:
+                ref.frame = self.frames.get(ref)
             return ref
 
+    def prepare_frame(self, fmt: KeypointFormat, settings: RefineSettings) -> None:
+        """Load the warm-frame graph of this format and settings now (exported first where needed: a minute on a
+        small CPU), not at the first call."""
+        if self.frames is not None:
+            with self._lock:
+                ref = self._refiner(fmt, settings)
+                ref.frame = self.frames.prepare(ref)
+
     def step_status(self) -> str:
-        """What runs the solver's step: 'eager', or the formats whose step is compiled ahead of time."""
+        """What runs the solver's step: 'eager', or the formats whose step is compiled ahead of time (and those
+        whose warm frames run as one graph)."""
+        graphs = "" if self.frames is None or not self.frames.status() else f"; warm frames as one graph: {self.frames.status()}"
         if self.compiler is None:
-            return "eager"
+            return "eager" + graphs
         with self._lock:
             compiled = sorted({name for (name, _), ref in self._refiners.items() if ref.compiled is not None})
-        return "compiled: " + ", ".join(compiled) if compiled else "eager (compiling in the background)"
+        return ("compiled: " + ", ".join(compiled) if compiled else "eager (compiling in the background)") + graphs
 
     def close(self) -> None:
         if self.compiler is not None:
@@ -91,18 +110,20 @@ class SolverProcessError(RuntimeError):
 class SolverProcess:
     """The refiner in a child process: `prior` (a checkpoint path) on `backend` with `threads` torch / ONNX Runtime
     threads (`int8`: ONNX Runtime on a CPU with int8 weights; `compiled_step`: the solver's step compiled ahead of
-    time, `solvers.compiled_step.BackgroundCompiler`, loaded at start for the (format name, settings) of `prepare`),
+    time, `solvers.compiled_step.BackgroundCompiler`, loaded at start for the (format name, settings) of `prepare`;
+    `frame_graph`: the warm frames' prior steps as one ONNX graph, `solvers.warm_frame.FrameGraphs`, loaded at start
+    for those of `prepare`, which may take minutes the first time: the start waits for it),
     and the motion model at `motion` (None: none).
     Raises `SolverProcessError` with the child's own message when it cannot load them. Calls are serialised (one
     worker thread is the expected caller)."""
 
     def __init__(self, prior: Path, backend: str = "auto", threads: int = 1, motion: Path | None = None,
                  start_timeout: float = START_TIMEOUT_S, int8: bool = False, compiled_step: bool = False,
-                 prepare: tuple[tuple[str, RefineSettings], ...] = ()) -> None:
+                 prepare: tuple[tuple[str, RefineSettings], ...] = (), frame_graph: bool = False) -> None:
         self.spec = {"prior": str(prior), "backend": backend, "threads": int(threads),
                      "motion": None if motion is None else str(motion), "int8": bool(int8),
-                     "compiled_step": bool(compiled_step), "prepare": tuple(prepare)}
-        self.start_timeout = start_timeout
+                     "compiled_step": bool(compiled_step), "prepare": tuple(prepare), "frame_graph": bool(frame_graph)}
+        self.start_timeout = max(start_timeout, FRAME_GRAPH_START_TIMEOUT_S) if frame_graph else start_timeout
         self._lock = threading.Lock()
         self._proc: subprocess.Popen | None = None
         self._sock: socket.socket | None = None
@@ -239,9 +260,10 @@ def _load(spec: dict) -> tuple[RefinerCache, str, bool, list[tuple[int, str]]]:
     from . import select_engine
 
     collect = _Collect()
-    backends = logging.getLogger("dposer_ros.backends")
-    backends.addHandler(collect)
-    backends.setLevel(logging.INFO)
+    loggers = [logging.getLogger(name) for name in ("dposer_ros.backends", "dposer_ros.solvers")]
+    for logger in loggers:
+        logger.addHandler(collect)
+        logger.setLevel(logging.INFO)
     try:
         if spec["threads"] > 0:
             torch.set_num_threads(spec["threads"])
@@ -252,15 +274,24 @@ def _load(spec: dict) -> tuple[RefinerCache, str, bool, list[tuple[int, str]]]:
             from ..prior.motion import LegMotion
 
             motion = LegMotion.load(Path(spec["motion"]))
-    finally:
-        backends.removeHandler(collect)
-    compiler = BackgroundCompiler() if spec.get("compiled_step") else None
-    cache = RefinerCache(engine, motion, compiler)
-    if compiler is not None:
-        from ..keypoints import get_format
+        compiler = BackgroundCompiler() if spec.get("compiled_step") else None
+        frames = None
+        if spec.get("frame_graph"):
+            from ..prior.model import PosePrior
+            from ..solvers.warm_frame import frame_device
 
-        for name, settings in spec.get("prepare", ()):  # the compiled step loaded now, not at the first call
-            cache.refiner(get_format(name), settings)
+            frames = FrameGraphs(PosePrior.load(Path(spec["prior"])), frame_device(spec["backend"]),
+                                 spec["threads"] or 1)
+        cache = RefinerCache(engine, motion, compiler, frames)
+        if compiler is not None or frames is not None:
+            from ..keypoints import get_format
+
+            for name, settings in spec.get("prepare", ()):  # the compiled step and the graph loaded now, not at a call
+                cache.refiner(get_format(name), settings)
+                cache.prepare_frame(get_format(name), settings)
+    finally:
+        for logger in loggers:
+            logger.removeHandler(collect)
     return cache, getattr(engine, "name", type(engine).__name__), motion is not None, collect.records
 
 

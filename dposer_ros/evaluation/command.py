@@ -43,7 +43,8 @@ def run_eval(args: argparse.Namespace) -> int:
     overrides = _overrides(args.set)
     factories, errors = build_methods(names, prior, {"baselines_dir": args.baselines_dir, "settings": overrides,
                                                     "motion": args.motion, "engine": engine,
-                                                    "compiled_step": args.compiled_step})
+                                                    "compiled_step": args.compiled_step,
+                                                    "frame_graph": args.frame_graph})
     if not factories:
         raise MethodError("no method could be built: " + "; ".join(f"{n}: {m}" for n, m in errors.items()))
     for name, message in errors.items():
@@ -61,6 +62,7 @@ def run_eval(args: argparse.Namespace) -> int:
         "prior": {"path": str(args.prior), "sha256": prior.meta.get("sha256"), "steps": prior.meta.get("steps")},
         "engine": "checkpoint (torch)" if engine is None else getattr(engine, "name", type(engine).__name__),
         "solver_step": "compiled ahead of time" if args.compiled_step else "eager",
+        "frame_graph": args.frame_graph,  # few_step's warm frames as one ONNX graph (ONNX Runtime)
         "methods_failed_to_build": errors,
         "settings": overrides,  # --set: refiner settings instead of config/solvers/refine.yaml's
         "torch_threads": torch.get_num_threads(),
@@ -185,6 +187,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compiled-step", action="store_true",
                         help="the refiners' Gauss-Newton step compiled ahead of time (the node's `compiled_step`; "
                              "compiled on first use, `dposer compile`)")
+    parser.add_argument("--frame-graph", action="store_true",
+                        help="few_step's warm frames as one ONNX graph (the prior's steps with the score network "
+                             "inside; exported on first use into models/engines) run by ONNX Runtime on the CPU")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (latency is measured with these)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--out", type=Path, required=True, help="folder for results.md, results.json and the plot")

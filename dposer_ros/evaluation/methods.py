@@ -41,7 +41,8 @@ def _solver(module: str, cls: str, settings: str | None = None, **kwargs) -> Bui
     """Builder of `Class(prior, fmt, **kwargs)` from `dposer_ros.<module>`, imported when the method is built;
     with `settings`, a refiner given `method_settings(settings, **options["settings"])` and the network on
     `options["engine"]` where given (an inference engine: no gradients, so only refiners take it); refiners take the
-    step compiled ahead of time with `options["compiled_step"]`."""
+    step compiled ahead of time with `options["compiled_step"]`, and the diffusion prior's refiner its warm frames'
+    steps as one ONNX graph in ONNX Runtime with `options["frame_graph"]` (solvers/warm_frame.py)."""
     def build(prior, options: dict | None = None) -> MethodFactory:
         solver_cls = getattr(import_module(f"dposer_ros.{module}"), cls)
         extra = dict(kwargs)
@@ -55,6 +56,11 @@ def _solver(module: str, cls: str, settings: str | None = None, **kwargs) -> Bui
                 from ..solvers.compiled_step import CompiledStep
 
                 solver.use_compiled(CompiledStep.for_refiner(fmt, solver.settings))
+            if (options or {}).get("frame_graph") and solver_cls.__name__ == "FewStepRefiner" \
+                    and solver.completion is None:
+                from ..solvers.warm_frame import OnnxFrame
+
+                solver.frame = OnnxFrame.load(solver, prior)
             return solver
         return make
     return build

@@ -34,6 +34,7 @@ from ..solvers.compiled_step import BackgroundCompiler
 from ..solvers.refine import RefineSettings, keypoint_parts
 from ..solvers.scene import FEET, SceneEstimate, feet_seen
 from ..solvers.types import BodyState, Observation
+from ..solvers.warm_frame import FrameGraphs
 
 # part_confidence of a part the prior completed (it was not observed): plausible, not measured
 COMPLETED_PART_CONFIDENCE = 0.25
@@ -446,11 +447,11 @@ class RefineCore:
 
     def __init__(self, prior, settings: CoreSettings = CoreSettings(), stats: Stats | None = None,
                  motion: LegMotion | None = None, solver: Solver | None = None,
-                 compiler: BackgroundCompiler | None = None) -> None:
+                 compiler: BackgroundCompiler | None = None, frames: FrameGraphs | None = None) -> None:
         """`prior` and `motion` (the motion model of hidden legs, prior/motion.py, used with `motion_legs`) make the
-        in-process solver, with the solver's step compiled ahead of time by `compiler` where given; or `solver` is
-        given (then the three are ignored)."""
-        self.solver: Solver = solver if solver is not None else RefinerCache(prior, motion, compiler)
+        in-process solver, with the solver's step compiled ahead of time by `compiler` and warm frames as one graph
+        from `frames` where given; or `solver` is given (then the four are ignored)."""
+        self.solver: Solver = solver if solver is not None else RefinerCache(prior, motion, compiler, frames)
         self.settings = settings
         self.stats = stats or Stats()
         self._lock = threading.Lock()

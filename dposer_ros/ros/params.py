@@ -68,6 +68,13 @@ def build_parameters(solver: RefineSettings = RefineSettings()) -> tuple[ParamSp
                   "Run the solver's Gauss-Newton step compiled ahead of time (torch.export + AOTInductor; "
                   "`dposer compile`): a frame 0.6-0.9x as long. A package missing from the cache is compiled in a "
                   "background process (tens of seconds a keypoint format), eager steps meanwhile.", read_only=True),
+        ParamSpec("frame_graph", False,
+                  "Run a warm frame's prior steps (the score network, the pulls and the Gauss-Newton steps) as one "
+                  "ONNX graph (solvers/warm_frame.py) in ONNX Runtime: on a CUDA GPU through its TensorRT (backend "
+                  "tensorrt or auto) or CUDA execution provider, else on the CPU, where it is slower than the compiled "
+                  "step (bench/RESULTS.md). Made at start for input_format and the start's settings (exported once "
+                  "into models/engines; minutes the first time on a small CPU); other settings take eager steps.",
+                  read_only=True),
         ParamSpec("int8", False,
                   "ONNX Runtime on a CPU runs the prior's network with int8 weights (quantized once, cached beside "
                   "the ONNX file): 2-3x faster a call, validation errors within 1.1 % (bench/RESULTS.md). TensorRT and "

@@ -194,7 +194,7 @@ class RefineNodeMixin:
             known = p["input_format"] or (adapters.AZURE_KINECT_FORMAT if self.input_type == "marker_array" else "")
             self.solver_process = SolverProcess(self.model_path, p["backend"], p["threads"],
                                                 self.motion_path if use_motion else None, int8=p["int8"],
-                                                compiled_step=p["compiled_step"],
+                                                compiled_step=p["compiled_step"], frame_graph=p["frame_graph"],
                                                 prepare=((known, self._core_settings(p).refine_settings()),)
                                                 if known else ())
             for level, text in self.solver_process.messages:
@@ -216,18 +216,28 @@ class RefineNodeMixin:
                 from ..solvers.compiled_step import BackgroundCompiler
 
                 compiler = BackgroundCompiler()
-            self.core = RefineCore(prior, self._core_settings(p), motion=motion, compiler=compiler)
+            frames = None
+            if p["frame_graph"]:
+                from ..prior.model import PosePrior
+                from ..solvers.warm_frame import FrameGraphs, frame_device
+
+                frames = FrameGraphs(PosePrior.load(self.model_path), frame_device(p["backend"]), max(p["threads"], 1))
+            self.core = RefineCore(prior, self._core_settings(p), motion=motion, compiler=compiler, frames=frames)
         if self.motion_loaded:
             self.get_logger().info(f"loaded motion model {self.motion_path} (hidden legs of moving people)")
         else:
             self.get_logger().info(f"no motion model beside the prior ({self.motion_path}): hidden legs from the prior alone")
         if self.input_type == "marker_array" and not p["input_format"]:
             self.core.settings.input_format = adapters.AZURE_KINECT_FORMAT
-        if p["compiled_step"] and self.core.settings.input_format and self.solver_process is None:
-            # the compiled step loaded now (about 2 s), or its compilation started: not at the first message
+        if (p["compiled_step"] or p["frame_graph"]) and self.core.settings.input_format and self.solver_process is None:
+            # the compiled step loaded now (about 2 s), or its compilation started, and the warm frames' graph
+            # loaded (exported first where needed): not at the first message
             from ..keypoints import get_format
 
-            self.core.solver.refiner(get_format(self.core.settings.input_format), self.core.refine_settings())
+            fmt, settings = get_format(self.core.settings.input_format), self.core.refine_settings()
+            self.core.solver.refiner(fmt, settings)
+            if p["frame_graph"]:
+                self.core.solver.prepare_frame(fmt, settings)
         self._loggers: dict[str, object] = {}
         self._errors: dict[str, int] = {}
         self._last_diag = {"malformed_total": 0, "drops": 0, "failed": 0, "intake_waits": 0}

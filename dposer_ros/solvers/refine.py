@@ -263,6 +263,8 @@ class FewStepRefiner:
         self.prior = MirrorSymmetric(prior) if settings.mirror_symmetric else prior
         self.format, self.settings = fmt, settings
         self.compiled: CompiledStep | None = None  # the step compiled ahead of time; None: eager torch
+        # a warm frame's prior steps as one graph (`solvers.warm_frame.OnnxFrame`); None: step by step
+        self.frame: Callable[..., tuple | None] | None = None
         self.use_compiled(compiled)
         self.completion = completion  # a `prior.completion.Completion`: the target of hidden body joints
         self.motion = motion if settings.motion_legs else None  # the target of a moving person's hidden legs
@@ -402,18 +404,13 @@ class FewStepRefiner:
         use_prior = use_prior and bool(carry["groups"])
         # the tilt pull's strength once a frame: it changes little within one
         tilt = self._tilt_scale(self.upright.tilt_strength(obs, by_data, local, transl, rest))
-        rotvec: torch.Tensor | None = None  # the axis-angle of `local` (the compiled step returns the next one)
-        for t in schedule:
-            # the prior's input, and the pulls' in the step (the compiled step always takes it)
-            if rotvec is None and (use_prior or self.compiled is not None):
-                rotvec = roma.rotmat_to_rotvec(local)
-            carry["local"] = local  # ... as matrices (the gravity condition, the motion model)
-            pulls = [_scaled(p, factor) for p in self.prior_pulls(cast(torch.Tensor, rotvec), t, gen, carry)] if use_prior else []
-            pulls.append(self._rest_pull(zero, local, obs.up, tilt, rotvec))
-            if previous is not None and (s.temporal_weight > 0 or s.hold_weight > 0):
-                pulls.append(Pull(previous, hold))
-            local, transl, rotvec = self._step(local, transl, rotvec, pulls, weak, target_points, target_conf, rest,
-                                               calib.offsets)
+        held = Pull(previous, hold) if previous is not None and (s.temporal_weight > 0 or s.hold_weight > 0) else None
+        steps = (schedule, carry, factor if use_prior else None, zero, obs.up, tilt, held, weak, target_points,
+                 target_conf, rest, calib.offsets, gen)
+        answer = None
+        if self.frame is not None and use_prior and previous is not None:  # the frame's steps as one graph
+            answer = self.frame(self, local, transl, *steps)
+        local, transl, rotvec = answer if answer is not None else self._prior_steps(local, transl, None, *steps)
         evals += len(schedule) if use_prior else 0
         posed = self.fk.from_rotmat(local, transl, rest)
         # for the next frame: this one is answered with the shape and offsets it was solved with
@@ -432,6 +429,29 @@ class FewStepRefiner:
                        keypoint_offsets=used_offsets, history=history, keypoint_filter=kfilter)
 
     evals_per_step = 1
+
+    def _prior_steps(self, local: torch.Tensor, transl: torch.Tensor, rotvec: torch.Tensor | None, schedule: list[float],
+                     carry: dict, factor: torch.Tensor | None, zero: torch.Tensor, up: torch.Tensor | None,
+                     tilt: torch.Tensor | None, held: Pull | None, weak: Pull | None, target: torch.Tensor,
+                     weight: torch.Tensor, rest: torch.Tensor, offsets: torch.Tensor, gen: torch.Generator | None,
+                     step: Callable | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The frame's steps at the `schedule`'s times: the prior's pull (`factor` (B, F, 1) per joint; None: no
+        prior), the rest pull (root tilted by `tilt` towards `up`), the hold `held`, the weak hold, then a step
+        (`step`, default `_step`) on the keypoints `target` (B, K, 3) with confidences `weight` (B, K). `rotvec`:
+        `local` as axis-angle where the caller has it. -> local rotations, translation, their axis-angle (or None)."""
+        step = self._step if step is None else step
+        for t in schedule:
+            # the prior's input, and the pulls' in the step (the compiled step always takes it)
+            if rotvec is None and (factor is not None or self.compiled is not None):
+                rotvec = roma.rotmat_to_rotvec(local)
+            carry["local"] = local  # ... as matrices (the gravity condition, the motion model)
+            pulls = [] if factor is None else [_scaled(p, factor) for p in
+                                               self.prior_pulls(cast(torch.Tensor, rotvec), t, gen, carry)]
+            pulls.append(self._rest_pull(zero, local, up, tilt, rotvec))
+            if held is not None:
+                pulls.append(held)
+            local, transl, rotvec = step(local, transl, rotvec, pulls, weak, target, weight, rest, offsets)
+        return local, transl, rotvec
 
     def _step(self, local: torch.Tensor, transl: torch.Tensor, rotvec: torch.Tensor | None, pulls: list[Pull],
               weak: Pull | None, target: torch.Tensor, weight: torch.Tensor, rest: torch.Tensor,
@@ -590,6 +610,17 @@ class FewStepRefiner:
             return None
         return {"lagged": lagged, "up": up, "moving": moving}
 
+    def motion_legs(self, motion: dict, seen: torch.Tensor, now: torch.Tensor) -> dict:
+        """The motion model's legs for this frame: {"hidden": (B, L) bool, the legs it sets (hidden and moving), or
+        None where none is; "legs": (B, L, 3) its answer, or None}, from `motion` (`_motion_input`), the joints
+        keypoints see `seen` (B, F) and the frame's first pose `now` (B, 22, 3, 3)."""
+        hidden = ~seen[:, self.legs] & motion["moving"][:, None]
+        if not bool(hidden.any()):
+            return {"hidden": None, "legs": None}
+        lagged = motion["lagged"]
+        legs = cast(LegMotion, self.motion)(now, lagged.past, lagged.velocity, lagged.available, motion["up"])
+        return {"hidden": hidden, "legs": legs}
+
     def _rest_pull(self, zero: torch.Tensor, local: torch.Tensor, up: torch.Tensor | None,
                    tilt: torch.Tensor | None, rotvec: torch.Tensor | None = None) -> Pull:
         """The rest pull (`zero` (B, F, 3) its target), with the root, which it does not pull, pulled to its tilted
@@ -642,7 +673,7 @@ class FewStepRefiner:
         mean = roma.rotmat_to_rotvec(local).reshape(-1, n, *local.shape[1:-2], 3).mean(1)
         return roma.rotvec_to_rotmat(mean), transl.reshape(-1, n, 3).mean(1)
 
-    def prior_pulls(self, pose: torch.Tensor, t: float, generator: torch.Generator, carry: dict) -> list[Pull]:
+    def prior_pulls(self, pose: torch.Tensor, t: float, generator: torch.Generator | None, carry: dict) -> list[Pull]:
         """The prior's term at step time t at unit strength (the solver scales it per joint): here a pull towards
         the denoised pose, weighted by DPoser's w(t) / sigma^2. `carry` holds the predicted noise between steps."""
         s = self.settings
@@ -659,15 +690,11 @@ class FewStepRefiner:
             body[hidden] = self.completion(pose, hidden)[hidden]
         motion = carry.get("motion")
         if motion is not None:  # hidden legs of a moving person: the motion model's, from the track's history and
-            hidden = ~carry["seen"][:, self.legs] & motion["moving"][:, None]  # the frame's first pose, once a frame
-            if bool(hidden.any()):
-                if "legs" not in motion:
-                    lagged = motion["lagged"]
-                    now = carry["local"][:, :22] if "local" in carry else roma.rotvec_to_rotmat(pose[:, :22])
-                    motion["legs"] = cast(LegMotion, self.motion)(now,
-                                                                  lagged.past, lagged.velocity, lagged.available,
-                                                                  motion["up"])
-                target[:, self.legs] = torch.where(hidden[..., None], motion["legs"], target[:, self.legs])
+            if "legs" not in motion:  # the frame's first pose, once a frame
+                now = carry["local"][:, :22] if "local" in carry else roma.rotvec_to_rotmat(pose[:, :22])
+                motion.update(self.motion_legs(motion, carry["seen"], now))
+            if motion["hidden"] is not None:
+                target[:, self.legs] = torch.where(motion["hidden"][..., None], motion["legs"], target[:, self.legs])
         mean, std = self.prior.sde.mean_std(torch.tensor(t))
         w_t = 0.5 * torch.sqrt(1.0 + mean / std)
         return [Pull(target, self.prior_scale * w_t.sqrt())]
