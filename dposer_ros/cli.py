@@ -239,7 +239,8 @@ def _bench(args: argparse.Namespace) -> int:
     ints = lambda text: tuple(int(v) for v in text.split(","))  # noqa: E731
     cfg = BenchConfig(prior=prior, onnx=args.onnx, backends=tuple(args.backends.split(",")), persons=ints(args.persons),
                       steps=ints(args.steps), formats=tuple(args.formats.split(",")), budget_s=args.budget,
-                      threads=args.threads, full=not args.no_full, compiled_step=args.compiled_step)
+                      threads=args.threads, full=not args.no_full, compiled_step=args.compiled_step,
+                      frame_graph=args.frame_graph)
     try:
         result = run_bench(cfg)
     except BackendError as err:
@@ -378,6 +379,10 @@ def build_parser() -> argparse.ArgumentParser:
                          "network call took ~70x longer while another process was busy)")
     be.add_argument("--compiled-step", action="store_true",
                     help="the refiners' step compiled ahead of time (the node's `compiled_step`; `dposer compile`)")
+    be.add_argument("--frame-graph", choices=("cpu", "cuda", "tensorrt"), default=None,
+                    help="warm frames' prior steps as one ONNX graph in ONNX Runtime on this device (the node's "
+                         "`frame_graph`; exported on first use, a minute per format and step count to load on a "
+                         "small CPU); its network time is inside the graph, not in the network share")
     be.add_argument("--no-full", action="store_true", help="skip timing the full DPoser optimisation")
     be.add_argument("--json", type=Path, default=Path("out/bench/backends.json"), help="raw results")
     be.add_argument("--figure", type=Path, default=Path("bench/figures/backends.png"), help="plot (PNG)")

@@ -222,6 +222,19 @@ def test_bench_runs_side_by_side(files, tmp_path):
     assert plot(result, tmp_path / "bench.png").stat().st_size > 0
 
 
+def test_bench_runs_the_warm_frame_as_one_graph_when_asked(files, tmp_path, monkeypatch):
+    from dposer_ros.backends.bench import BenchConfig, run_bench
+
+    monkeypatch.setenv("DPOSER_ENGINE_DIR", str(tmp_path))  # the graph is exported here
+    prior_path, _, _ = files
+    cfg = BenchConfig(prior=prior_path, backends=("torch",), persons=(2,), steps=(1,), profile_formats=(),
+                      budget_s=0.0, min_reps=2, threads=1, full=False, frame_graph="cpu")
+    result = run_bench(cfg, progress=lambda *_: None)
+    refine = [r for r in result["rows"] if r["kind"] == "refine"]
+    assert refine and refine[0]["network_share"] == 0.0  # the network ran inside the graph, not through the engine
+    assert result["config"]["frame_graph"] == "cpu" and list(tmp_path.glob("frame-coco17-*.onnx"))
+
+
 def test_library_imports_no_ros_and_no_runtimes():
     """Every library module (all but dposer_ros.ros) imports without loading rclpy or an inference runtime."""
     code = ("import importlib, pkgutil, sys, dposer_ros; "

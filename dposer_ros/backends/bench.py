@@ -52,6 +52,9 @@ class BenchConfig:
     full_reps: int = 2
     seed: int = 0
     compiled_step: bool = False  # the refiners' step compiled ahead of time (solvers/compiled_step.py)
+    # the warm frames' prior steps as one ONNX graph on this ONNX Runtime device ("cpu", "cuda", "tensorrt";
+    # solvers/warm_frame.py); its network time is inside the graph, not in the rows' network share
+    frame_graph: str | None = None
 
 
 @dataclass
@@ -197,6 +200,7 @@ def _run(cfg: BenchConfig, progress) -> dict:
     rows: list[Row] = []
     timed = {name: TimedEngine(e) for name, e in engines.items()}
     refiners: dict = {}
+    graphs: dict = {}  # (format, steps) -> the warm frame's graph, shared by the backends
 
     def refiner(name, fmt, steps):
         key = (name, fmt.name, steps)
@@ -204,6 +208,13 @@ def _run(cfg: BenchConfig, progress) -> dict:
             settings = RefineSettings(steps=steps)
             compiled = CompiledStep.for_refiner(fmt, settings) if cfg.compiled_step else None
             refiners[key] = FewStepRefiner(timed[name], fmt, settings, compiled=compiled)
+            if cfg.frame_graph is not None:
+                from ..solvers.warm_frame import OnnxFrame
+
+                if (fmt.name, steps) not in graphs:
+                    graphs[fmt.name, steps] = OnnxFrame.load(refiners[key], cfg.prior, threads=cfg.threads or 1,
+                                                             device=cfg.frame_graph)
+                refiners[key].frame = graphs[fmt.name, steps]
         return refiners[key]
 
     def add_refine_rows(fmt, persons, steps, results):

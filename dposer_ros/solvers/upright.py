@@ -96,7 +96,10 @@ class Upright:
         u = (local[:, 0].transpose(-1, -2) @ up[..., None])[..., 0]
         axis = torch.linalg.cross(self.mean_up.expand_as(u), u, dim=-1)
         sin = axis.norm(dim=-1, keepdim=True)
-        swing = axis * (torch.atan2(sin, u @ self.mean_up[:, None]) / sin.clamp(min=1e-9))
+        cos = u @ self.mean_up[:, None]
+        # atan2(0, 0) as atan2(0, 1), both 0: an exported graph's atan2 divides (an unknown up, a prior without gravity)
+        cos = torch.where((sin == 0) & (cos == 0), torch.ones_like(cos), cos)
+        swing = axis * (torch.atan2(sin, cos) / sin.clamp(min=1e-9))
         return theta + (inverse_right_jacobian(theta) @ swing[..., None])[..., 0]
 
     def floor_contact(self, obs: Observation, by_data: torch.Tensor, joints: torch.Tensor,

@@ -112,13 +112,9 @@ def frame_inputs(refiner, local: torch.Tensor, transl: torch.Tensor, carry: dict
             legs, hidden = motion["legs"], motion["hidden"].float()
     no_up = torch.zeros(batch, 3)
     prior_up = carry.get("up")
-    # the tilt's up direction: any where it is unknown (its strength is zero there), but not zero, whose tilted root
-    # would be atan2(0, 0), which ONNX writes as Atan(0 / 0)
-    tilt_up = torch.tensor([0.0, 1.0, 0.0]).expand(batch, 3) if up is None else up
-    tilt_up = torch.where(tilt_up.norm(dim=-1, keepdim=True) > 0, tilt_up, torch.tensor([0.0, 1.0, 0.0]))
     return tuple(x.float().contiguous() for x in (
         local, transl, target, weight, factor, hold, previous, weak_scale, rest, offsets,
-        no_up if prior_up is None else prior_up, tilt_up, tilt.expand(batch, free, 3), legs,
+        no_up if prior_up is None else prior_up, no_up if up is None else up, tilt.expand(batch, free, 3), legs,
         hidden, torch.full((batch,), float(refiner.settings.sigma_cm))))
 
 
