@@ -148,3 +148,21 @@ def test_the_demo_refuses_a_bad_keypoint_noise_before_it_starts(value, capsys):
 
     assert main(["demo", "--keypoint-noise-cm", value]) == 2
     assert "--keypoint-noise-cm" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("carry", [1.0, 0.0])
+def test_a_body_keypoint_is_carried_by_its_velocity_on_its_first_hidden_frame_only(prior, carry):  # noqa: F811
+    """`keypoint_carry_frames`: a body keypoint on its first hidden frame is held where the filter carries it, one
+    hidden longer and every hand keypoint at its last filtered place (0: every one there)."""
+    fmt = get_format("coco_wholebody133")
+    refiner = FewStepRefiner(prior, fmt, RefineSettings(steps=1, keypoint_carry_frames=carry))
+    k = fmt.num_keypoints
+    age = (torch.arange(k) % 2 * 3.0)[None]  # every other keypoint hidden for three frames already
+    init = BodyState(torch.zeros(1, 55, 3), torch.zeros(1, 3), keypoint_memory=torch.zeros(1, k, 3), keypoint_age=age)
+    carried = KeypointFilter(torch.full((1, k, 3), 0.05), torch.zeros(1, k, 3), torch.zeros(1, k, 3))
+    obs = Observation(torch.zeros(1, k, 3), torch.zeros(1, k), fmt)  # every keypoint hidden
+    held, weight = refiner._held_keypoints(obs, init, carried)
+    moved = held[0].norm(dim=-1) > 0
+    expect = (~refiner.in_hand & (age[0] == 0)) if carry else torch.zeros(k, dtype=torch.bool)
+    assert torch.equal(moved, expect) and (expect.sum() > 0) == bool(carry)
+    assert torch.allclose(held[0, moved], torch.tensor(0.05)) and (weight > 0).all()

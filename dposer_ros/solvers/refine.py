@@ -132,6 +132,9 @@ class RefineSettings:
     # the keypoint memory holds a hidden keypoint at its last filtered place
     keypoint_motion_psd: float = 3.0  # ... the keypoints' white-noise acceleration, spectral density (m^2/s^3)
     keypoint_velocity_s: float = 0.5  # ... and how long a keypoint keeps its velocity (s)
+    keypoint_carry_frames: float = 1.0  # ... a body keypoint hidden for less than this many frames (of hold_rate_hz)
+    # is held where the filter's velocity carries it, later at its last filtered place (0: always there; hand
+    # keypoints always there: carried, hidden fingers drifted, validation round 63)
     floor_contact_weight: float = 0.3  # a person standing upright (as for the tilt pull, with
     # `floor_contact_min_height`) with legs no keypoint sees stands on a known floor: the shape calibration lengthens
     # or shortens the legs so that the lower foot joint is SOLE_HEIGHT above it (solvers/calibration.py; 0: off;
@@ -313,7 +316,7 @@ class FewStepRefiner:
                                  for j, off in zip(fmt.joints, fmt.offsets)])
         self.sees = (self.points.chain - at_joint).clamp(min=0)
         self.kp_weight = torch.tensor(fmt.weights, dtype=torch.float32).clamp(min=1e-6)  # (K,) the format's weights
-        in_hand = self.kp_part[:, hand_parts].sum(1) > 0
+        in_hand = self.in_hand = self.kp_part[:, hand_parts].sum(1) > 0  # (K,) the hands' keypoints
         self.keypoint_hold = torch.where(in_hand, settings.hand_keypoint_hold_weight,
                                          settings.keypoint_hold_weight) * self.kp_weight  # (K,) the memory's confidence
         names = smplx_neutral().names
@@ -375,7 +378,7 @@ class FewStepRefiner:
             local, transl = roma.rotvec_to_rotmat(init.pose.float()), init.transl.float().clone()
             previous = init.pose.float()[:, self.free]
         seen = self.seen_joints(obs.confidence)
-        target_points, target_conf = self._held_keypoints(obs, init)
+        target_points, target_conf = self._held_keypoints(obs, init, kfilter)
         by_data = ((obs.confidence > 0.1).float() @ self.sees) > 0  # seen, the spine included
         hidden = torch.zeros(batch, len(FREE_JOINTS)) if init is None or init.hidden_frames is None else init.hidden_frames
         elapsed = self._elapsed(obs)  # (B, 1) this frame's time, in frames of hold_rate_hz
@@ -541,16 +544,20 @@ class FewStepRefiner:
             return None
         return init.keypoint_memory, init.keypoint_age
 
-    def _held_keypoints(self, obs: Observation, init: BodyState | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _held_keypoints(self, obs: Observation, init: BodyState | None,
+                        kfilter: KeypointFilter | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The keypoints the data term fits: the observation's, and each hidden keypoint the track has seen at its
-        last seen place, with confidence `keypoint_hold_weight` (hands: `hand_...`) x hold_decay^(frames it was hidden
-        before this one)."""
+        last seen place (hidden for less than `keypoint_carry_frames`: where the filter `kfilter` carries it), with
+        confidence `keypoint_hold_weight` (hands: `hand_...`) x hold_decay^(frames it was hidden before this one)."""
         memory = self._memory(init)
         if memory is None:
             return obs.points, obs.confidence
         last, age = memory
         held = (obs.confidence == 0) & torch.isfinite(last).all(-1)
         weight = self.keypoint_hold * self.settings.hold_decay ** age  # full on its first hidden frame
+        if kfilter is not None and self.settings.keypoint_carry_frames > 0:  # a body keypoint's first hidden frames
+            carried = ~self.in_hand & (age < self.settings.keypoint_carry_frames) & torch.isfinite(kfilter.position).all(-1)
+            last = torch.where(carried[..., None], kfilter.position, last)
         return torch.where(held[..., None], last.nan_to_num(), obs.points), torch.where(held, weight, obs.confidence)
 
     def _elapsed(self, obs: Observation) -> torch.Tensor:
