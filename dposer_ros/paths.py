@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 import sys
 from pathlib import Path
@@ -31,3 +33,14 @@ def default_engine_dir() -> Path:
     if checkout.is_dir() and os.access(checkout, os.W_OK):
         return checkout / "engines"
     return Path.home() / ".cache" / "dposer_ros" / "engines"
+
+
+@functools.cache
+def sources_sha256(sources: tuple[str, ...]) -> str:
+    """sha256 of the package's source files `sources` (paths inside dposer_ros/, in order): part of the key of a
+    graph compiled or exported from them, which changes with their code."""
+    root = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for source in sources:
+        digest.update((root / source).read_bytes())
+    return digest.hexdigest()

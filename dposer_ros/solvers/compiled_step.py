@@ -16,7 +16,6 @@ bench/RESULTS.md, "The solver compiled ahead of time", has the measurements.
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import json
 import logging
@@ -35,7 +34,7 @@ import torch
 from ..body.jacobian import AttachedPoints
 from ..body.kinematics import ForwardKinematics
 from ..keypoints.format import KeypointFormat
-from ..paths import default_engine_dir
+from ..paths import default_engine_dir, sources_sha256
 from .gauss_newton import Pull, gauss_newton_step
 
 LOG = logging.getLogger("dposer_ros.solvers")
@@ -66,15 +65,6 @@ class WarmStep(torch.nn.Module):
         return local, transl, roma.rotmat_to_rotvec(local)  # the next step's axis-angle, at no extra call
 
 
-@functools.cache
-def _sources_sha256() -> str:
-    root = Path(__file__).resolve().parents[1]
-    digest = hashlib.sha256()
-    for source in SOURCES:
-        digest.update((root / source).read_bytes())
-    return digest.hexdigest()
-
-
 def package_key(fmt: KeypointFormat, free: tuple[int, ...], damping: float, weak_cm: float) -> str:
     """sha256 of what the compiled graph depends on."""
     digest = hashlib.sha256()
@@ -82,7 +72,7 @@ def package_key(fmt: KeypointFormat, free: tuple[int, ...], damping: float, weak
                               "offsets": np.asarray(fmt.offsets).tolist(), "free": list(free),
                               "damping": damping, "weak_cm": weak_cm,
                               "torch": torch.__version__, "max_batch": MAX_BATCH}, sort_keys=True).encode())
-    digest.update(_sources_sha256().encode())
+    digest.update(sources_sha256(SOURCES).encode())
     return digest.hexdigest()
 
 

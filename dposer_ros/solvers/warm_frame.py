@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import functools
 import hashlib
 import io
 import json
@@ -31,7 +30,7 @@ import numpy as np
 import roma
 import torch
 
-from ..paths import default_engine_dir
+from ..paths import default_engine_dir, sources_sha256
 from ..prior.engine import Engine
 from ..prior.layout import part_index
 from ..prior.model import PosePrior
@@ -118,15 +117,6 @@ def frame_inputs(refiner, local: torch.Tensor, transl: torch.Tensor, carry: dict
         hidden, torch.full((batch,), float(refiner.settings.sigma_cm))))
 
 
-@functools.cache
-def _sources_sha256() -> str:
-    root = Path(__file__).resolve().parents[1]
-    digest = hashlib.sha256()
-    for source in SOURCES:
-        digest.update((root / source).read_bytes())
-    return digest.hexdigest()
-
-
 def graph_key(refiner, prior_sha256: str) -> str:
     """sha256 of what the graph depends on: the format, every refiner setting, the prior, the code, torch."""
     fmt = refiner.format
@@ -136,7 +126,7 @@ def graph_key(refiner, prior_sha256: str) -> str:
                               "settings": dataclasses.asdict(refiner.settings), "prior": prior_sha256,
                               "refiner": type(refiner).__name__, "groups": refiner.warm_groups,
                               "torch": torch.__version__, "opset": OPSET}, sort_keys=True).encode())
-    digest.update(_sources_sha256().encode())
+    digest.update(sources_sha256(SOURCES).encode())
     return digest.hexdigest()
 
 
