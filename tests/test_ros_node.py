@@ -459,6 +459,35 @@ def test_node_declares_parameters_with_descriptions_and_ranges(prior_path, domai
         rclpy.try_shutdown(context=ctx)
 
 
+def test_the_node_prepares_its_warm_frame_graph_at_start_when_asked(prior_path, domain_id, tmp_path, monkeypatch):
+    """`frame_graph`: the in-process node exports and loads the warm frames' graph of its input format and start
+    settings before it serves, and says so in its solver status."""
+    pytest.importorskip("onnxruntime")
+    from rclpy.parameter import Parameter
+
+    from dposer_ros.ros.refine_node import RefineNode
+
+    monkeypatch.setenv("DPOSER_ENGINE_DIR", str(tmp_path))
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=domain_id)
+    node = None
+    try:
+        node = RefineNode(context=ctx, node_name="frame_graph_probe",
+                          parameter_overrides=[Parameter("model_path", value=str(prior_path)),
+                                               Parameter("backend", value="torch"),
+                                               Parameter("compiled_step", value=False),
+                                               Parameter("solver_process", value=False),
+                                               Parameter("input_format", value="coco17"),
+                                               Parameter("steps", value=1),  # a small graph: quick to export and load
+                                               Parameter("frame_graph", value=True)])
+        assert node.core.solver.step_status() == "eager; warm frames as one graph: coco17 (CPUExecutionProvider)"
+        assert list(tmp_path.glob("frame-coco17-*.onnx"))
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown(context=ctx)
+
+
 @pytest.mark.parametrize("solver_process", [True, False])
 def test_lifecycle_node_loads_on_configure_serves_when_active_and_releases_on_cleanup(prior_path, domain_id,
                                                                                      solver_process):
